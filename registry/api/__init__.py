@@ -1,0 +1,1 @@
+"""HTTP: parse the request, call a service, build the response."""

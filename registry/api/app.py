@@ -1,0 +1,45 @@
+"""`create_app(settings)`: builds the storage, the index and the services, explicitly."""
+
+from __future__ import annotations
+
+import os
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from registry.api.base import ApiVersionHeader, Services
+from registry.api.errors import http_error, registry_error
+from registry.api.routes import ROUTES
+from registry.config import Settings
+from registry.errors import RegistryError
+from registry.metadata.db import make_engine
+from registry.metadata.index import Index
+from registry.service.blobs import BlobService
+from registry.service.manifests import ManifestService
+from registry.service.uploads import HasherCache, UploadService
+from registry.storage import open_storage
+
+SETTINGS_ENV = "BERTH_SETTINGS_JSON"
+
+
+def create_app(settings: Settings) -> Starlette:
+    storage = open_storage(settings.effective_storage)
+    index = Index(make_engine(settings.effective_database_url))
+    app = Starlette(
+        routes=ROUTES,
+        middleware=[Middleware(ApiVersionHeader)],
+        exception_handlers={RegistryError: registry_error, HTTPException: http_error},
+    )
+    app.state.settings = settings
+    app.state.services = Services(
+        blobs=BlobService(index, storage),
+        uploads=UploadService(index, storage, HasherCache()),
+        manifests=ManifestService(index),
+    )
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """The factory uvicorn's worker processes call: settings arrive as JSON in the environment."""
+    return create_app(Settings.from_json(os.environ[SETTINGS_ENV]))

@@ -1,0 +1,82 @@
+"""What every handler shares: the registry's services, the repository name, body streaming."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from registry.errors import NameInvalid
+from registry.oci.reference import valid_name
+from registry.service.blobs import BlobService
+from registry.service.manifests import ManifestService
+from registry.service.uploads import UploadService, UploadWriter
+
+API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
+WRITE_BATCH = 4 * 1024 * 1024
+SMALL_BODY = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Services:
+    blobs: BlobService
+    uploads: UploadService
+    manifests: ManifestService
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def repository(request: Request) -> str:
+    name = request.path_params["name"]
+    if not valid_name(name):
+        raise NameInvalid(detail={"name": name})
+    return name
+
+
+def content_length(request: Request) -> int | None:
+    value = request.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
+
+
+async def stream_into(request: Request, writer: UploadWriter) -> None:
+    """Copy the request body into an upload in large batches, one write in flight while
+    the next batch arrives, so hashing and disk overlap the network."""
+    pending: asyncio.Future[None] | None = None
+    buffer = bytearray()
+    try:
+        async for chunk in request.stream():
+            buffer += chunk
+            if len(buffer) >= WRITE_BATCH:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(run_in_threadpool(writer.write, bytes(buffer)))
+                buffer.clear()
+    finally:
+        if pending is not None:
+            await pending
+    if buffer:
+        await run_in_threadpool(writer.write, bytes(buffer))
+
+
+class ApiVersionHeader:
+    """Adds `Docker-Distribution-API-Version` to every response, as docker expects."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)

@@ -1,0 +1,43 @@
+"""Blob HEAD, GET (whole or one range) and DELETE."""
+
+from __future__ import annotations
+
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from registry.api.base import repository, services
+from registry.service.blobs import parse_range
+
+
+async def get_blob(request: Request) -> Response:
+    name, digest = repository(request), request.path_params["digest"]
+    blobs = services(request).blobs
+    size = await run_in_threadpool(blobs.size, name, digest)
+    headers = {
+        "Docker-Content-Digest": digest,
+        "Accept-Ranges": "bytes",
+        "ETag": f'"{digest}"',
+        "Content-Type": "application/octet-stream",
+        "Cache-Control": "max-age=31536000",
+    }
+    if request.method == "HEAD":
+        return Response(status_code=200, headers={**headers, "Content-Length": str(size)})
+    url = blobs.redirect_url(digest)
+    if url:
+        return RedirectResponse(url, status_code=307, headers={"Docker-Content-Digest": digest})
+    byte_range = parse_range(request.headers.get("range"), size)
+    start, end = byte_range or (0, size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if byte_range:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    body = iterate_in_threadpool(blobs.read(digest, start, end))
+    return StreamingResponse(body, status_code=status, headers=headers)
+
+
+async def delete_blob(request: Request) -> Response:
+    name, digest = repository(request), request.path_params["digest"]
+    await run_in_threadpool(services(request).blobs.delete, name, digest)
+    return Response(status_code=202, headers={"Content-Length": "0"})

@@ -1,0 +1,36 @@
+"""Rendering errors as the spec's JSON body, for every failure path."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.errors import RegistryError
+
+
+def error_response(request: Request, exc: RegistryError) -> Response:
+    body = b"" if request.method == "HEAD" else json.dumps({"errors": [exc.to_json()]}).encode()
+    headers = {"Content-Type": "application/json", **exc.headers}
+    if request.method == "HEAD":
+        headers["Content-Length"] = "0"
+    return Response(body, status_code=exc.status, headers=headers)
+
+
+async def registry_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RegistryError)
+    return error_response(request, exc)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404/405 (unknown routes) as spec-shaped errors."""
+    assert isinstance(exc, HTTPException)
+    code = {404: "NOT_FOUND", 405: "UNSUPPORTED"}.get(exc.status_code, "UNKNOWN")
+    body = {"errors": [{"code": code, "message": exc.detail, "detail": None}]}
+    return Response(
+        b"" if request.method == "HEAD" else json.dumps(body).encode(),
+        status_code=exc.status_code,
+        headers={"Content-Type": "application/json", **(exc.headers or {})},
+    )

@@ -1,0 +1,80 @@
+"""Manifests by tag or digest, and the referrers of a manifest."""
+
+from __future__ import annotations
+
+import json
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.base import repository, services
+from registry.errors import DigestInvalid, ManifestInvalid
+from registry.oci import mediatypes as mt
+from registry.oci.manifest import MAX_MANIFEST_BYTES
+
+
+async def get_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    head = request.method == "HEAD"
+    row = await run_in_threadpool(services(request).manifests.get, name, reference, not head)
+    headers = {
+        "Content-Type": row.media_type,
+        "Docker-Content-Digest": row.digest,
+        "ETag": f'"{row.digest}"',
+        "Content-Length": str(row.size),
+    }
+    return Response(None if head else row.content, headers=headers)
+
+
+async def put_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise ManifestInvalid(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
+    content_type = request.headers.get("content-type")
+    digest, subject = await run_in_threadpool(
+        services(request).manifests.put, name, reference, bytes(body), content_type, ()
+    )
+    headers = {
+        "Location": f"/v2/{name}/manifests/{digest}",
+        "Docker-Content-Digest": digest,
+        "Content-Length": "0",
+    }
+    if subject:
+        headers["OCI-Subject"] = subject
+    return Response(status_code=201, headers=headers)
+
+
+async def delete_manifest(request: Request) -> Response:
+    name, reference = repository(request), request.path_params["reference"]
+    await run_in_threadpool(services(request).manifests.delete, name, reference)
+    return Response(status_code=202, headers={"Content-Length": "0"})
+
+
+async def referrers(request: Request) -> Response:
+    name, digest = repository(request), request.path_params["digest"]
+    if ":" not in digest:
+        raise DigestInvalid(f"invalid digest {digest!r}")
+    artifact_type = request.query_params.get("artifactType")
+    found = await run_in_threadpool(services(request).manifests.referrers, name, digest, artifact_type)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_INDEX,
+        "manifests": [
+            {
+                "mediaType": r.media_type,
+                "digest": r.digest,
+                "size": r.size,
+                **({"artifactType": r.artifact_type} if r.artifact_type else {}),
+                **({"annotations": r.annotations} if r.annotations else {}),
+            }
+            for r in found
+        ],
+    }
+    headers = {"Content-Type": mt.OCI_INDEX}
+    if artifact_type:
+        headers["OCI-Filters-Applied"] = "artifactType"
+    return Response(json.dumps(index).encode(), headers=headers)

@@ -1,0 +1,41 @@
+"""Listings answered by the index: a repository's tags and the catalog, paginated."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from registry.api.base import repository, services
+from registry.errors import PaginationInvalid
+
+
+def _page(request: Request) -> tuple[int | None, str | None]:
+    n = request.query_params.get("n")
+    if n is not None and (not n.isdigit()):
+        raise PaginationInvalid(detail={"n": n})
+    return (int(n) if n is not None else None), request.query_params.get("last") or None
+
+
+def _listing(request: Request, body: dict[str, object], items: list[str], n: int | None) -> Response:
+    headers = {"Content-Type": "application/json"}
+    if n is not None and n > 0 and len(items) == n:
+        query = urlencode({"n": n, "last": items[-1]})
+        headers["Link"] = f'<{request.url.path}?{query}>; rel="next"'
+    return Response(json.dumps(body).encode(), headers=headers)
+
+
+async def list_tags(request: Request) -> Response:
+    name = repository(request)
+    n, last = _page(request)
+    tags = await run_in_threadpool(services(request).manifests.tags, name, n, last)
+    return _listing(request, {"name": name, "tags": tags}, tags, n)
+
+
+async def catalog(request: Request) -> Response:
+    n, last = _page(request)
+    names = await run_in_threadpool(services(request).manifests.repositories, n, last)
+    return _listing(request, {"repositories": names}, names, n)

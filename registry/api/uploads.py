@@ -1,0 +1,110 @@
+"""Blob uploads: monolithic, POST then PUT, chunked PATCHes, status, cancel and mounts."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from registry.api.base import SMALL_BODY, content_length, repository, services, stream_into
+from registry.errors import BlobUploadInvalid, RangeInvalid
+from registry.service.uploads import UploadService, UploadWriter
+
+
+def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
+    return {
+        "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
+        "Docker-Upload-UUID": upload_id,
+        "Content-Length": "0",
+        **UploadService.range_headers(offset),
+    }
+
+
+def _created(name: str, digest: str) -> Response:
+    return Response(
+        status_code=201,
+        headers={"Location": f"/v2/{name}/blobs/{digest}", "Docker-Content-Digest": digest, "Content-Length": "0"},
+    )
+
+
+def _content_range_start(request: Request) -> int | None:
+    """The start of `Content-Range: <start>-<end>`; a malformed header is a 416."""
+    value = request.headers.get("content-range")
+    if not value:
+        return None
+    spec = value.removeprefix("bytes ").removeprefix("bytes=").split("/")[0]
+    first, _, last = spec.partition("-")
+    if not (first.isdigit() and last.isdigit()) or int(last) < int(first):
+        raise RangeInvalid(f"invalid Content-Range {value!r}")
+    length = content_length(request)
+    if length is not None and length != int(last) - int(first) + 1:
+        raise RangeInvalid(f"Content-Range {value!r} does not match Content-Length {length}")
+    return int(first)
+
+
+async def _write_body(request: Request, writer: UploadWriter) -> None:
+    uploads = services(request).uploads
+    try:
+        await stream_into(request, writer)
+    except ClientDisconnect:
+        await run_in_threadpool(uploads.close, writer)
+        raise
+
+
+async def start_upload(request: Request) -> Response:
+    name = repository(request)
+    svc = services(request)
+    params = request.query_params
+    mount = params.get("mount")
+    if mount:
+        mounted = await run_in_threadpool(svc.blobs.mount, name, mount, params.get("from"), lambda _repo: True)
+        if mounted:
+            return _created(name, mount)
+    digest = params.get("digest")
+    length = content_length(request)
+    if digest and length is not None and length <= SMALL_BODY:
+        body = await request.body()
+        digest = await run_in_threadpool(svc.uploads.put_whole, name, digest, body, length)
+        return _created(name, digest)
+    upload_id = await run_in_threadpool(svc.uploads.start, name)
+    if not digest:
+        return Response(status_code=202, headers=_session_headers(name, upload_id, 0))
+    writer = await run_in_threadpool(svc.uploads.open, name, upload_id, None)
+    await _write_body(request, writer)
+    digest = await run_in_threadpool(svc.uploads.complete, writer, digest)
+    return _created(name, digest)
+
+
+async def upload_status(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["uuid"]
+    offset = await run_in_threadpool(services(request).uploads.offset, name, upload_id)
+    return Response(status_code=204, headers=_session_headers(name, upload_id, offset))
+
+
+async def patch_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["uuid"]
+    uploads = services(request).uploads
+    start = _content_range_start(request)
+    writer = await run_in_threadpool(uploads.open, name, upload_id, start)
+    await _write_body(request, writer)
+    offset = await run_in_threadpool(uploads.close, writer)
+    return Response(status_code=202, headers=_session_headers(name, upload_id, offset))
+
+
+async def finish_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["uuid"]
+    uploads = services(request).uploads
+    digest = request.query_params.get("digest")
+    if not digest:
+        raise BlobUploadInvalid("the digest query parameter is required to complete an upload")
+    start = _content_range_start(request)
+    writer = await run_in_threadpool(uploads.open, name, upload_id, start)
+    await _write_body(request, writer)
+    digest = await run_in_threadpool(uploads.complete, writer, digest)
+    return _created(name, digest)
+
+
+async def cancel_upload(request: Request) -> Response:
+    name, upload_id = repository(request), request.path_params["uuid"]
+    await run_in_threadpool(services(request).uploads.cancel, name, upload_id)
+    return Response(status_code=204, headers={"Content-Length": "0"})

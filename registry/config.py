@@ -1,0 +1,93 @@
+"""Settings for every server-side command, from defaults, a TOML file, `BERTH_*` and flags.
+
+Later sources win: defaults < `--config FILE` < environment < command-line flags, so
+`serve`, `db` and the admin commands all act on the same registry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+def default_data_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/berth/registry")
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "berth" / "registry"
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    listen: str = "127.0.0.1:5000"
+    workers: int = 0
+    database_url: str = ""
+    storage: str = ""
+    log_level: str = "info"
+
+    @property
+    def host(self) -> str:
+        host, _, _ = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'registry.db'}"
+
+    @property
+    def effective_storage(self) -> str:
+        return self.storage or f"file://{self.data_dir / 'blobs'}"
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers or os.cpu_count() or 1
+
+    def to_json(self) -> str:
+        values = asdict(self)
+        values["data_dir"] = str(self.data_dir)
+        return json.dumps(values)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        values = json.loads(text)
+        values["data_dir"] = Path(values["data_dir"])
+        return cls(**values)
+
+
+KEYS = {f.name for f in fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if name == "data_dir":
+        return Path(value).expanduser()
+    if name == "workers":
+        return int(value)
+    return str(value)
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **flags: Any) -> Settings:
+    """Merge defaults, the TOML file, `BERTH_<KEY>` variables and explicit flags (None = not given)."""
+    values: dict[str, Any] = {"data_dir": default_data_dir()}
+    config_file = config_file or os.environ.get("BERTH_CONFIG")
+    if config_file:
+        with open(config_file, "rb") as fh:
+            document = tomllib.load(fh)
+        unknown = set(document) - KEYS
+        if unknown:
+            raise ValueError(f"{config_file}: unknown settings {', '.join(sorted(unknown))}")
+        values.update({k: _coerce(k, v) for k, v in document.items()})
+    for key in KEYS:
+        env = os.environ.get(f"BERTH_{key.upper()}")
+        if env is not None:
+            values[key] = _coerce(key, env)
+    values.update({k: _coerce(k, v) for k, v in flags.items() if v is not None})
+    return Settings(**values)

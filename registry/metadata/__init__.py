@@ -1,0 +1,1 @@
+"""The SQL index: names, tags, manifests, links and upload sessions."""

@@ -1,0 +1,419 @@
+"""The queries the services need, each in one short transaction.
+
+Concurrent writers are made safe by unique constraints, upserts and conditional
+updates, never by check-then-insert in application code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from registry.metadata.db import WRITE
+from registry.metadata.models import (
+    Blob,
+    Manifest,
+    ManifestBlob,
+    ManifestChild,
+    Repository,
+    RepositoryBlob,
+    Tag,
+    Upload,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UploadRow:
+    id: str
+    repository_id: int
+    offset: int
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    digest: str
+    media_type: str
+    size: int
+    content: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    """A validated manifest ready to be indexed."""
+
+    digest: str
+    media_type: str
+    content: bytes
+    config_digest: str | None
+    subject_digest: str | None
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+    blobs: tuple[str, ...]
+    children: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    annotations: dict[str, str] | None
+
+
+def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str]) -> None:
+    """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Index:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+            conn.rollback()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
+
+    # repositories -----------------------------------------------------------------
+
+    def _ensure_repository(self, conn: Connection, name: str) -> int:
+        _upsert(conn, Repository.__table__, {"name": name}, ["name"])
+        return conn.execute(select(Repository.id).where(Repository.name == name)).scalar_one()
+
+    def repository_exists(self, name: str) -> bool:
+        with self._read() as conn:
+            return conn.execute(select(Repository.id).where(Repository.name == name)).first() is not None
+
+    def repositories(self, n: int | None, last: str | None) -> list[str]:
+        query = select(Repository.name).order_by(Repository.name)
+        if last:
+            query = query.where(Repository.name > last)
+        if n is not None:
+            query = query.limit(n)
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    # uploads ---------------------------------------------------------------------
+
+    def create_upload(self, repository: str, upload_id: str, state: dict[str, Any]) -> None:
+        with self._write() as conn:
+            repository_id = self._ensure_repository(conn, repository)
+            conn.execute(
+                insert(Upload).values(
+                    id=upload_id, repository_id=repository_id, offset=0, storage_state=json.dumps(state)
+                )
+            )
+
+    def get_upload(self, repository: str, upload_id: str) -> UploadRow | None:
+        query = (
+            select(Upload.id, Upload.repository_id, Upload.offset, Upload.storage_state)
+            .join(Repository, Repository.id == Upload.repository_id)
+            .where(Upload.id == upload_id, Repository.name == repository)
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else UploadRow(row.id, row.repository_id, row.offset, json.loads(row.storage_state))
+
+    def lease_upload(self, upload_id: str, offset: int, seconds: float) -> bool:
+        """Claim the session for one writer, if it is still at `offset` and nobody writes."""
+        now = _now()
+        query = (
+            update(Upload)
+            .where(
+                Upload.id == upload_id,
+                Upload.offset == offset,
+                (Upload.lease_until.is_(None)) | (Upload.lease_until < now),
+            )
+            .values(lease_until=now + timedelta(seconds=seconds))
+        )
+        with self._write() as conn:
+            return conn.execute(query).rowcount == 1
+
+    def release_upload(self, upload_id: str, offset: int, state: dict[str, Any]) -> None:
+        query = update(Upload).where(Upload.id == upload_id).values(
+            offset=offset, storage_state=json.dumps(state), lease_until=None
+        )
+        with self._write() as conn:
+            conn.execute(query)
+
+    def delete_upload(self, upload_id: str) -> bool:
+        with self._write() as conn:
+            return conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount == 1
+
+    # blobs -----------------------------------------------------------------------
+
+    def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
+        _upsert(conn, Blob.__table__, {"digest": digest, "size": size}, ["digest"])
+        blob_id = conn.execute(select(Blob.id).where(Blob.digest == digest)).scalar_one()
+        _upsert(conn, RepositoryBlob.__table__, {"repository_id": repository_id, "blob_id": blob_id},
+                ["repository_id", "blob_id"])
+
+    def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
+        """Close the session (if any) and make the blob visible in the repository, atomically.
+
+        Returns False when the session was already finished by someone else.
+        """
+        with self._write() as conn:
+            if upload_id is not None and conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount != 1:
+                return False
+            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
+            return True
+
+    def blob_size(self, repository: str, digest: str) -> int | None:
+        """The blob's size if `repository` may serve it."""
+        query = (
+            select(Blob.size)
+            .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
+            .join(Repository, Repository.id == RepositoryBlob.repository_id)
+            .where(Blob.digest == digest, Repository.name == repository)
+        )
+        with self._read() as conn:
+            return conn.execute(query).scalar()
+
+    def blob_repositories(self, digest: str) -> list[str]:
+        """Every repository that may serve `digest` (for mounts without `from`)."""
+        query = (
+            select(Repository.name)
+            .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
+            .join(Blob, Blob.id == RepositoryBlob.blob_id)
+            .where(Blob.digest == digest)
+            .order_by(Repository.name)
+        )
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def link_blob(self, repository: str, digest: str, source: str) -> int | None:
+        """Mount: link `digest` into `repository` if `source` may serve it; returns the size."""
+        with self._write() as conn:
+            size = conn.execute(
+                select(Blob.size)
+                .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
+                .join(Repository, Repository.id == RepositoryBlob.repository_id)
+                .where(Blob.digest == digest, Repository.name == source)
+            ).scalar()
+            if size is None:
+                return None
+            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
+            return size
+
+    def unlink_blob(self, repository: str, digest: str) -> bool | str:
+        """Remove a blob from a repository. Returns False if absent, or the digest of a
+        manifest that still references it (and then changes nothing)."""
+        with self._write() as conn:
+            ids = conn.execute(
+                select(Repository.id, Blob.id)
+                .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
+                .join(Blob, Blob.id == RepositoryBlob.blob_id)
+                .where(Repository.name == repository, Blob.digest == digest)
+            ).first()
+            if ids is None:
+                return False
+            repository_id, blob_id = ids
+            user = conn.execute(
+                select(Manifest.digest)
+                .join(ManifestBlob, ManifestBlob.manifest_id == Manifest.id)
+                .where(Manifest.repository_id == repository_id, ManifestBlob.blob_id == blob_id)
+                .limit(1)
+            ).scalar()
+            if user is not None:
+                return user
+            conn.execute(
+                delete(RepositoryBlob).where(
+                    RepositoryBlob.repository_id == repository_id, RepositoryBlob.blob_id == blob_id
+                )
+            )
+            return True
+
+    # manifests -------------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str, by_digest: bool, content: bool = True) -> ManifestRow | None:
+        columns = [Manifest.digest, Manifest.media_type, Manifest.size]
+        if content:
+            columns.append(Manifest.content)
+        query = select(*columns).join(Repository, Repository.id == Manifest.repository_id)
+        if by_digest:
+            query = query.where(Repository.name == repository, Manifest.digest == reference)
+        else:
+            query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
+                Repository.name == repository, Tag.name == reference
+            )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        return ManifestRow(row.digest, row.media_type, row.size, row.content if content else None)
+
+    def put_manifest(
+        self, repository: str, manifest: NewManifest, tag: str | None, mountable: Iterable[str]
+    ) -> tuple[list[str], list[str]]:
+        """Index a manifest (and move `tag` to it) in one transaction.
+
+        Blobs not yet in the repository are linked when one of the `mountable`
+        repositories holds them. Returns the blobs and child manifests that are
+        missing; when any are, nothing is written.
+        """
+        with self._write() as conn:
+            repository_id = self._ensure_repository(conn, repository)
+            blob_ids: dict[str, int] = {}
+            if manifest.blobs:
+                rows = conn.execute(
+                    select(Blob.digest, Blob.id, Blob.size).where(Blob.digest.in_(set(manifest.blobs)))
+                ).all()
+                known = {r.digest: (r.id, r.size) for r in rows}
+                linked = set(
+                    conn.execute(
+                        select(RepositoryBlob.blob_id).where(
+                            RepositoryBlob.repository_id == repository_id,
+                            RepositoryBlob.blob_id.in_([v[0] for v in known.values()]),
+                        )
+                    ).scalars()
+                )
+                mountable = list(mountable)
+                for digest, (blob_id, size) in known.items():
+                    if blob_id in linked:
+                        blob_ids[digest] = blob_id
+                    elif mountable and conn.execute(
+                        select(
+                            exists()
+                            .where(RepositoryBlob.blob_id == blob_id)
+                            .where(RepositoryBlob.repository_id == Repository.id)
+                            .where(Repository.name.in_(mountable))
+                        )
+                    ).scalar():
+                        self._link_blob(conn, repository_id, digest, size)
+                        blob_ids[digest] = blob_id
+            missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))
+            child_ids: dict[str, int] = {}
+            if manifest.children:
+                child_ids = dict(
+                    conn.execute(
+                        select(Manifest.digest, Manifest.id).where(
+                            Manifest.repository_id == repository_id, Manifest.digest.in_(set(manifest.children))
+                        )
+                    ).all()
+                )
+            missing_children = sorted(set(manifest.children) - set(child_ids))
+            if missing_blobs or missing_children:
+                conn.rollback()
+                return missing_blobs, missing_children
+            _upsert(
+                conn,
+                Manifest.__table__,
+                {
+                    "repository_id": repository_id,
+                    "digest": manifest.digest,
+                    "media_type": manifest.media_type,
+                    "size": len(manifest.content),
+                    "content": manifest.content,
+                    "config_digest": manifest.config_digest,
+                    "subject_digest": manifest.subject_digest,
+                    "artifact_type": manifest.artifact_type,
+                    "annotations": json.dumps(manifest.annotations) if manifest.annotations else None,
+                },
+                ["repository_id", "digest"],
+            )
+            manifest_id = conn.execute(
+                select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == manifest.digest)
+            ).scalar_one()
+            for blob_id in set(blob_ids.values()):
+                _upsert(conn, ManifestBlob.__table__, {"manifest_id": manifest_id, "blob_id": blob_id},
+                        ["manifest_id", "blob_id"])
+            for child_id in set(child_ids.values()):
+                _upsert(conn, ManifestChild.__table__, {"parent_id": manifest_id, "child_id": child_id},
+                        ["parent_id", "child_id"])
+            if tag is not None:
+                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                conn.execute(
+                    dialect.insert(Tag)
+                    .values(repository_id=repository_id, name=tag, manifest_id=manifest_id)
+                    .on_conflict_do_update(
+                        index_elements=["repository_id", "name"],
+                        set_={"manifest_id": manifest_id, "updated_at": func.now()},
+                    )
+                )
+            return [], []
+
+    def delete_manifest(self, repository: str, digest: str) -> bool | str:
+        """Delete a manifest and the tags on it. Returns False if absent, or the digest of
+        an index that still references it (and then changes nothing)."""
+        with self._write() as conn:
+            row = conn.execute(
+                select(Manifest.id)
+                .join(Repository, Repository.id == Manifest.repository_id)
+                .where(Repository.name == repository, Manifest.digest == digest)
+            ).first()
+            if row is None:
+                return False
+            manifest_id = row.id
+            parent = conn.execute(
+                select(Manifest.digest)
+                .join(ManifestChild, ManifestChild.parent_id == Manifest.id)
+                .where(ManifestChild.child_id == manifest_id)
+                .limit(1)
+            ).scalar()
+            if parent is not None:
+                return parent
+            conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
+            conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
+            conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))
+            conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+            return True
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        with self._write() as conn:
+            repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
+            if repository_id is None:
+                return False
+            query = delete(Tag).where(and_(Tag.repository_id == repository_id, Tag.name == tag))
+            return conn.execute(query).rowcount == 1
+
+    def tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
+        """Tag names in lexical order after `last`, or None when the repository is unknown."""
+        with self._read() as conn:
+            repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
+            if repository_id is None:
+                return None
+            query = select(Tag.name).where(Tag.repository_id == repository_id).order_by(Tag.name)
+            if last:
+                query = query.where(Tag.name > last)
+            if n is not None:
+                query = query.limit(n)
+            return list(conn.execute(query).scalars())
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        query = (
+            select(Manifest.digest, Manifest.media_type, Manifest.size, Manifest.artifact_type, Manifest.annotations)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(Repository.name == repository, Manifest.subject_digest == subject)
+            .order_by(Manifest.digest)
+        )
+        if artifact_type:
+            query = query.where(Manifest.artifact_type == artifact_type)
+        with self._read() as conn:
+            rows = conn.execute(query).all()
+        return [
+            Referrer(r.digest, r.media_type, r.size, r.artifact_type, json.loads(r.annotations) if r.annotations else None)
+            for r in rows
+        ]

@@ -1,0 +1,126 @@
+"""SQLAlchemy models of the index. Alembic's history must produce exactly this schema."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+def _now() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), server_default=func.now(), nullable=False)
+
+
+class Repository(Base):
+    __tablename__ = "repository"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class Blob(Base):
+    """One row per digest, global: the bytes live once in storage."""
+
+    __tablename__ = "blob"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(160), unique=True, nullable=False)
+    size: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class RepositoryBlob(Base):
+    """Which repository may serve which blob: without it one repository's blobs leak to another."""
+
+    __tablename__ = "repository_blob"
+    repository_id: Mapped[int] = mapped_column(
+        ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True
+    )
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"), primary_key=True, index=True)
+    created_at: Mapped[datetime] = _now()
+
+
+class Manifest(Base):
+    """A manifest's exact bytes and what the index needs to answer questions about it."""
+
+    __tablename__ = "manifest"
+    __table_args__ = (
+        UniqueConstraint("repository_id", "digest", name="uq_manifest_repository_digest"),
+        Index("ix_manifest_repository_subject", "repository_id", "subject_digest"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), nullable=False)
+    digest: Mapped[str] = mapped_column(String(160), nullable=False)
+    media_type: Mapped[str] = mapped_column(String(255), nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    content: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    config_digest: Mapped[str | None] = mapped_column(String(160))
+    subject_digest: Mapped[str | None] = mapped_column(String(160))
+    artifact_type: Mapped[str | None] = mapped_column(String(255))
+    annotations: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _now()
+
+
+class ManifestBlob(Base):
+    __tablename__ = "manifest_blob"
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id", ondelete="CASCADE"), primary_key=True)
+    blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id"), primary_key=True, index=True)
+
+
+class ManifestChild(Base):
+    """An index's reference to a manifest of the same repository."""
+
+    __tablename__ = "manifest_child"
+    parent_id: Mapped[int] = mapped_column(ForeignKey("manifest.id", ondelete="CASCADE"), primary_key=True)
+    child_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"), primary_key=True, index=True)
+
+
+class Tag(Base):
+    __tablename__ = "tag"
+    __table_args__ = (UniqueConstraint("repository_id", "name", name="uq_tag_repository_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), nullable=False)
+    name: Mapped[str] = mapped_column(String(128), nullable=False)
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id"), nullable=False, index=True)
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
+    )
+
+
+class Upload(Base):
+    """A whole upload session, so any replica can continue it.
+
+    `lease_until` is set while one request writes to the session: a second writer is
+    refused instead of interleaving bytes.
+    """
+
+    __tablename__ = "upload"
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), nullable=False)
+    offset: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    storage_state: Mapped[str] = mapped_column(Text, nullable=False)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime] = _now()

@@ -1,0 +1,1 @@
+"""OCI rules: the upload state machine, manifest validation, links between names and bytes."""

@@ -1,0 +1,112 @@
+"""Manifests: validated on PUT, stored byte for byte in the index, served by tag or digest."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from registry.errors import (
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    StillReferenced,
+    TagInvalid,
+    Unsupported,
+)
+from registry.metadata.index import Index, ManifestRow, NewManifest, Referrer
+from registry.oci.digest import InvalidDigest, is_digest, parse_digest
+from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
+from registry.oci.reference import valid_tag
+
+
+def check_reference(reference: str) -> tuple[str, bool]:
+    """Return (reference, is_digest), refusing malformed tags and digests."""
+    if is_digest(reference):
+        try:
+            return str(parse_digest(reference)), True
+        except InvalidDigest as exc:
+            raise DigestInvalid(str(exc)) from None
+    if not valid_tag(reference):
+        raise TagInvalid(f"invalid tag {reference!r}")
+    return reference, False
+
+
+class ManifestService:
+    def __init__(self, index: Index):
+        self.index = index
+
+    def get(self, repository: str, reference: str, content: bool = True) -> ManifestRow:
+        reference, by_digest = check_reference(reference)
+        row = self.index.get_manifest(repository, reference, by_digest, content)
+        if row is None:
+            if not self.index.repository_exists(repository):
+                raise NameUnknown(detail={"name": repository})
+            raise ManifestUnknown(detail={"reference": reference})
+        return row
+
+    def put(
+        self, repository: str, reference: str, body: bytes, content_type: str | None, mountable: Iterable[str]
+    ) -> tuple[str, str | None]:
+        """Validate and index a manifest; returns its digest and subject digest."""
+        reference, by_digest = check_reference(reference)
+        try:
+            manifest = parse_manifest(body, content_type)
+        except UnsupportedManifest as exc:
+            raise Unsupported(str(exc)) from None
+        except InvalidManifest as exc:
+            raise ManifestInvalid(str(exc)) from None
+        algorithm = reference.partition(":")[0] if by_digest else "sha256"
+        digest = f"{algorithm}:{hashlib.new(algorithm, body).hexdigest()}"
+        if by_digest and digest != reference:
+            raise DigestInvalid(f"manifest digest is {digest}, not {reference}")
+        subject = manifest.subject.digest if manifest.subject else None
+        missing_blobs, missing_children = self.index.put_manifest(
+            repository,
+            NewManifest(
+                digest=digest,
+                media_type=manifest.media_type,
+                content=body,
+                config_digest=manifest.config.digest if manifest.config else None,
+                subject_digest=subject,
+                artifact_type=manifest.effective_artifact_type,
+                annotations=manifest.annotations or None,
+                blobs=tuple(d.digest for d in manifest.blobs),
+                children=tuple(d.digest for d in manifest.manifests),
+            ),
+            None if by_digest else reference,
+            mountable,
+        )
+        if missing_blobs or missing_children:
+            raise ManifestBlobUnknown(
+                f"manifest references unknown {'blobs' if missing_blobs else 'manifests'}: "
+                + ", ".join(missing_blobs + missing_children),
+                detail={"blobs": missing_blobs, "manifests": missing_children},
+            )
+        return digest, subject
+
+    def delete(self, repository: str, reference: str) -> None:
+        reference, by_digest = check_reference(reference)
+        if not by_digest:
+            if not self.index.delete_tag(repository, reference):
+                raise ManifestUnknown(detail={"tag": reference})
+            return
+        result = self.index.delete_manifest(repository, reference)
+        if result is False:
+            raise ManifestUnknown(detail={"digest": reference})
+        if isinstance(result, str):
+            raise StillReferenced(f"manifest {reference} is referenced by index {result}; delete the index first")
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        subject, _ = check_reference(subject)
+        return self.index.referrers(repository, subject, artifact_type)
+
+    def tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+        tags = self.index.tags(repository, n, last)
+        if tags is None:
+            raise NameUnknown(detail={"name": repository})
+        return tags
+
+    def repositories(self, n: int | None, last: str | None) -> list[str]:
+        return self.index.repositories(n, last)

@@ -1,0 +1,195 @@
+"""Blob upload sessions: started -> (writing -> started)* -> committed | cancelled.
+
+The session lives in the index (`upload` row) and its bytes in storage, so any replica
+can continue it. A writer leases the session, so two requests never interleave bytes.
+The running sha256 is kept in this process only as a bounded optimisation: when a
+chunk lands on another replica (or the digest uses another algorithm) the upload is
+re-hashed from storage at completion. Committed and cancelled sessions have no row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
+from registry.metadata.index import Index
+from registry.oci.digest import InvalidDigest, parse_digest
+from registry.storage.base import BlobStorage
+
+LEASE_SECONDS = 300.0
+RUNNING_HASH = "sha256"
+
+
+class UploadStatus(Enum):
+    STARTED = "started"
+    WRITING = "writing"
+    COMMITTED = "committed"
+    CANCELLED = "cancelled"
+
+
+TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
+    UploadStatus.STARTED: frozenset({UploadStatus.WRITING, UploadStatus.COMMITTED, UploadStatus.CANCELLED}),
+    UploadStatus.WRITING: frozenset({UploadStatus.STARTED, UploadStatus.COMMITTED}),
+    UploadStatus.COMMITTED: frozenset(),
+    UploadStatus.CANCELLED: frozenset(),
+}
+
+
+class HasherCache:
+    """Running hashes of uploads this process wrote last, keyed by (upload id, offset)."""
+
+    def __init__(self, capacity: int = 512):
+        self.capacity = capacity
+        self._items: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def take(self, upload_id: str, offset: int) -> Any | None:
+        with self._lock:
+            item = self._items.pop(upload_id, None)
+        if item is None or item[0] != offset:
+            return None
+        return item[1]
+
+    def put(self, upload_id: str, offset: int, hasher: Any) -> None:
+        with self._lock:
+            self._items[upload_id] = (offset, hasher)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+
+
+@dataclass
+class UploadWriter:
+    """One request's exclusive write access to a session."""
+
+    storage: BlobStorage
+    upload_id: str
+    repository: str
+    state: dict[str, Any]
+    offset: int
+    hasher: Any | None
+    status: UploadStatus = UploadStatus.WRITING
+    leased_at: float = field(default_factory=time.monotonic)
+
+    def write(self, data: bytes) -> None:
+        self.state = self.storage.write_upload(self.state, self.offset, data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        self.offset += len(data)
+
+    def move(self, target: UploadStatus) -> None:
+        if target not in TRANSITIONS[self.status]:
+            raise BlobUploadInvalid(f"upload cannot go from {self.status.value} to {target.value}")
+        self.status = target
+
+
+def _check_digest(value: str | None) -> str:
+    if not value:
+        raise DigestInvalid("the digest query parameter is required to complete an upload")
+    try:
+        return str(parse_digest(value))
+    except InvalidDigest as exc:
+        raise DigestInvalid(str(exc)) from None
+
+
+class UploadService:
+    def __init__(self, index: Index, storage: BlobStorage, hashers: HasherCache):
+        self.index = index
+        self.storage = storage
+        self.hashers = hashers
+
+    def start(self, repository: str) -> str:
+        upload_id = str(uuid.uuid4())
+        state = self.storage.start_upload(upload_id)
+        self.index.create_upload(repository, upload_id, state)
+        return upload_id
+
+    def offset(self, repository: str, upload_id: str) -> int:
+        row = self.index.get_upload(repository, upload_id)
+        if row is None:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        return row.offset
+
+    def open(self, repository: str, upload_id: str, start: int | None = None) -> UploadWriter:
+        """Lease the session for writing; `start` is the client's Content-Range start, if any."""
+        row = self.index.get_upload(repository, upload_id)
+        if row is None:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        if start is not None and start != row.offset:
+            raise RangeInvalid(f"chunk starts at {start}, the upload is at {row.offset}", headers=self.range_headers(row.offset))
+        if not self.index.lease_upload(upload_id, row.offset, LEASE_SECONDS):
+            raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(row.offset))
+        hasher = self.hashers.take(upload_id, row.offset)
+        if hasher is None and row.offset == 0:
+            hasher = hashlib.new(RUNNING_HASH)
+        return UploadWriter(self.storage, upload_id, repository, row.state, row.offset, hasher)
+
+    def close(self, writer: UploadWriter) -> int:
+        """Record what was written (also after a client disconnect) and release the lease."""
+        writer.move(UploadStatus.STARTED)
+        self.index.release_upload(writer.upload_id, writer.offset, writer.state)
+        if writer.hasher is not None:
+            self.hashers.put(writer.upload_id, writer.offset, writer.hasher)
+        return writer.offset
+
+    def complete(self, writer: UploadWriter, digest_param: str | None) -> str:
+        """Verify the digest of everything written, then make the blob visible."""
+        try:
+            digest = _check_digest(digest_param)
+            algorithm, _, expected = digest.partition(":")
+            hasher = writer.hasher if algorithm == RUNNING_HASH else None
+            if hasher is None:
+                hasher = hashlib.new(algorithm)
+                for chunk in self.storage.read_upload(writer.state, writer.offset):
+                    hasher.update(chunk)
+            if hasher.hexdigest() != expected:
+                raise DigestInvalid(detail={"digest": digest})
+        except Exception:
+            writer.hasher = None
+            self.close(writer)
+            raise
+        writer.move(UploadStatus.COMMITTED)
+        self._store(writer.state, writer.offset, digest)
+        self.index.finish_upload(writer.upload_id, writer.repository, digest, writer.offset)
+        return digest
+
+    def _store(self, state: dict[str, Any], size: int, digest: str) -> None:
+        if self.storage.stat(digest) == size:
+            self.storage.cancel_upload(state)
+        else:
+            self.storage.commit_upload(state, size, digest)
+
+    def put_whole(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
+        """A monolithic upload whose body is already in memory: no session row needed."""
+        digest = _check_digest(digest_param)
+        if length is not None and length != len(body):
+            raise SizeInvalid(detail={"expected": length, "received": len(body)})
+        algorithm, _, expected = digest.partition(":")
+        if hashlib.new(algorithm, body).hexdigest() != expected:
+            raise DigestInvalid(detail={"digest": digest})
+        if self.storage.stat(digest) != len(body):
+            state = self.storage.start_upload(str(uuid.uuid4()))
+            try:
+                self.storage.write_upload(state, 0, body)
+            except BaseException:
+                self.storage.cancel_upload(state)
+                raise
+            self.storage.commit_upload(state, len(body), digest)
+        self.index.finish_upload(None, repository, digest, len(body))
+        return digest
+
+    def cancel(self, repository: str, upload_id: str) -> None:
+        row = self.index.get_upload(repository, upload_id)
+        if row is None or not self.index.delete_upload(upload_id):
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        self.storage.cancel_upload(row.state)
+
+    @staticmethod
+    def range_headers(offset: int) -> dict[str, str]:
+        return {"Range": f"0-{max(offset - 1, 0)}"}

@@ -1,0 +1,42 @@
+"""The storage protocol every backend implements, like CNCF Distribution's StorageDriver.
+
+Storage knows bytes, digests as opaque keys and upload sessions; it knows nothing of HTTP,
+SQL or OCI rules. An upload's backend state is a JSON-serialisable dict that the caller
+keeps (in the database), so any replica can continue the upload.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+UploadState = dict[str, Any]
+
+
+class BlobStorage(Protocol):
+    def stat(self, digest: str) -> int | None:
+        """The stored blob's size, or None when it is absent."""
+
+    def read(self, digest: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Stream bytes [start, end) of a blob in large chunks."""
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob's bytes; absent blobs are not an error."""
+
+    def redirect_url(self, digest: str) -> str | None:
+        """A URL a client may fetch the blob from directly, or None to stream it."""
+
+    def start_upload(self, upload_id: str) -> UploadState:
+        """Begin an upload session and return its opaque state."""
+
+    def write_upload(self, state: UploadState, offset: int, data: bytes) -> UploadState:
+        """Write `data` at `offset` (always the current end) and return the new state."""
+
+    def read_upload(self, state: UploadState, size: int) -> Iterator[bytes]:
+        """Stream the first `size` bytes written so far (to re-hash on another replica)."""
+
+    def commit_upload(self, state: UploadState, size: int, digest: str) -> None:
+        """Make the upload's `size` bytes the blob `digest`, atomically."""
+
+    def cancel_upload(self, state: UploadState) -> None:
+        """Drop an upload session and everything it stored."""
