@@ -19,18 +19,29 @@ from registry.config import Settings, load_settings
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options every server-side command shares, folded into one `settings` argument."""
 
-    @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-                  help="TOML file with settings (env BERTH_CONFIG).")
-    @click.option("--data-dir", type=click.Path(file_okay=False),
-                  help="Where the database and blobs live (env BERTH_DATA_DIR).")
+    @click.option(
+        "--config",
+        "config_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="TOML file with settings (env BERTH_CONFIG).",
+    )
+    @click.option(
+        "--data-dir", type=click.Path(file_okay=False), help="Where the database and blobs live (env BERTH_DATA_DIR)."
+    )
     @click.option("--database-url", help="SQLAlchemy URL of the index (env BERTH_DATABASE_URL).")
     @click.option("--storage", help="Blob storage URL, file:///path (env BERTH_STORAGE).")
     @functools.wraps(command)
-    def wrapper(config_file: str | None, data_dir: str | None, database_url: str | None,
-                storage: str | None, **kwargs: Any) -> Any:
+    def wrapper(
+        config_file: str | None, data_dir: str | None, database_url: str | None, storage: str | None, **kwargs: Any
+    ) -> Any:
         try:
-            settings = load_settings(config_file, data_dir=data_dir, database_url=database_url,
-                                     storage=storage, **{k: kwargs.pop(k) for k in list(kwargs) if k in SERVE_KEYS})
+            settings = load_settings(
+                config_file,
+                data_dir=data_dir,
+                database_url=database_url,
+                storage=storage,
+                **{k: kwargs.pop(k) for k in list(kwargs) if k in SERVE_KEYS},
+            )
         except (OSError, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
         return command(settings, **kwargs)
@@ -44,8 +55,11 @@ SERVE_KEYS = {"listen", "workers", "log_level"}
 @click.command()
 @click.option("--listen", help="HOST:PORT to listen on (default 127.0.0.1:5000, env BERTH_LISTEN).")
 @click.option("--workers", type=int, help="Worker processes (default: one per core, env BERTH_WORKERS).")
-@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
-              help="Log level (default info, env BERTH_LOG_LEVEL).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    help="Log level (default info, env BERTH_LOG_LEVEL).",
+)
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""

@@ -48,7 +48,11 @@ class DigestInvalid(RegistryError):
 
 
 class ManifestBlobUnknown(RegistryError):
-    code, status, default_message = "MANIFEST_BLOB_UNKNOWN", 404, "manifest references a manifest or blob unknown to registry"
+    code, status, default_message = (
+        "MANIFEST_BLOB_UNKNOWN",
+        404,
+        "manifest references a manifest or blob unknown to registry",
+    )
 
 
 class ManifestInvalid(RegistryError):

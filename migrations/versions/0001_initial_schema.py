@@ -56,9 +56,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("repository_id", "digest", name="uq_manifest_repository_digest"),
     )
     with op.batch_alter_table("manifest", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_manifest_repository_subject", ["repository_id", "subject_digest"], unique=False
-        )
+        batch_op.create_index("ix_manifest_repository_subject", ["repository_id", "subject_digest"], unique=False)
 
     op.create_table(
         "repository_blob",
@@ -115,9 +113,7 @@ def upgrade() -> None:
         "manifest_child",
         sa.Column("parent_id", sa.Integer(), nullable=False),
         sa.Column("child_id", sa.Integer(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["child_id"], ["manifest.id"], name=op.f("fk_manifest_child_child_id_manifest")
-        ),
+        sa.ForeignKeyConstraint(["child_id"], ["manifest.id"], name=op.f("fk_manifest_child_child_id_manifest")),
         sa.ForeignKeyConstraint(
             ["parent_id"],
             ["manifest.id"],

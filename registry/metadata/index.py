@@ -152,8 +152,10 @@ class Index:
             return conn.execute(query).rowcount == 1
 
     def release_upload(self, upload_id: str, offset: int, state: dict[str, Any]) -> None:
-        query = update(Upload).where(Upload.id == upload_id).values(
-            offset=offset, storage_state=json.dumps(state), lease_until=None
+        query = (
+            update(Upload)
+            .where(Upload.id == upload_id)
+            .values(offset=offset, storage_state=json.dumps(state), lease_until=None)
         )
         with self._write() as conn:
             conn.execute(query)
@@ -167,8 +169,12 @@ class Index:
     def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
         _upsert(conn, Blob.__table__, {"digest": digest, "size": size}, ["digest"])
         blob_id = conn.execute(select(Blob.id).where(Blob.digest == digest)).scalar_one()
-        _upsert(conn, RepositoryBlob.__table__, {"repository_id": repository_id, "blob_id": blob_id},
-                ["repository_id", "blob_id"])
+        _upsert(
+            conn,
+            RepositoryBlob.__table__,
+            {"repository_id": repository_id, "blob_id": blob_id},
+            ["repository_id", "blob_id"],
+        )
 
     def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
         """Close the session (if any) and make the blob visible in the repository, atomically.
@@ -248,7 +254,9 @@ class Index:
 
     # manifests -------------------------------------------------------------------
 
-    def get_manifest(self, repository: str, reference: str, by_digest: bool, content: bool = True) -> ManifestRow | None:
+    def get_manifest(
+        self, repository: str, reference: str, by_digest: bool, content: bool = True
+    ) -> ManifestRow | None:
         columns = [Manifest.digest, Manifest.media_type, Manifest.size]
         if content:
             columns.append(Manifest.content)
@@ -294,14 +302,17 @@ class Index:
                 for digest, (blob_id, size) in known.items():
                     if blob_id in linked:
                         blob_ids[digest] = blob_id
-                    elif mountable and conn.execute(
-                        select(
-                            exists()
-                            .where(RepositoryBlob.blob_id == blob_id)
-                            .where(RepositoryBlob.repository_id == Repository.id)
-                            .where(Repository.name.in_(mountable))
-                        )
-                    ).scalar():
+                    elif (
+                        mountable
+                        and conn.execute(
+                            select(
+                                exists()
+                                .where(RepositoryBlob.blob_id == blob_id)
+                                .where(RepositoryBlob.repository_id == Repository.id)
+                                .where(Repository.name.in_(mountable))
+                            )
+                        ).scalar()
+                    ):
                         self._link_blob(conn, repository_id, digest, size)
                         blob_ids[digest] = blob_id
             missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))
@@ -338,11 +349,19 @@ class Index:
                 select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == manifest.digest)
             ).scalar_one()
             for blob_id in set(blob_ids.values()):
-                _upsert(conn, ManifestBlob.__table__, {"manifest_id": manifest_id, "blob_id": blob_id},
-                        ["manifest_id", "blob_id"])
+                _upsert(
+                    conn,
+                    ManifestBlob.__table__,
+                    {"manifest_id": manifest_id, "blob_id": blob_id},
+                    ["manifest_id", "blob_id"],
+                )
             for child_id in set(child_ids.values()):
-                _upsert(conn, ManifestChild.__table__, {"parent_id": manifest_id, "child_id": child_id},
-                        ["parent_id", "child_id"])
+                _upsert(
+                    conn,
+                    ManifestChild.__table__,
+                    {"parent_id": manifest_id, "child_id": child_id},
+                    ["parent_id", "child_id"],
+                )
             if tag is not None:
                 dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
                 conn.execute(
@@ -414,6 +433,8 @@ class Index:
         with self._read() as conn:
             rows = conn.execute(query).all()
         return [
-            Referrer(r.digest, r.media_type, r.size, r.artifact_type, json.loads(r.annotations) if r.annotations else None)
+            Referrer(
+                r.digest, r.media_type, r.size, r.artifact_type, json.loads(r.annotations) if r.annotations else None
+            )
             for r in rows
         ]

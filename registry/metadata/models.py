@@ -56,9 +56,7 @@ class RepositoryBlob(Base):
     """Which repository may serve which blob: without it one repository's blobs leak to another."""
 
     __tablename__ = "repository_blob"
-    repository_id: Mapped[int] = mapped_column(
-        ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True
-    )
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True)
     blob_id: Mapped[int] = mapped_column(ForeignKey("blob.id", ondelete="CASCADE"), primary_key=True, index=True)
     created_at: Mapped[datetime] = _now()
 

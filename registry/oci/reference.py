@@ -76,14 +76,12 @@ class Reference:
         name = str(self)
         for prefix in (f"{DOCKER_HUB}/library/", f"{DOCKER_HUB}/"):
             if name.startswith(prefix):
-                return name[len(prefix):]
+                return name[len(prefix) :]
         return name
 
 
 def _is_host(component: str) -> bool:
-    return ("." in component or ":" in component or component == "localhost") and bool(
-        _HOST_RE.match(component)
-    )
+    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.match(component))
 
 
 def parse_reference(text: str, default_tag: str | None = DEFAULT_TAG) -> Reference:

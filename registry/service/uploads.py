@@ -122,7 +122,9 @@ class UploadService:
         if row is None:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         if start is not None and start != row.offset:
-            raise RangeInvalid(f"chunk starts at {start}, the upload is at {row.offset}", headers=self.range_headers(row.offset))
+            raise RangeInvalid(
+                f"chunk starts at {start}, the upload is at {row.offset}", headers=self.range_headers(row.offset)
+            )
         if not self.index.lease_upload(upload_id, row.offset, LEASE_SECONDS):
             raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(row.offset))
         hasher = self.hashers.take(upload_id, row.offset)
