@@ -57,10 +57,11 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
                 pending = asyncio.ensure_future(run_in_threadpool(writer.write, bytes(buffer)))
                 buffer.clear()
     finally:
+        # Also on a disconnect: what arrived is kept, so the client can resume.
         if pending is not None:
             await pending
-    if buffer:
-        await run_in_threadpool(writer.write, bytes(buffer))
+        if buffer:
+            await run_in_threadpool(writer.write, bytes(buffer))
 
 
 class ApiVersionHeader:

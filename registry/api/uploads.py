@@ -48,7 +48,7 @@ async def _write_body(request: Request, writer: UploadWriter) -> None:
         await stream_into(request, writer)
     except ClientDisconnect:
         await run_in_threadpool(uploads.close, writer)
-        raise
+        raise BlobUploadInvalid("the client disconnected before the body was complete") from None
 
 
 async def start_upload(request: Request) -> Response:

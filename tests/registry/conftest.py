@@ -1,0 +1,61 @@
+"""Helpers for talking to a live registry in tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class Api:
+    """A thin requests wrapper bound to one repository of one registry."""
+
+    base: str
+    name: str
+    http: requests.Session
+
+    def url(self, path: str) -> str:
+        return f"{self.base}/v2/{self.name}/{path}"
+
+    def push_blob(self, data: bytes) -> str:
+        digest = sha256(data)
+        response = self.http.post(self.url(f"blobs/uploads/?digest={digest}"), data=data)
+        assert response.status_code == 201, response.text
+        return digest
+
+    def image(self, layers: list[bytes], config: bytes | None = None, **extra: object) -> bytes:
+        config = config if config is not None else json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                       "digest": self.push_blob(config), "size": len(config)},
+            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                        "digest": self.push_blob(layer), "size": len(layer)} for layer in layers],
+            **extra,
+        }
+        return json.dumps(manifest).encode()
+
+    def put_manifest(self, reference: str, body: bytes, media_type: str = OCI_MANIFEST) -> requests.Response:
+        return self.http.put(self.url(f"manifests/{reference}"), data=body, headers={"Content-Type": media_type})
+
+
+def error_code(response: requests.Response) -> str:
+    return response.json()["errors"][0]["code"]
+
+
+@pytest.fixture
+def api(registry_url: str) -> Api:
+    return Api(registry_url, f"test/{uuid.uuid4().hex[:12]}", requests.Session())
