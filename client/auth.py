@@ -1,0 +1,195 @@
+"""Registry authentication as a `requests` auth handler: Basic, and the Bearer token challenge.
+
+A 401 carries `WWW-Authenticate: Bearer realm=...,service=...,scope=...` (or `Basic`). The
+handler fetches a token for the scope, caches it per scope until it expires, and replays the
+request. Once the challenge is known it attaches credentials before sending, so streamed
+uploads are not refused halfway. Credentials go only to the registry's own host and its
+`/v2/` paths: a blob redirected to object storage never sees them.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import requests
+from requests.auth import AuthBase, _basic_auth_str
+
+from client.credentials import Credentials
+from client.errors import AuthError, NetworkError
+from client.transport import NoAuth
+
+_PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+_REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
+REFRESH_MARGIN = 10.0
+CLIENT_ID = "berth"
+
+
+@dataclass(frozen=True, slots=True)
+class Challenge:
+    scheme: str
+    params: dict[str, str]
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    scheme, _, rest = header.strip().partition(" ")
+    if not scheme:
+        return None
+    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
+              for m in _PARAM_RE.finditer(rest)}
+    return Challenge(scheme.lower(), params)
+
+
+def scopes_for(method: str, url: str) -> tuple[str, ...]:
+    """The scopes a request needs, as Distribution's token auth names them."""
+    parts = urlsplit(url)
+    if parts.path.rstrip("/") == "/v2/_catalog":
+        return ("registry:catalog:*",)
+    match = _REPO_PATH_RE.match(parts.path)
+    if not match:
+        return ()
+    repository = match.group(1)
+    if method in ("GET", "HEAD"):
+        actions = "pull"
+    elif method == "DELETE":
+        actions = "delete"
+    else:
+        actions = "pull,push"
+    scopes = [f"repository:{repository}:{actions}"]
+    for source in parse_qs(parts.query).get("from", []):
+        scopes.append(f"repository:{source}:pull")
+    return tuple(scopes)
+
+
+@dataclass(slots=True)
+class _Token:
+    value: str
+    expires_at: float
+
+
+class RegistryAuth(AuthBase):
+    """Thread-safe: one instance serves every request to one registry host."""
+
+    def __init__(self, host: str, credentials: Credentials | None, session: requests.Session) -> None:
+        self.host = host
+        self.credentials = credentials
+        self.session = session
+        self._lock = threading.Lock()
+        self._challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, ...], _Token] = {}
+
+    def _applies(self, url: str) -> bool:
+        parts = urlsplit(url)
+        return parts.netloc == self.host and parts.path.startswith("/v2/")
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        url = request.url or ""
+        if not self._applies(url):
+            return request
+        header = self._header(scopes_for(request.method or "GET", url), refresh=False)
+        if header:
+            request.headers["Authorization"] = header
+        request.register_hook("response", self._on_response)
+        return request
+
+    def _header(self, scopes: tuple[str, ...], refresh: bool) -> str | None:
+        challenge = self._challenge
+        if challenge is None:
+            return None
+        if challenge.scheme == "basic":
+            creds = self.credentials
+            if creds and creds.username is not None:
+                return _basic_auth_str(creds.username, creds.password or "")
+            return None
+        if challenge.scheme == "bearer":
+            return f"Bearer {self._token(scopes, refresh)}"
+        return None
+
+    def _token(self, scopes: tuple[str, ...], refresh: bool) -> str:
+        key = tuple(sorted(set(scopes)))
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and not refresh and cached.expires_at - REFRESH_MARGIN > time.time():
+                return cached.value
+        token = self._fetch_token(key)
+        with self._lock:
+            self._tokens[key] = token
+        return token.value
+
+    def _fetch_token(self, scopes: tuple[str, ...]) -> _Token:
+        assert self._challenge is not None
+        params = self._challenge.params
+        realm = params.get("realm")
+        if not realm:
+            raise AuthError(f"{self.host} sent a Bearer challenge without a realm")
+        service = params.get("service")
+        creds = self.credentials
+        try:
+            if creds and creds.identity_token:
+                form: dict[str, Any] = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                                        "client_id": CLIENT_ID, "scope": " ".join(scopes)}
+                if service:
+                    form["service"] = service
+                response = self.session.post(realm, data=form, auth=NoAuth(), timeout=(15, 60))
+            else:
+                query: list[tuple[str, str]] = [("service", service)] if service else []
+                query += [("scope", s) for s in scopes]
+                if creds and creds.username is not None:
+                    query.append(("account", creds.username))
+                basic = (creds.username, creds.password or "") if creds and creds.username is not None else None
+                response = self.session.get(realm, params=query, auth=basic or NoAuth(),
+                                            timeout=(15, 60))
+        except requests.RequestException as exc:
+            raise NetworkError(f"cannot reach the token service {realm}: {exc}") from None
+        if response.status_code in (401, 403):
+            raise AuthError(f"the token service {realm} refused the credentials ({response.status_code})")
+        if response.status_code != 200:
+            raise AuthError(f"the token service {realm} answered {response.status_code}")
+        body = response.json()
+        value = body.get("token") or body.get("access_token")
+        if not value:
+            raise AuthError(f"the token service {realm} returned no token")
+        expires_in = float(body.get("expires_in") or 60)
+        return _Token(value, time.time() + expires_in)
+
+    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
+        request = response.request
+        if response.status_code != 401 or getattr(request, "_berth_retried", False):
+            return response
+        if not self._applies(response.url or request.url or ""):
+            return response
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None or challenge.scheme not in ("basic", "bearer"):
+            return response
+        if not _replayable(request.body):
+            with self._lock:
+                self._challenge = challenge
+            return response
+        had_auth = "Authorization" in request.headers
+        if had_auth and challenge.scheme == "basic":
+            return response
+        with self._lock:
+            self._challenge = challenge
+        scopes = scopes_for(request.method or "GET", request.url or "")
+        if challenge.scheme == "bearer" and challenge.params.get("scope"):
+            scopes = tuple(challenge.params["scope"].split(" ")) + scopes
+        header = self._header(scopes, refresh=had_auth)
+        if header is None:
+            return response
+        response.content  # noqa: B018 -- drain so the connection returns to the pool
+        response.close()
+        retry = request.copy()
+        retry.headers["Authorization"] = header
+        retry._berth_retried = True  # type: ignore[attr-defined]
+        sent = response.connection.send(retry, **kwargs)
+        sent.history.append(response)
+        sent.request = retry
+        return sent
+
+
+def _replayable(body: Any) -> bool:
+    return body is None or isinstance(body, bytes | str)

@@ -1,0 +1,305 @@
+"""The client's `berth` commands; engine/cli.py adds `COMMANDS` to the root group.
+
+Exit codes are documented in `client.errors`: 2 usage, 3 auth, 4 not found, 5 network,
+6 verification, 1 anything else.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from client.errors import ClientError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _handled(func: F) -> F:
+    """Turn client errors into a message and their exit code instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ClientError as exc:
+            click.echo(f"berth: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("berth: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _network_options(func: F) -> F:
+    func = click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")(func)
+    func = click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False),
+                        help="Trust this CA too (besides /etc/docker/certs.d/HOST/*.crt).")(func)
+    return func
+
+
+def _transfer_options(func: F) -> F:
+    func = _network_options(func)
+    func = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
+                        help="Blobs transferred in parallel.")(func)
+    func = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(func)
+    func = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+                        show_default=True)(func)
+    func = click.option("--platform", help="OS/ARCH[/VARIANT] to pick from an index (default: this host).")(func)
+    func = click.option("--all-platforms", is_flag=True, help="Keep a multi-platform index whole.")(func)
+    return func
+
+
+def _options(**kw: Any) -> Any:
+    from client.location import Options
+
+    return Options(insecure=kw.get("insecure", False), ca_cert=kw.get("ca_cert"), jobs=kw.get("jobs", 4))
+
+
+def _transfer(source_text: str, source_default: str, target_text: str, target_default: str,
+              kw: dict[str, Any]) -> None:
+    from client.copy import copy_image
+    from client.location import open_source, open_target, parse_location
+    from client.platform import parse_platform
+    from client.progress import make_reporter
+
+    options = _options(**kw)
+    platform = parse_platform(kw["platform"]) if kw.get("platform") else None
+    source_location = parse_location(source_text, source_default)
+    target_location = parse_location(target_text, target_default)
+    source = open_source(source_location, options)
+    try:
+        target = open_target(target_location, options)
+        reporter = make_reporter(kw["quiet"] or kw["fmt"] == "json")
+        try:
+            result = copy_image(source, target, platform=platform, all_platforms=kw["all_platforms"],
+                                jobs=options.jobs, reporter=reporter)
+        finally:
+            reporter.close()
+            target.close()
+    finally:
+        source.close()
+    if kw["fmt"] == "json":
+        click.echo(json.dumps({"source": str(source_location), "target": str(target_location),
+                               "digest": result.digest, "mediaType": result.media_type, "size": result.size,
+                               "blobs": result.blobs}))
+    elif not kw["quiet"]:
+        click.echo(f"{target_location}: digest: {result.digest} size: {result.size}")
+
+
+@click.command()
+@click.argument("reference")
+@_transfer_options
+@_handled
+def pull(reference: str, **kw: Any) -> None:
+    """Pull REFERENCE from its registry into the local store."""
+    from client.location import parse_location
+
+    location = parse_location(reference)
+    if location.kind != "docker":
+        raise UsageError("pull takes a registry reference; use `berth copy SRC local:REF` for other sources")
+    _transfer(f"docker://{location.reference}", "docker", f"local:{location.reference}", "local", kw)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination", required=False)
+@_transfer_options
+@_handled
+def push(source: str, destination: str | None, **kw: Any) -> None:
+    """Push an image from the local store (or any SOURCE, e.g. oci:DIR:TAG) to a registry.
+
+    With one argument, the local image SOURCE goes to the registry it names.
+    """
+    _transfer(source, "local", destination or source, "docker", kw)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("destination")
+@_transfer_options
+@_handled
+def copy(source: str, destination: str, **kw: Any) -> None:
+    """Copy an image between registries, OCI layouts, docker archives and the local store.
+
+    Registry to registry streams without touching the disk, mounting blobs on the same host.
+    """
+    _transfer(source, "docker", destination, "docker", kw)
+
+
+@click.command()
+@click.argument("source")
+@click.argument("target")
+@_handled
+def tag(source: str, target: str) -> None:
+    """Give the local image SOURCE another name TARGET."""
+    from client.layout import open_store, store_name
+
+    store = open_store(create=False)
+    store.add(store.resolve(store_name(source)), store_name(target))
+
+
+@click.command()
+@click.argument("reference")
+@_network_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@_handled
+def tags(reference: str, fmt: str, **kw: Any) -> None:
+    """List the tags of REFERENCE's repository."""
+    from client.location import connect
+    from client.location import reference as parse_ref
+
+    ref = parse_ref(reference)
+    api = connect(ref, _options(**kw))
+    names = api.list_tags(ref.repository)
+    click.echo(json.dumps(names) if fmt == "json" else "\n".join(names))
+
+
+@click.command()
+@click.argument("registry")
+@_network_options
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@_handled
+def catalog(registry: str, fmt: str, **kw: Any) -> None:
+    """List the repositories of REGISTRY (HOST[:PORT])."""
+    from client.location import connect
+    from client.location import reference as parse_ref
+
+    api = connect(parse_ref(f"{_host(registry)}/x"), _options(**kw))
+    names = api.catalog()
+    click.echo(json.dumps(names) if fmt == "json" else "\n".join(names))
+
+
+@click.command()
+@click.argument("reference")
+@click.option("--config", "show_config", is_flag=True, help="Print the image config instead.")
+@click.option("--platform", help="OS/ARCH[/VARIANT] for --config on an index (default: this host).")
+@_network_options
+@_handled
+def manifest(reference: str, show_config: bool, platform: str | None, **kw: Any) -> None:
+    """Print the raw manifest (or with --config the image config) of REFERENCE, any transport."""
+    from client.copy import plan_copy
+    from client.location import open_source, parse_location
+    from client.platform import parse_platform
+
+    source = open_source(parse_location(reference), _options(**kw))
+    try:
+        if not show_config:
+            data, _ = source.root()
+        else:
+            _, plan = plan_copy(source, parse_platform(platform) if platform else None, False)
+            config = json.loads(plan.manifests[-1][1])["config"]
+            data = b"".join(source.open_blob(_descriptor(config)).chunks)
+    finally:
+        source.close()
+    click.echo(data.decode())
+
+
+def _descriptor(value: dict[str, Any]) -> Any:
+    from registry.oci.manifest import Descriptor
+
+    return Descriptor(value["mediaType"], value["digest"], value["size"])
+
+
+@click.command()
+@click.argument("reference")
+@_network_options
+@_handled
+def delete(reference: str, **kw: Any) -> None:
+    """Delete the manifest REFERENCE names from its registry (a tag is resolved to its digest)."""
+    from client.errors import NotFound
+    from client.location import connect
+    from client.location import reference as parse_ref
+
+    ref = parse_ref(reference)
+    api = connect(ref, _options(**kw))
+    digest = ref.digest
+    if digest is None:
+        info = api.head_manifest(ref.repository, ref.reference)
+        if info is None or not info.digest:
+            raise NotFound(f"{ref}: manifest unknown")
+        digest = info.digest
+    api.delete_manifest(ref.repository, digest)
+    click.echo(f"deleted {ref.registry}/{ref.repository}@{digest}")
+
+
+@click.command()
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@_handled
+def images(fmt: str) -> None:
+    """List the images in the local store."""
+    from client.layout import berth_root, open_store
+    from client.progress import human_size
+
+    if not (berth_root() / "images" / "oci-layout").exists():
+        rows = []
+    else:
+        rows = [(e.name or "<none>", e.descriptor) for e in open_store(create=False).entries()]
+    if fmt == "json":
+        click.echo(json.dumps([{"name": n, **d.to_json()} for n, d in rows]))
+        return
+    click.echo(f"{'NAME':<60} {'DIGEST':<20} SIZE")
+    for name, d in rows:
+        click.echo(f"{name:<60} {d.digest.split(':')[1][:12]:<20} {human_size(d.size)}")
+
+
+def _host(registry: str) -> str:
+    host = registry.split("://", 1)[-1].split("/", 1)[0]
+    if not host:
+        raise UsageError(f"invalid registry {registry!r}")
+    return host
+
+
+@click.command()
+@click.argument("registry", default="docker.io")
+@click.option("-u", "--username")
+@click.option("-p", "--password", help="Insecure on a shared machine: prefer --password-stdin.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@_network_options
+@_handled
+def login(registry: str, username: str | None, password: str | None, password_stdin: bool, **kw: Any) -> None:
+    """Check credentials against REGISTRY, then store them as docker does."""
+    from client.api import RegistryAPI
+    from client.credentials import Credentials, store_credentials
+    from registry.oci.reference import DOCKER_HUB, DOCKER_HUB_API
+
+    host = _host(registry)
+    if password_stdin:
+        if password:
+            raise UsageError("--password and --password-stdin are exclusive")
+        password = sys.stdin.read().rstrip("\r\n")
+    if not username:
+        username = click.prompt("Username")
+    if password is None:
+        password = click.prompt("Password", hide_input=True)
+    api_host = DOCKER_HUB_API if host in (DOCKER_HUB, "index.docker.io") else host
+    credentials = Credentials(username, password)
+    api = RegistryAPI.connect(api_host, insecure=kw["insecure"], ca_cert=kw["ca_cert"], credentials=credentials)
+    try:
+        api.ping()
+    finally:
+        api.close()
+    where = store_credentials(host, credentials)
+    click.echo(f"Login Succeeded (credentials in {where})")
+
+
+@click.command()
+@click.argument("registry", default="docker.io")
+@_handled
+def logout(registry: str) -> None:
+    """Forget the credentials stored for REGISTRY."""
+    from client.credentials import erase_credentials
+
+    host = _host(registry)
+    if erase_credentials(host):
+        click.echo(f"Removed login credentials for {host}")
+    else:
+        click.echo(f"Not logged in to {host}")
+
+
+COMMANDS: list[click.Command] = [login, logout, pull, push, copy, tag, tags, catalog, manifest, delete, images]

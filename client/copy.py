@@ -1,0 +1,120 @@
+"""Copying an image from any source to any target: the one algorithm behind pull, push and copy.
+
+Blobs move in parallel and are skipped when the target has them (or mounted when source and
+target share a registry); manifests follow, children before the index, the tagged root last,
+so a reader never sees a manifest whose blobs are missing. An index is kept whole with
+`all_platforms`; otherwise the platform's image manifest is copied alone.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from client.errors import ClientError
+from client.image import ImageSource, ImageTarget
+from client.platform import Platform, host_platform, select
+from client.progress import QuietReporter, Reporter
+from registry.oci.digest import digest_bytes
+from registry.oci.manifest import Descriptor, InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
+
+MAX_DEPTH = 3
+
+
+@dataclass
+class CopyResult:
+    digest: str
+    media_type: str
+    size: int
+    blobs: dict[str, str] = field(default_factory=dict)
+    """digest -> what happened to it: exists, pushed, mounted, stored."""
+    manifests: list[str] = field(default_factory=list)
+
+
+def _parse(data: bytes, media_type: str | None, where: str) -> Manifest:
+    try:
+        return parse_manifest(data, media_type or None)
+    except (InvalidManifest, UnsupportedManifest) as exc:
+        raise ClientError(f"{where}: {exc}") from None
+
+
+@dataclass
+class _Plan:
+    """Manifests to write (children first) and the blobs they need."""
+
+    manifests: list[tuple[Descriptor, bytes]] = field(default_factory=list)
+    blobs: dict[str, Descriptor] = field(default_factory=dict)
+
+    def add_image(self, manifest: Manifest) -> None:
+        for blob in manifest.blobs:
+            self.blobs.setdefault(blob.digest, blob)
+
+
+def _walk(source: ImageSource, descriptor: Descriptor, data: bytes, manifest: Manifest,
+          plan: _Plan, depth: int) -> None:
+    if manifest.is_index:
+        if depth >= MAX_DEPTH:
+            raise ClientError(f"{source.name}: indexes nested deeper than {MAX_DEPTH}")
+        for child in manifest.manifests:
+            child_data = source.manifest(child)
+            child_manifest = _parse(child_data, child.media_type, f"{source.name}@{child.digest}")
+            _walk(source, child, child_data, child_manifest, plan, depth + 1)
+    else:
+        plan.add_image(manifest)
+    plan.manifests.append((descriptor, data))
+
+
+def plan_copy(source: ImageSource, platform: Platform | None, all_platforms: bool) -> tuple[Descriptor, _Plan]:
+    data, media_type = source.root()
+    manifest = _parse(data, media_type, source.name)
+    descriptor = Descriptor(manifest.media_type, digest_bytes(data), len(data))
+    if manifest.is_index and not all_platforms:
+        descriptor = select(manifest, platform or host_platform())
+        data = source.manifest(descriptor)
+        manifest = _parse(data, descriptor.media_type, f"{source.name}@{descriptor.digest}")
+    plan = _Plan()
+    _walk(source, descriptor, data, manifest, plan, 0)
+    return descriptor, plan
+
+
+def copy_image(
+    source: ImageSource,
+    target: ImageTarget,
+    *,
+    platform: Platform | None = None,
+    all_platforms: bool = False,
+    jobs: int = 4,
+    reporter: Reporter | None = None,
+) -> CopyResult:
+    reporter = reporter or QuietReporter()
+    root, plan = plan_copy(source, platform, all_platforms)
+    mount_from = None
+    if source.mount_from and target.registry_host and source.mount_from[0] == target.registry_host:
+        mount_from = source.mount_from[1]
+
+    def transfer(blob: Descriptor) -> tuple[str, str]:
+        if target.has_blob(blob):
+            reporter.finish(blob, "exists")
+            return blob.digest, "exists"
+        status = target.put_blob(blob, source, reporter.start(blob), mount_from)
+        reporter.finish(blob, status)
+        return blob.digest, status
+
+    result = CopyResult(root.digest, root.media_type, root.size)
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = [pool.submit(transfer, blob) for blob in plan.blobs.values()]
+        try:
+            for future in futures:
+                digest, status = future.result()
+                result.blobs[digest] = status
+        except BaseException:
+            for pending in futures:
+                pending.cancel()
+            raise
+    for descriptor, data in plan.manifests:
+        is_root = descriptor.digest == root.digest
+        target.put_manifest(data, descriptor, is_root)
+        result.manifests.append(descriptor.digest)
+    target.commit()
+    return result
+

@@ -1,0 +1,109 @@
+"""An OCI layout as a copy source or target (`oci:DIR[:TAG]` and the local store).
+
+Downloads land in `.partial/` inside the layout and are resumed from where they stopped,
+within a run (after a dropped connection) and across runs (after an interrupted pull).
+"""
+
+from __future__ import annotations
+
+import os
+
+from client.errors import NetworkError, VerificationError
+from client.image import CHUNK, BlobStream, ImageSource, Progress, Verifier, verify_bytes
+from client.layout import Layout
+from registry.oci.manifest import Descriptor
+
+RESUME_ATTEMPTS = 4
+
+
+class LayoutSource:
+    mount_from = None
+
+    def __init__(self, layout: Layout, name: str, display: str) -> None:
+        self.layout = layout
+        self.ref_name = name
+        self.name = display
+
+    def root(self) -> tuple[bytes, str]:
+        descriptor = self.layout.resolve(self.ref_name)
+        return verify_bytes(self.layout.read_blob(descriptor.digest), descriptor), descriptor.media_type
+
+    def manifest(self, descriptor: Descriptor) -> bytes:
+        return verify_bytes(self.layout.read_blob(descriptor.digest), descriptor)
+
+    def open_blob(self, descriptor: Descriptor, offset: int = 0) -> BlobStream:
+        f = self.layout.open_blob(descriptor.digest)
+        f.seek(offset)
+        return BlobStream(iter(lambda: f.read(CHUNK), b""), offset, f.close)
+
+    def close(self) -> None:
+        return None
+
+
+class LayoutTarget:
+    registry_host = None
+
+    def __init__(self, layout: Layout, name: str | None, display: str) -> None:
+        self.layout = layout
+        self.ref_name = name
+        self.name = display
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return self.layout.has_blob(descriptor.digest)
+
+    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
+                 mount_from: str | None) -> str:
+        partial = self.layout.partial_path(descriptor.digest)
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        verifier = Verifier(descriptor)
+        with open(partial, "ab+") as out:
+            out.seek(0)
+            try:
+                while block := out.read(CHUNK):
+                    verifier.update(block)
+            except VerificationError:
+                out.truncate(0)
+                verifier = Verifier(descriptor)
+            if verifier.size:
+                progress(verifier.size)
+            for attempt in range(RESUME_ATTEMPTS):
+                stream = source.open_blob(descriptor, verifier.size)
+                try:
+                    if stream.offset != verifier.size:
+                        progress(-verifier.size)
+                        out.truncate(0)
+                        verifier = Verifier(descriptor)
+                    for chunk in stream.chunks:
+                        verifier.update(chunk)
+                        out.write(chunk)
+                        progress(len(chunk))
+                    break
+                except NetworkError:
+                    if attempt + 1 == RESUME_ATTEMPTS:
+                        raise
+                    out.flush()
+                except VerificationError:
+                    out.truncate(0)
+                    raise
+                finally:
+                    stream.close()
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            verifier.check()
+        except VerificationError:
+            partial.unlink(missing_ok=True)
+            raise
+        self.layout.commit_partial(descriptor.digest)
+        return "stored"
+
+    def put_manifest(self, data: bytes, descriptor: Descriptor, root: bool) -> None:
+        self.layout.write_blob(verify_bytes(data, descriptor))
+        if root:
+            self.layout.add(descriptor, self.ref_name)
+
+    def commit(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None

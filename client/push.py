@@ -1,0 +1,95 @@
+"""A registry repository as a copy target: blob uploads (mount, monolithic or chunked) and manifests.
+
+Small blobs go in one PUT; blobs larger than `chunk_size` go in PATCHes of that size, which
+proxies with body limits accept and registries can spread over replicas. A failed upload
+restarts from a fresh session, since a half-sent stream cannot be replayed.
+"""
+
+from __future__ import annotations
+
+from client.api import RegistryAPI
+from client.errors import NetworkError, RegistryError
+from client.image import ImageSource, Progress, StreamReader
+from registry.oci.manifest import Descriptor
+from registry.oci.reference import Reference
+
+CHUNK_SIZE = 64 * 1024 * 1024
+UPLOAD_ATTEMPTS = 3
+
+
+class RegistryTarget:
+    def __init__(self, api: RegistryAPI, reference: Reference, chunk_size: int = CHUNK_SIZE) -> None:
+        self.api = api
+        self.reference = reference
+        self.name = str(reference)
+        self.registry_host: str | None = api.host
+        self.chunk_size = chunk_size
+
+    @property
+    def repository(self) -> str:
+        return self.reference.repository
+
+    def has_blob(self, descriptor: Descriptor) -> bool:
+        return self.api.head_blob(self.repository, descriptor.digest) is not None
+
+    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
+                 mount_from: str | None) -> str:
+        if mount_from and mount_from != self.repository:
+            location = self.api.mount_blob(self.repository, descriptor.digest, mount_from)
+            if location is None:
+                progress(descriptor.size)
+                return "mounted"
+        else:
+            location = self.api.start_upload(self.repository)
+        for attempt in range(UPLOAD_ATTEMPTS):
+            counter = _Counter(progress)
+            try:
+                self._upload(location, descriptor, source, counter)
+                return "pushed"
+            except (NetworkError, RegistryError) as exc:
+                progress(-counter.sent)
+                retryable = isinstance(exc, NetworkError) or exc.status >= 500
+                if not retryable or attempt + 1 == UPLOAD_ATTEMPTS:
+                    self.api.cancel_upload(location)
+                    raise
+                location = self.api.start_upload(self.repository)
+        raise AssertionError("unreachable")
+
+    def _upload(self, location: str, descriptor: Descriptor, source: ImageSource, progress: Progress) -> None:
+        stream = source.open_blob(descriptor)
+        try:
+            reader = StreamReader(descriptor, stream, progress)
+            if descriptor.size <= self.chunk_size:
+                self.api.finish_upload(location, descriptor.digest, reader, descriptor.size)
+                return
+            start = 0
+            while chunk := reader.read(self.chunk_size):
+                location = self.api.upload_chunk(location, chunk, start)
+                start += len(chunk)
+            self.api.finish_upload(location, descriptor.digest)
+        finally:
+            stream.close()
+
+    def put_manifest(self, data: bytes, descriptor: Descriptor, root: bool) -> None:
+        reference = (self.reference.tag or descriptor.digest) if root else descriptor.digest
+        if root and self.reference.digest and self.reference.digest != descriptor.digest:
+            reference = descriptor.digest
+        self.api.put_manifest(self.repository, reference, data, descriptor.media_type)
+
+    def commit(self) -> None:
+        return None
+
+    def close(self) -> None:
+        self.api.close()
+
+
+class _Counter:
+    """Forwards progress and remembers how much, to take it back when an upload restarts."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.sent = 0
+
+    def __call__(self, n: int) -> None:
+        self.sent += n
+        self.progress(n)
