@@ -1,0 +1,65 @@
+"""One suite every storage backend passes."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from registry.storage import open_storage
+from registry.storage.base import BlobStorage
+
+
+@pytest.fixture(params=["file"])
+def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStorage]:
+    yield open_storage(f"file://{tmp_path}/blobs")
+
+
+def digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def upload(storage: BlobStorage, name: str, chunks: list[bytes]) -> tuple[dict, int]:
+    state, offset = storage.start_upload(name), 0
+    for chunk in chunks:
+        state = storage.write_upload(state, offset, chunk)
+        offset += len(chunk)
+    return state, offset
+
+
+def test_upload_commit_read_delete(storage: BlobStorage) -> None:
+    chunks = [b"a" * 1000, b"b" * 3000, b"c"]
+    data = b"".join(chunks)
+    state, size = upload(storage, "u1", chunks)
+    assert b"".join(storage.read_upload(state, size)) == data
+    assert storage.stat(digest(data)) is None
+    storage.commit_upload(state, size, digest(data))
+    assert storage.stat(digest(data)) == len(data)
+    assert b"".join(storage.read(digest(data))) == data
+    assert b"".join(storage.read(digest(data), 999, 1002)) == b"abb"
+    storage.delete(digest(data))
+    assert storage.stat(digest(data)) is None
+    storage.delete(digest(data))
+
+
+def test_cancel_leaves_nothing(storage: BlobStorage) -> None:
+    state, size = upload(storage, "u2", [b"partial"])
+    storage.cancel_upload(state)
+    with pytest.raises(OSError):
+        b"".join(storage.read_upload(state, size))
+    storage.cancel_upload(state)
+
+
+def test_commit_of_existing_digest_is_idempotent(storage: BlobStorage) -> None:
+    data = b"same bytes"
+    for name in ("x1", "x2"):
+        state, size = upload(storage, name, [data])
+        storage.commit_upload(state, size, digest(data))
+    assert b"".join(storage.read(digest(data))) == data
+
+
+def test_redirect_is_optional(storage: BlobStorage) -> None:
+    url = storage.redirect_url(digest(b"x"))
+    assert url is None or url.startswith("http")
