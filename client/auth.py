@@ -65,6 +65,18 @@ def scopes_for(method: str, url: str) -> tuple[str, ...]:
     return tuple(scopes)
 
 
+def _covers(granted: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
+    have: dict[str, set[str]] = {}
+    for scope in granted:
+        resource, _, actions = scope.rpartition(":")
+        have.setdefault(resource, set()).update(actions.split(","))
+    for scope in wanted:
+        resource, _, actions = scope.rpartition(":")
+        if not set(actions.split(",")) <= have.get(resource, set()):
+            return False
+    return True
+
+
 @dataclass(slots=True)
 class _Token:
     value: str
@@ -81,6 +93,7 @@ class RegistryAuth(AuthBase):
         self._lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], _Token] = {}
+        self._fetching: dict[tuple[str, ...], threading.Lock] = {}
 
     def _applies(self, url: str) -> bool:
         parts = urlsplit(url)
@@ -109,16 +122,28 @@ class RegistryAuth(AuthBase):
             return f"Bearer {self._token(scopes, refresh)}"
         return None
 
+    def _cached(self, scopes: tuple[str, ...]) -> str | None:
+        """A live token whose scopes cover `scopes` (a pull,push token serves a pull)."""
+        now = time.time()
+        for key, token in self._tokens.items():
+            if token.expires_at - REFRESH_MARGIN > now and _covers(key, scopes):
+                return token.value
+        return None
+
     def _token(self, scopes: tuple[str, ...], refresh: bool) -> str:
         key = tuple(sorted(set(scopes)))
         with self._lock:
-            cached = self._tokens.get(key)
-            if cached and not refresh and cached.expires_at - REFRESH_MARGIN > time.time():
-                return cached.value
-        token = self._fetch_token(key)
-        with self._lock:
-            self._tokens[key] = token
-        return token.value
+            fetch_lock = self._fetching.setdefault(key, threading.Lock())
+        with fetch_lock:
+            if not refresh:
+                with self._lock:
+                    cached = self._cached(key)
+                if cached:
+                    return cached
+            token = self._fetch_token(key)
+            with self._lock:
+                self._tokens[key] = token
+            return token.value
 
     def _fetch_token(self, scopes: tuple[str, ...]) -> _Token:
         assert self._challenge is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import crypt
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ def bcrypt_hash(password: str) -> str:
     """Distribution's htpasswd accepts only bcrypt; libxcrypt's crypt(3) makes it ($2b$)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
+
         return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
@@ -42,6 +43,7 @@ class Distribution:
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
+        self.root = root
         root.mkdir(parents=True, exist_ok=True)
         config = {
             "version": 0.1,
