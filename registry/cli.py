@@ -29,19 +29,18 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
         "--data-dir", type=click.Path(file_okay=False), help="Where the database and blobs live (env BERTH_DATA_DIR)."
     )
     @click.option("--database-url", help="SQLAlchemy URL of the index (env BERTH_DATABASE_URL).")
-    @click.option("--storage", help="Blob storage URL, file:///path (env BERTH_STORAGE).")
+    @click.option("--storage", help="Blob storage: file:///path or s3://BUCKET/PREFIX (env BERTH_STORAGE).")
+    @click.option("--s3-endpoint", help="S3-compatible endpoint URL (env BERTH_S3_ENDPOINT, or AWS_ENDPOINT_URL).")
+    @click.option(
+        "--s3-redirect/--no-s3-redirect",
+        default=None,
+        help="Answer blob GETs with a 307 to a presigned S3 URL (env BERTH_S3_REDIRECT).",
+    )
     @functools.wraps(command)
-    def wrapper(
-        config_file: str | None, data_dir: str | None, database_url: str | None, storage: str | None, **kwargs: Any
-    ) -> Any:
+    def wrapper(config_file: str | None, **kwargs: Any) -> Any:
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTING_FLAGS}
         try:
-            settings = load_settings(
-                config_file,
-                data_dir=data_dir,
-                database_url=database_url,
-                storage=storage,
-                **{k: kwargs.pop(k) for k in list(kwargs) if k in SERVE_KEYS},
-            )
+            settings = load_settings(config_file, **given)
         except (OSError, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
         return command(settings, **kwargs)
@@ -49,7 +48,7 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-SERVE_KEYS = {"listen", "workers", "log_level"}
+SETTING_FLAGS = {"data_dir", "database_url", "storage", "s3_endpoint", "s3_redirect", "listen", "workers", "log_level"}
 
 
 @click.command()

@@ -28,6 +28,8 @@ class Settings:
     workers: int = 0
     database_url: str = ""
     storage: str = ""
+    s3_endpoint: str = ""
+    s3_redirect: bool = False
     log_level: str = "info"
 
     @property
@@ -71,6 +73,8 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value).expanduser()
     if name == "workers":
         return int(value)
+    if name == "s3_redirect":
+        return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     return str(value)
 
 

@@ -24,7 +24,7 @@ SETTINGS_ENV = "BERTH_SETTINGS_JSON"
 
 
 def create_app(settings: Settings) -> Starlette:
-    storage = open_storage(settings.effective_storage)
+    storage = open_storage(settings.effective_storage, settings.s3_endpoint or None, settings.s3_redirect)
     index = Index(make_engine(settings.effective_database_url))
     app = Starlette(
         routes=ROUTES,

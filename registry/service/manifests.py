@@ -21,15 +21,21 @@ from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_ma
 from registry.oci.reference import valid_tag
 
 
-def check_reference(reference: str) -> tuple[str, bool]:
-    """Return (reference, is_digest), refusing malformed tags and digests."""
+def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
+    """Return (reference, is_digest), refusing malformed tags and digests.
+
+    A malformed tag is `TAG_INVALID` when pushing, but simply unknown when reading or
+    deleting, as clients and the conformance suite expect.
+    """
     if is_digest(reference):
         try:
             return str(parse_digest(reference)), True
         except InvalidDigest as exc:
             raise DigestInvalid(str(exc)) from None
     if not valid_tag(reference):
-        raise TagInvalid(f"invalid tag {reference!r}")
+        if writing:
+            raise TagInvalid(f"invalid tag {reference!r}")
+        raise ManifestUnknown(f"no manifest tagged {reference!r}", detail={"tag": reference})
     return reference, False
 
 
@@ -50,7 +56,7 @@ class ManifestService:
         self, repository: str, reference: str, body: bytes, content_type: str | None, mountable: Iterable[str]
     ) -> tuple[str, str | None]:
         """Validate and index a manifest; returns its digest and subject digest."""
-        reference, by_digest = check_reference(reference)
+        reference, by_digest = check_reference(reference, writing=True)
         try:
             manifest = parse_manifest(body, content_type)
         except UnsupportedManifest as exc:

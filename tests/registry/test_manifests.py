@@ -93,6 +93,8 @@ def test_unknown_manifest_and_repository(api: Api) -> None:
     api.put_manifest("v1", api.image([b"a"]))
     response = api.http.get(api.url("manifests/v2"))
     assert response.status_code == 404 and error_code(response) == "MANIFEST_UNKNOWN"
+    for method in ("GET", "HEAD", "DELETE"):
+        assert api.http.request(method, api.url("manifests/.not-a-tag")).status_code == 404
     response = api.http.get(f"{api.base}/v2/{api.name}-nothing/tags/list")
     assert response.status_code == 404 and error_code(response) == "NAME_UNKNOWN"
 
