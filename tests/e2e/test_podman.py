@@ -1,0 +1,80 @@
+"""podman push and pull against our registry, of the image docker built (loaded from `docker save`).
+
+Only push and pull: podman run (crun/runc under these hybrid cgroups) is not what is being proven here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import BuiltImage, ContainerTools, Registry
+from tests.e2e.images import sha256_digest
+
+pytestmark = pytest.mark.e2e
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+ACCEPT = f"{OCI_MANIFEST}, {DOCKER_MANIFEST}"
+
+
+def _podman_image(podman: ContainerTools, ref: str) -> dict:
+    return json.loads(podman.podman("image", "inspect", ref).stdout)[0]
+
+
+@pytest.mark.parametrize(
+    ("tag", "format_flags", "media_type"),
+    [("1", [], DOCKER_MANIFEST), ("oci", ["--format", "oci"], OCI_MANIFEST)],
+    ids=["docker-v2s2", "oci"],
+)
+def test_podman_push_pull(
+    podman: ContainerTools,
+    registry: Registry,
+    built_image: BuiltImage,
+    e2e_dir: Path,
+    tag: str,
+    format_flags: list[str],
+    media_type: str,
+) -> None:
+    assert built_image.archive is not None
+    podman.podman("load", "-i", built_image.archive)
+    local = _podman_image(podman, built_image.image_id.removeprefix("sha256:"))
+    assert local["RootFS"]["Layers"] == built_image.diff_ids
+
+    ref = f"{registry.host}/e2e/podman:{tag}"
+    digest_file = e2e_dir / f"podman-{tag}.digest"
+    podman.podman(
+        "push",
+        "--tls-verify=false",
+        *format_flags,
+        "--digestfile",
+        digest_file,
+        built_image.image_id.removeprefix("sha256:"),
+        f"docker://{ref}",
+    )
+    digest = digest_file.read_text().strip()
+
+    response = registry.get(f"/v2/e2e/podman/manifests/{tag}", headers={"Accept": ACCEPT})
+    assert response.status_code == 200, response.text
+    assert response.headers["Docker-Content-Digest"] == digest
+    assert sha256_digest(response.content) == digest
+    manifest = response.json()
+    assert manifest["mediaType"] == media_type
+    assert len(manifest["layers"]) == len(built_image.diff_ids)
+    if media_type == DOCKER_MANIFEST:  # unchanged config: same image ID as docker's
+        assert manifest["config"]["digest"] == built_image.image_id
+
+    podman.podman("rmi", "--all", "--force")
+    assert podman.podman("image", "exists", ref, check=False).returncode == 1
+
+    podman.podman("pull", "--tls-verify=false", ref)
+    pulled = _podman_image(podman, ref)
+    assert pulled["Digest"] == digest
+    assert pulled["RootFS"]["Layers"] == built_image.diff_ids
+    assert pulled["Id"] == manifest["config"]["digest"].removeprefix("sha256:")
+
+    podman.podman("pull", "--tls-verify=false", f"{registry.host}/e2e/podman@{digest}")
+    assert f"{registry.host}/e2e/podman@{digest}" in _podman_image(podman, ref)["RepoDigests"]
+    podman.podman("rmi", "--all", "--force")
