@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from engine.commands import COMMANDS as ENGINE_COMMANDS
 from registry.cli import COMMANDS as REGISTRY_COMMANDS
 
 
@@ -18,4 +19,7 @@ def main() -> None:
 
 
 for _command in REGISTRY_COMMANDS:
+    main.add_command(_command)
+
+for _command in ENGINE_COMMANDS:
     main.add_command(_command)

@@ -1,0 +1,270 @@
+"""The engine's `berth` commands: run, ps, logs, stop, kill, rm, exec, rmi, container inspect.
+
+Only click is imported at module level; every command imports the engine lazily so
+that the root group (and so `berth run`) starts fast. Exit codes follow docker's:
+125 when berth itself fails, 126 when the command cannot be run, 127 when it is not
+found, otherwise the container's own exit code.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+ENGINE_FAILED = 125
+_NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
+
+
+def fail(message: str, code: int = ENGINE_FAILED) -> None:
+    click.echo(f"berth: {message}", err=True)
+    sys.exit(code)
+
+
+def _require_root(what: str) -> None:
+    if os.geteuid() != 0:
+        fail(
+            f"{what} needs root: it creates namespaces, mounts overlayfs and writes cgroups "
+            "(run it with sudo; rootless containers are not supported)"
+        )
+    missing = [ns for ns in _NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
+    if missing:
+        fail(f"this kernel lacks {', '.join(missing)} namespaces (CONFIG_{missing[0].upper()}_NS)")
+
+
+def _handled(func: F) -> F:
+    """Turn the engine's exceptions into one-line messages and docker's exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from client.errors import ClientError
+        from engine.cgroups import CgroupUnavailable
+        from engine.container import ContainerNotFound, NameInUse
+        from engine.init import ExecError
+        from engine.lifecycle import ContainerStateError, UsageError
+        from engine.store import ImageNotFound, PlatformMismatch
+        from engine.supervisor import StartError
+        from engine.unpack import DigestMismatch, UnsafeLayer
+
+        try:
+            return func(*args, **kwargs)
+        except (StartError, ExecError) as exc:
+            fail(exc.message, exc.code)
+        except (ContainerNotFound, ContainerStateError) as exc:
+            fail(str(exc).strip("'\""), 1)
+        except (ImageNotFound, PlatformMismatch, UsageError, NameInUse, CgroupUnavailable,
+                UnsafeLayer, DigestMismatch, ClientError) as exc:
+            fail(str(exc))
+        except PermissionError as exc:
+            fail(f"permission denied: {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _stores() -> tuple[Any, Any]:
+    from engine.container import ContainerStore
+    from engine.store import ImageStore, Paths
+
+    paths = Paths.default()
+    return ImageStore(paths), ContainerStore(paths.containers)
+
+
+@click.command(context_settings={"allow_interspersed_args": False})
+@click.option("--rm", "auto_remove", is_flag=True, help="Remove the container when it exits.")
+@click.option("-d", "--detach", is_flag=True, help="Run in the background and print the container ID.")
+@click.option("--name", help="A name for the container.")
+@click.option("-e", "--env", multiple=True, help="Set KEY=VALUE (or pass KEY through).")
+@click.option("--env-file", multiple=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("-w", "--workdir", help="Working directory inside the container.")
+@click.option("-u", "--user", help="USER[:GROUP], names resolved in the image.")
+@click.option("--hostname", help="Container hostname (default: the short ID).")
+@click.option("--entrypoint", help="Override the image's entrypoint.")
+@click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro].")
+@click.option("--network", "--net", type=click.Choice(["none", "host"]), default="none", show_default=True)
+@click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g).")
+@click.option("--pids-limit", type=int, help="Maximum number of processes.")
+@click.option("--cpus", type=float, help="CPU quota in cores (e.g. 0.5).")
+@click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
+@click.option("--init", is_flag=True, help="Run a small init as PID 1 that reaps zombies and forwards signals.")
+@click.option("-q", "--quiet", is_flag=True, help="No pull progress.")
+@click.argument("image")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@_handled
+def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, quiet: bool, **kw: Any) -> None:
+    """Run COMMAND in a new container from IMAGE (pulled first if missing)."""
+    _require_root("berth run")
+    from engine import lifecycle, store, supervisor
+
+    images, containers = _stores()
+    try:
+        resolved = images.resolve(image)
+    except store.ImageNotFound:
+        click.echo(f"Unable to find image '{image}' locally", err=True)
+        store.pull(image, quiet=quiet)
+        resolved = images.resolve(image)
+    layers = store.ensure_layers(images, resolved)
+    options = lifecycle.RunOptions(
+        command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]), env_files=list(kw["env_file"]),
+        workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"], volumes=list(kw["volume"]),
+        network=kw["network"], memory=kw["memory"], pids_limit=kw["pids_limit"], cpus=kw["cpus"],
+        read_only=kw["read_only"], init=kw["init"], auto_remove=kw["auto_remove"],
+    )
+    container = lifecycle.create(containers, lifecycle.build_spec(resolved, options), name)
+    if detach:
+        supervisor.start_detached(container, layers)
+        click.echo(container.id)
+        return
+    code = supervisor.supervise(container, layers, stdio=None, forward_signals=True)
+    if code == 137 and container.oom_killed:
+        click.echo(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("-a", "--all", "show_all", is_flag=True, help="Show stopped containers too.")
+@click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
+@_handled
+def ps(show_all: bool, quiet: bool) -> None:
+    """List containers."""
+    from engine.container import Status
+
+    _, containers = _stores()
+    rows = [c for c in containers.list() if show_all or c.status is Status.RUNNING]
+    if quiet:
+        for c in rows:
+            click.echo(c.id[:12])
+        return
+    fmt = "{:<12}   {:<28} {:<22} {:<26} {}"
+    click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"))
+    for c in rows:
+        cmd = " ".join(c.spec.args)
+        cmd = f'"{cmd[:19]}…"' if len(cmd) > 20 else f'"{cmd}"'
+        click.echo(fmt.format(c.id[:12], c.spec.image[-28:], cmd, c.describe_status(), c.name))
+
+
+@click.command()
+@click.option("-f", "--follow", is_flag=True, help="Keep printing until the container stops.")
+@click.argument("container")
+@_handled
+def logs(container: str, follow: bool) -> None:
+    """Print a detached container's output."""
+    from engine.lifecycle import follow_log
+
+    _, containers = _stores()
+    follow_log(containers.get(container), sys.stdout.buffer, follow)
+
+
+@click.command()
+@click.option("-t", "--time", "timeout", type=float, default=10, show_default=True,
+              help="Seconds to wait for exit after SIGTERM before SIGKILL.")
+@click.argument("names", nargs=-1, required=True)
+@_handled
+def stop(names: tuple[str, ...], timeout: float) -> None:
+    """Stop running containers (SIGTERM, then SIGKILL)."""
+    _require_root("berth stop")
+    from engine.lifecycle import stop as stop_container
+
+    _, containers = _stores()
+    for name in names:
+        stop_container(containers.get(name), timeout)
+        click.echo(name)
+
+
+@click.command()
+@click.option("-s", "--signal", "sig", default="KILL", show_default=True)
+@click.argument("names", nargs=-1, required=True)
+@_handled
+def kill(names: tuple[str, ...], sig: str) -> None:
+    """Send a signal to containers' PID 1."""
+    _require_root("berth kill")
+    from engine.lifecycle import ContainerStateError, parse_signal, send_signal
+
+    _, containers = _stores()
+    number = parse_signal(sig)
+    for name in names:
+        if not send_signal(containers.get(name), number):
+            raise ContainerStateError(f"container {name} is not running")
+        click.echo(name)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@click.argument("names", nargs=-1, required=True)
+@_handled
+def rm(names: tuple[str, ...], force: bool) -> None:
+    """Remove containers."""
+    _require_root("berth rm")
+    from engine.lifecycle import remove
+
+    _, containers = _stores()
+    for name in names:
+        remove(containers, containers.get(name), force)
+        click.echo(name)
+
+
+@click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-e", "--env", multiple=True)
+@click.option("-u", "--user")
+@click.option("-w", "--workdir")
+@click.argument("container")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@_handled
+def exec_(container: str, command: tuple[str, ...], env: tuple[str, ...], user: str | None,
+          workdir: str | None) -> None:
+    """Run COMMAND inside a running container."""
+    _require_root("berth exec")
+    from engine.nsenter import exec_in
+
+    _, containers = _stores()
+    code = exec_in(containers.get(container), list(command), env=list(env), user=user, workdir=workdir)
+    sys.exit(code)
+
+
+@click.command()
+@click.option("-f", "--force", is_flag=True, help="Remove even if containers use the image.")
+@click.argument("images", nargs=-1, required=True)
+@_handled
+def rmi(images: tuple[str, ...], force: bool) -> None:
+    """Remove images from the local store (and unpacked layers nothing uses any more)."""
+    from engine.lifecycle import ContainerStateError
+    from engine.store import ImageNotFound, prune_layers
+
+    store, containers = _stores()
+    all_containers = containers.list()
+    for name in images:
+        ref = store.find(name)
+        if ref is None:
+            raise ImageNotFound(f"no such image: {name}")
+        image = store.resolve(ref)
+        users = [c.name for c in all_containers if c.spec.image_id == image.id]
+        if users and not force:
+            raise ContainerStateError(f"image {ref} is used by container(s) {', '.join(users)} (rm them, or rmi -f)")
+        click.echo(f"Untagged: {store.remove(ref)}")
+    prune_layers(store, {d for c in all_containers for d in c.spec.layers})
+
+
+@click.group()
+def container() -> None:
+    """Manage containers."""
+
+
+@container.command("inspect")
+@click.argument("names", nargs=-1, required=True)
+@_handled
+def inspect(names: tuple[str, ...]) -> None:
+    """Show containers' configuration and state as JSON (docker's shape)."""
+    from engine.lifecycle import inspect as describe
+
+    _, containers = _stores()
+    click.echo(json.dumps([describe(containers.get(n)) for n in names], indent=2))
+
+
+container.add_command(ps, "ls")
+
+COMMANDS: list[click.Command] = [run, ps, logs, stop, kill, rm, exec_, rmi, container]

@@ -1,0 +1,254 @@
+"""A container's configuration and state, and the explicit state machine between states.
+
+As in runc's libcontainer, state is a small JSON document in the container's directory,
+replaced atomically (temporary file + rename) so that readers never see half a write,
+and never trusted blindly: a "running" container names its process by pid *and* start
+time, and is re-checked against /proc whenever it is read, because pids are reused and
+a supervisor can die without writing its last word.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from engine.cgroups import Limits
+
+
+class Status(Enum):
+    CREATED = "created"
+    RUNNING = "running"
+    STOPPED = "stopped"
+
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.CREATED: frozenset({Status.RUNNING, Status.STOPPED}),
+    Status.RUNNING: frozenset({Status.STOPPED}),
+    Status.STOPPED: frozenset(),
+}
+
+LOST_EXIT_CODE = 255
+
+
+class InvalidTransition(RuntimeError):
+    """A lifecycle step asked for a state change the table does not allow."""
+
+
+class ContainerNotFound(LookupError):
+    pass
+
+
+class NameInUse(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    readonly: bool = False
+
+
+@dataclass
+class Spec:
+    """Everything needed to start the container, fixed at creation (like an OCI bundle's config)."""
+
+    image: str
+    image_id: str
+    layers: list[str]
+    args: list[str]
+    env: list[str]
+    cwd: str = "/"
+    user: str = ""
+    hostname: str = ""
+    mounts: list[Mount] = field(default_factory=list)
+    network: str = "none"
+    read_only: bool = False
+    init: bool = False
+    limits: Limits = field(default_factory=Limits)
+    auto_remove: bool = False
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Spec:
+        doc = dict(doc)
+        doc["mounts"] = [Mount(**m) for m in doc.get("mounts", [])]
+        doc["limits"] = Limits(**doc.get("limits", {}))
+        return cls(**doc)
+
+
+def process_start_time(pid: int) -> int | None:
+    """Field 22 of /proc/PID/stat (clock ticks since boot): pid plus this names one process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def alive(pid: int | None, start: int | None) -> bool:
+    return bool(pid) and start is not None and process_start_time(pid) == start  # type: ignore[arg-type]
+
+
+@dataclass
+class Container:
+    id: str
+    name: str
+    spec: Spec
+    directory: Path
+    created: float = field(default_factory=time.time)
+    status: Status = Status.CREATED
+    pid: int | None = None
+    pid_start: int | None = None
+    supervisor_pid: int | None = None
+    supervisor_start: int | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str = ""
+    cgroup: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_file(self) -> Path:
+        return self.directory / "state.json"
+
+    @property
+    def log_file(self) -> Path:
+        return self.directory / "container.log"
+
+    def transition(self, new: Status, **changes: Any) -> None:
+        """Move to `new` (checked against TRANSITIONS), apply `changes`, and persist."""
+        if new not in TRANSITIONS[self.status]:
+            raise InvalidTransition(f"container {self.id[:12]}: {self.status.value} -> {new.value}")
+        self.status = new
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.save()
+
+    def update(self, **changes: Any) -> None:
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.save()
+
+    def to_json(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["status"] = self.status.value
+        doc["directory"] = str(self.directory)
+        return doc
+
+    def save(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.to_json(), f)
+            os.replace(tmp, self.state_file)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+
+    @classmethod
+    def load(cls, directory: Path) -> Container:
+        with open(directory / "state.json") as f:
+            doc = json.load(f)
+        doc["status"] = Status(doc["status"])
+        doc["spec"] = Spec.from_json(doc["spec"])
+        doc["directory"] = directory
+        container = cls(**doc)
+        container.refresh()
+        return container
+
+    def is_running(self) -> bool:
+        return self.status is Status.RUNNING and alive(self.pid, self.pid_start)
+
+    def supervised(self) -> bool:
+        return alive(self.supervisor_pid, self.supervisor_start)
+
+    def refresh(self) -> None:
+        """Reconcile recorded state with the live processes.
+
+        A running container whose process and supervisor are both gone was lost (the
+        supervisor was killed before recording the exit): it is stopped, exit code unknown.
+        """
+        if self.status is Status.STOPPED or self.supervised():
+            return
+        if self.status is Status.RUNNING and alive(self.pid, self.pid_start):
+            return
+        self.status = Status.STOPPED
+        self.exit_code = LOST_EXIT_CODE if self.exit_code is None else self.exit_code
+        self.error = self.error or "the container's supervisor exited without recording its exit"
+        self.finished_at = self.finished_at or time.time()
+
+    def describe_status(self) -> str:
+        if self.status is Status.RUNNING:
+            return f"Up {_ago(self.started_at)}"
+        if self.status is Status.STOPPED:
+            return f"Exited ({self.exit_code}) {_ago(self.finished_at)} ago"
+        return "Created"
+
+
+def _ago(when: float | None) -> str:
+    seconds = int(time.time() - (when or time.time()))
+    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit}"
+    return f"{seconds} seconds"
+
+
+class ContainerStore:
+    """The containers/ directory: one subdirectory per container, named by its full id."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def create(self, spec: Spec, name: str | None) -> Container:
+        self.root.mkdir(parents=True, exist_ok=True)
+        container_id = secrets.token_hex(32)
+        with open(self.root / ".names.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if name is None:
+                name = f"berth_{container_id[:8]}"
+            elif any(c.name == name for c in self.list()):
+                raise NameInUse(f'the container name "{name}" is already in use')
+            directory = self.root / container_id
+            directory.mkdir(mode=0o700)
+            container = Container(container_id, name, spec, directory)
+            container.save()
+        return container
+
+    def list(self) -> list[Container]:
+        out = []
+        for entry in self.root.iterdir() if self.root.is_dir() else []:
+            if not entry.name.startswith("."):
+                try:
+                    out.append(Container.load(entry))
+                except (OSError, ValueError, KeyError, TypeError):
+                    continue
+        return sorted(out, key=lambda c: c.created, reverse=True)
+
+    def get(self, key: str) -> Container:
+        """By full id, name, or unique id prefix, as docker resolves them."""
+        if len(key) == 64 and (self.root / key).is_dir():
+            return Container.load(self.root / key)
+        containers = self.list()
+        for container in containers:
+            if container.name == key:
+                return container
+        matches = [c for c in containers if c.id.startswith(key)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise ContainerNotFound(f"container id prefix {key!r} is ambiguous")
+        raise ContainerNotFound(f"no such container: {key}")
+
+    def delete(self, container: Container) -> None:
+        shutil.rmtree(container.directory, ignore_errors=True)

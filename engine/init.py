@@ -1,0 +1,226 @@
+"""The container's first process: set up inside the new namespaces, then become the command.
+
+Runs in the child forked by the supervisor, so PID 1 of the new PID namespace. It
+joins the cgroup, unshares the other namespaces, builds the root filesystem, sets the
+hostname and network, resolves the user in the image's own /etc/passwd, drops to
+docker's default capabilities with no_new_privs, and finally execve()s the image's
+entrypoint+cmd, so that PID 1 *is* the image's process (or, with --init, a tiny reaper
+that forwards signals to it, as tini does).
+
+Failures before exec travel to the supervisor over a close-on-exec pipe as one JSON
+line `{"code", "message"}`: end-of-file on that pipe means the exec succeeded.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import resource
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
+
+from engine import network, rootfs
+from engine import syscalls as sc
+
+if TYPE_CHECKING:
+    from engine.cgroups import Cgroup
+    from engine.container import Spec
+
+DEFAULT_CAPABILITIES = frozenset(
+    sc.CAPABILITIES[name]
+    for name in (
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+        "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+    )
+)
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# A select()-safe soft limit with a generous hard limit, as systemd sets for services.
+RLIMITS = {resource.RLIMIT_NOFILE: (1024, 524288)}
+FORWARDED_SIGNALS = (
+    signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGUSR1,
+    signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT,
+)
+SETUP_FAILED = 125
+NOT_EXECUTABLE = 126
+NOT_FOUND = 127
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP
+
+
+class ExecError(Exception):
+    """A failure with the exit code docker uses for it (125 setup, 126 not executable, 127 not found)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class User:
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+
+def _read_db(path: str) -> list[list[str]]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return [line.rstrip("\n").split(":") for line in f if line.strip() and not line.startswith("#")]
+    except OSError:
+        return []
+
+
+def resolve_user(spec: str) -> User:
+    """`user[:group]` (names or numbers) resolved in the image's /etc/passwd and /etc/group."""
+    user_part, _, group_part = (spec or "0").partition(":")
+    passwd = [e for e in _read_db("/etc/passwd") if len(e) >= 7]
+    entry = next((e for e in passwd if e[0] == user_part or (user_part.isdigit() and e[2] == user_part)), None)
+    if entry is not None:
+        uid, gid, home, name = int(entry[2]), int(entry[3]), entry[5] or "/", entry[0]
+    elif user_part.isdigit():
+        uid, gid, home, name = int(user_part), 0, "/", None
+    else:
+        raise ExecError(SETUP_FAILED, f"unable to find user {user_part}: no matching entries in passwd file")
+    groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
+    if group_part:
+        group = next((g for g in groups_db if g[0] == group_part or g[2] == group_part), None)
+        if group is not None:
+            gid = int(group[2])
+        elif group_part.isdigit():
+            gid = int(group_part)
+        else:
+            raise ExecError(SETUP_FAILED, f"unable to find group {group_part}: no matching entries in group file")
+    extra = tuple(int(g[2]) for g in groups_db if name and name in g[3].split(",") and g[2].isdigit())
+    return User(uid, gid, tuple(dict.fromkeys((gid, *extra))), home)
+
+
+def environment(env: list[str], user: User, hostname: str) -> dict[str, str]:
+    out = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    out.setdefault("PATH", DEFAULT_PATH)
+    out.setdefault("HOSTNAME", hostname)
+    out.setdefault("HOME", user.home)
+    return out
+
+
+def find_executable(command: str, path: str) -> str:
+    """The file to execve, looked up in the container's PATH as a shell would."""
+    if "/" in command:
+        candidates = [command]
+    else:
+        candidates = [os.path.join(d or ".", command) for d in path.split(":")]
+    for candidate in candidates:
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            if "/" in command:
+                raise ExecError(NOT_EXECUTABLE, f'exec: "{command}": permission denied')
+    if "/" in command:
+        raise ExecError(NOT_FOUND, f'exec: "{command}": no such file or directory')
+    raise ExecError(NOT_FOUND, f'exec: "{command}": executable file not found in $PATH')
+
+
+def drop_privileges(user: User, keep_mknod: bool) -> None:
+    """Docker's default capabilities (none at all for non-root users), then no_new_privs."""
+    keep = DEFAULT_CAPABILITIES if keep_mknod else DEFAULT_CAPABILITIES - {sc.CAPABILITIES["CAP_MKNOD"]}
+    for limit, (soft, hard) in RLIMITS.items():
+        # Clamped to the current hard limit: without CAP_SYS_RESOURCE it cannot be raised.
+        current = resource.getrlimit(limit)[1]
+        if current != resource.RLIM_INFINITY:
+            hard = min(hard, current)
+        resource.setrlimit(limit, (min(soft, hard), hard))
+    sc.drop_bounding_set(keep)
+    os.setgroups(list(user.groups))
+    os.setresgid(user.gid, user.gid, user.gid)
+    os.setresuid(user.uid, user.uid, user.uid)
+    if user.uid == 0:
+        sc.capset(keep, keep, frozenset())
+    sc.clear_ambient()
+    sc.set_no_new_privs()
+
+
+def report(fd: int, code: int, message: str) -> None:
+    try:
+        os.write(fd, json.dumps({"code": code, "message": message}).encode() + b"\n")
+    except OSError:
+        pass
+
+
+def reset_signals() -> None:
+    """Undo the supervisor's Python handlers and its ignored SIGPIPE before exec."""
+    for sig in (*FORWARDED_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ, signal.SIGCHLD):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def execute(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
+    try:
+        os.execve(path, args, env)
+    except OSError as exc:
+        code = NOT_FOUND if exc.errno == errno.ENOENT else NOT_EXECUTABLE
+        raise ExecError(code, f'exec: "{args[0]}": {exc.strerror}') from None
+
+
+def container_main(
+    spec: Spec, layers: list[Path], directory: Path, cgroup: Cgroup, etc_files: dict[str, str], error_fd: int
+) -> NoReturn:
+    """Everything between fork and exec for the container's PID 1. Never returns."""
+    try:
+        reset_signals()
+        cgroup.add_self()
+        sc.unshare(NAMESPACES | network.namespace_flags(spec.network))
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        root = rootfs.mount_rootfs(layers, directory)
+        rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd)
+        rootfs.pivot(root, spec.read_only)
+        socket.sethostname(spec.hostname)
+        network.setup(spec.network)
+        user = resolve_user(spec.user)
+        env = environment(spec.env, user, spec.hostname)
+        drop_privileges(user, keep_mknod=cgroup.restricts_devices)
+        try:
+            os.chdir(spec.cwd)
+        except OSError as exc:
+            raise ExecError(SETUP_FAILED, f"cannot enter working directory {spec.cwd}: {exc.strerror}") from None
+        path = find_executable(spec.args[0], env["PATH"])
+        if spec.init:
+            run_init(path, spec.args, env, error_fd)
+        sc.set_parent_death_signal(signal.SIGKILL)
+        execute(path, spec.args, env)
+    except ExecError as exc:
+        report(error_fd, exc.code, exc.message)
+        os._exit(exc.code)
+    except BaseException as exc:  # noqa: B036 - anything at all must reach the supervisor, then _exit
+        report(error_fd, SETUP_FAILED, f"container setup failed: {exc}")
+        os._exit(SETUP_FAILED)
+
+
+def run_init(path: str, args: list[str], env: dict[str, str], error_fd: int) -> NoReturn:
+    """--init: stay PID 1, reap every orphan, forward signals to the command, exit with its status."""
+    ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+    child = os.fork()
+    if child == 0:
+        os.close(ready_r)
+        try:
+            sc.set_parent_death_signal(signal.SIGKILL)
+            execute(path, args, env)
+        except ExecError as exc:
+            report(ready_w, exc.code, exc.message)
+            os._exit(exc.code)
+    os.close(ready_w)
+    failure = os.read(ready_r, 65536)
+    os.close(ready_r)
+    if failure:
+        os.write(error_fd, failure)
+    os.close(error_fd)
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    while True:
+        pid, status = os.wait()
+        if pid == child:
+            code = os.waitstatus_to_exitcode(status)
+            os._exit(code if code >= 0 else 128 - code)

@@ -1,0 +1,49 @@
+"""Container networking: `none` (a fresh network namespace with only `lo`, up) or `host`.
+
+`lo` is brought up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on a throw-away socket: two
+system calls through the standard library, where `ip link set lo up` would cost a
+fork+exec on every start and pyroute2 a dependency and a netlink round trip.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import socket
+import struct
+
+from engine import syscalls
+
+MODES = ("none", "host")
+
+_SIOCGIFFLAGS = 0x8913
+_SIOCSIFFLAGS = 0x8914
+_IFF_UP = 0x1
+_IFREQ = "16sH22x"
+
+
+def namespace_flags(mode: str) -> int:
+    """The unshare(2) flags a container on this network needs."""
+    if mode not in MODES:
+        raise ValueError(f"unsupported network {mode!r}: choose one of {', '.join(MODES)}")
+    return syscalls.CLONE_NEWNET if mode == "none" else 0
+
+
+def bring_up(interface: str = "lo") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack(_IFREQ, interface.encode(), 0)
+        flags = struct.unpack(_IFREQ, fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, interface.encode(), flags | _IFF_UP))
+
+
+def setup(mode: str) -> None:
+    """Configure the namespace the calling process is in (called inside the container)."""
+    if mode == "none":
+        bring_up("lo")
+
+
+def hosts_file(hostname: str) -> str:
+    return (
+        "127.0.0.1\tlocalhost\n"
+        "::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"127.0.1.1\t{hostname}\n"
+    )

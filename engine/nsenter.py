@@ -1,0 +1,98 @@
+"""`berth exec`: start another process inside a running container's namespaces and cgroup.
+
+The caller sets only its PID namespace *for children* (setns on a pid namespace never
+moves the caller), forks once, and the child joins the cgroup, then the IPC, UTS,
+network, cgroup and mount namespaces, chroots to PID 1's root (setns into a mount
+namespace does not follow a pivot_root on every kernel, so the root is taken from
+/proc/PID/root as nsenter does), and execs with the same user, capabilities and
+no_new_privs as the container's own process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from engine import cgroups
+from engine import syscalls as sc
+from engine.container import Container
+from engine.init import (
+    FORWARDED_SIGNALS,
+    SETUP_FAILED,
+    ExecError,
+    drop_privileges,
+    environment,
+    execute,
+    find_executable,
+    report,
+    reset_signals,
+    resolve_user,
+)
+from engine.lifecycle import ContainerStateError, merge_env
+from engine.supervisor import exit_code, read_all
+
+_ORDER = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
+          ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS))
+
+
+def exec_in(
+    container: Container,
+    args: list[str],
+    *,
+    env: list[str],
+    user: str | None,
+    workdir: str | None,
+) -> int:
+    """Run `args` in the container, wait for it, and return its exit code (raises ExecError)."""
+    if not container.is_running():
+        raise ContainerStateError(f"container {container.name} is not running")
+    pid = container.pid
+    spec = container.spec
+    proc = f"/proc/{pid}"
+    fds = {name: os.open(f"{proc}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, _ in _ORDER}
+    pid_ns = os.open(f"{proc}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    root = os.open(f"{proc}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    cgroup = cgroups.from_json(container.cgroup) if container.cgroup else None
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    sc.setns(pid_ns, sc.CLONE_NEWPID)
+    child = os.fork()
+    if child == 0:
+        try:
+            reset_signals()
+            os.close(read_end)
+            if not os.isatty(0):
+                os.setsid()
+            if cgroup is not None:
+                cgroup.add_self()
+            for name, flag in _ORDER:
+                sc.setns(fds[name], flag)
+            os.fchdir(root)
+            os.chroot(".")
+            who = resolve_user(user if user is not None else spec.user)
+            environ = environment(merge_env(spec.env, env), who, spec.hostname)
+            drop_privileges(who, keep_mknod=cgroup is None or cgroup.restricts_devices)
+            os.chdir(workdir or spec.cwd)
+            path = find_executable(args[0], environ["PATH"])
+            sc.set_parent_death_signal(signal.SIGKILL)
+            execute(path, args, environ)
+        except ExecError as exc:
+            report(write_end, exc.code, exc.message)
+            os._exit(exc.code)
+        except BaseException as exc:  # noqa: B036 - the child must never return into the CLI
+            report(write_end, SETUP_FAILED, f"exec setup failed: {exc}")
+            os._exit(SETUP_FAILED)
+    sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+    for fd in (*fds.values(), pid_ns, root, own_pid_ns, write_end):
+        os.close(fd)
+    failure = read_all(read_end)
+    if not os.isatty(0):
+        for sig in FORWARDED_SIGNALS:
+            signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
+    _, status = os.waitpid(child, 0)
+    if failure:
+        import json
+
+        doc = json.loads(failure.splitlines()[0])
+        raise ExecError(int(doc["code"]), str(doc["message"]))
+    return exit_code(status)

@@ -1,0 +1,222 @@
+"""The container's root filesystem, assembled inside its new mount namespace.
+
+Called by the container's first process after unshare(CLONE_NEWNS): every mount made
+here dies with the namespace, so nothing needs unmounting on the host afterwards.
+The order follows runc's rootfs_linux.go: overlay (or a copy, where overlayfs is not
+available), then /proc, /dev, /sys, volumes and the /etc files, then runc's masked and
+read-only paths, then pivot_root and, for --read-only, a read-only remount of `/`.
+Every mount target inside the image is resolved with `secure_join`, so a symlink in the
+image cannot redirect a mount onto the host.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path
+
+from engine import syscalls as sc
+from engine.container import Mount
+from engine.unpack import OPAQUE_XATTR
+
+MASKED_PATHS = (
+    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+)
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
+DEV_LINKS = (
+    ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"),
+)
+_NOEXEC = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
+_MAX_LINKS = 40
+
+
+def secure_join(root: str, path: str) -> str:
+    """`root/path` with every symlink resolved as if `root` were `/`: never outside `root`."""
+    parts = [p for p in path.split("/") if p]
+    resolved: list[str] = []
+    links = 0
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            if resolved:
+                resolved.pop()
+            continue
+        candidate = os.path.join(root, *resolved, name)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            resolved.append(name)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            links += 1
+            if links > _MAX_LINKS:
+                raise OSError(errno.ELOOP, f"too many symlinks resolving {path}")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                resolved = []
+            parts = [p for p in target.split("/") if p] + parts
+            continue
+        resolved.append(name)
+    return os.path.join(root, *resolved)
+
+
+def _mountpoint(root: str, path: str, directory: bool = True) -> str:
+    """The resolved path for a mount target, created (as a directory or empty file) if missing."""
+    target = secure_join(root, path)
+    if not os.path.lexists(target):
+        if directory:
+            os.makedirs(target, 0o755, exist_ok=True)
+        else:
+            os.makedirs(os.path.dirname(target), 0o755, exist_ok=True)
+            with open(target, "a"):
+                pass
+    return target
+
+
+def overlay_supported() -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            return any(line.split()[-1] == "overlay" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def mount_rootfs(layers: list[Path], directory: Path) -> str:
+    """Mount the image's layers at `directory/rootfs`: overlay if possible, else a merged copy."""
+    rootfs = directory / "rootfs"
+    upper, work = directory / "upper", directory / "work"
+    for path in (rootfs, upper, work):
+        path.mkdir(exist_ok=True)
+    if layers and overlay_supported():
+        # Relative lowerdirs keep the option string short: the kernel caps it at one page.
+        base = layers[0].parent
+        if all(layer.parent == base for layer in layers):
+            os.chdir(base)
+            lower = ":".join(layer.name for layer in reversed(layers))
+        else:
+            lower = ":".join(str(layer) for layer in reversed(layers))
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        try:
+            sc.mount("overlay", str(rootfs), "overlay", 0, options)
+            return str(rootfs)
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.ENODEV, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+    if not any(rootfs.iterdir()):
+        for layer in layers:
+            merge_layer(layer, rootfs)
+    sc.mount(str(rootfs), str(rootfs), None, sc.MS_BIND | sc.MS_REC)
+    return str(rootfs)
+
+
+def merge_layer(layer: Path, target: Path) -> None:
+    """Copy one unpacked layer over `target`, honouring its overlay whiteouts (the fallback path)."""
+    for dirpath, dirnames, filenames in os.walk(layer):
+        rel = os.path.relpath(dirpath, layer)
+        dest_dir = target / rel
+        try:
+            opaque = os.getxattr(dirpath, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+        except OSError:
+            opaque = False
+        if opaque and dest_dir.is_dir() and not dest_dir.is_symlink():
+            shutil.rmtree(dest_dir)
+        if not dest_dir.is_dir() or dest_dir.is_symlink():
+            if os.path.lexists(dest_dir):
+                os.unlink(dest_dir)
+            dest_dir.mkdir()
+        shutil.copystat(dirpath, dest_dir, follow_symlinks=False)
+        st = os.lstat(dirpath)
+        os.chown(dest_dir, st.st_uid, st.st_gid)
+        for name in list(dirnames) + filenames:
+            source, dest = os.path.join(dirpath, name), dest_dir / name
+            st = os.lstat(source)
+            if stat.S_ISDIR(st.st_mode):
+                continue
+            if os.path.lexists(dest):
+                shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else os.unlink(dest)
+            if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                os.symlink(os.readlink(source), dest)
+            elif stat.S_ISREG(st.st_mode):
+                shutil.copy2(source, dest, follow_symlinks=False)
+            else:
+                os.mknod(dest, st.st_mode, st.st_rdev)
+            os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
+
+
+def _mount_dev(rootfs: str) -> None:
+    dev = _mountpoint(rootfs, "/dev")
+    sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
+    for name, major, minor in DEVICES:
+        path = os.path.join(dev, name)
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        os.chmod(path, 0o666)
+    for name, target in DEV_LINKS:
+        os.symlink(target, os.path.join(dev, name))
+    os.mkdir(os.path.join(dev, "pts"), 0o755)
+    sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
+             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    os.mkdir(os.path.join(dev, "shm"), 0o1777)
+    sc.mount("shm", os.path.join(dev, "shm"), "tmpfs", _NOEXEC, "mode=1777,size=65536k")
+    os.mkdir(os.path.join(dev, "mqueue"), 0o755)
+    sc.mount("mqueue", os.path.join(dev, "mqueue"), "mqueue", _NOEXEC)
+
+
+def _bind(source: str, target: str, readonly: bool, flags: int = 0) -> None:
+    sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
+    if readonly:
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+
+
+def _mask_and_protect(rootfs: str) -> None:
+    devnull = os.path.join(rootfs, "dev", "null")
+    for path in MASKED_PATHS:
+        target = secure_join(rootfs, path)
+        if os.path.isdir(target):
+            sc.mount("tmpfs", target, "tmpfs", sc.MS_RDONLY)
+        elif os.path.exists(target):
+            sc.mount(devnull, target, None, sc.MS_BIND)
+    for path in READONLY_PATHS:
+        target = secure_join(rootfs, path)
+        if os.path.exists(target):
+            _bind(target, target, readonly=True, flags=_NOEXEC)
+
+
+def prepare(
+    rootfs: str,
+    mounts: list[Mount],
+    etc_files: dict[str, str],
+    *,
+    cwd: str,
+) -> None:
+    """Mount the kernel filesystems, volumes and /etc files under `rootfs` (before pivot_root)."""
+    sc.mount("proc", _mountpoint(rootfs, "/proc"), "proc", _NOEXEC)
+    _mount_dev(rootfs)
+    sc.mount("sysfs", _mountpoint(rootfs, "/sys"), "sysfs", _NOEXEC | sc.MS_RDONLY)
+    for mount in mounts:
+        is_dir = os.path.isdir(mount.source)
+        _bind(mount.source, _mountpoint(rootfs, mount.target, directory=is_dir), mount.readonly)
+    if os.path.isdir(secure_join(rootfs, "/etc")):
+        for name, source in etc_files.items():
+            _bind(source, _mountpoint(rootfs, f"/etc/{name}", directory=False), readonly=False)
+    _mountpoint(rootfs, cwd)
+    _mask_and_protect(rootfs)
+
+
+def pivot(rootfs: str, read_only: bool) -> None:
+    """Make `rootfs` the root, detaching the old one (runc's pivot_root(".", ".") trick)."""
+    os.chdir(rootfs)
+    sc.pivot_root(".", ".")
+    sc.umount2(".", sc.MNT_DETACH)
+    os.chdir("/")
+    if read_only:
+        sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)

@@ -1,0 +1,208 @@
+"""The engine's view of the local store: images (the client's OCI layout) and unpacked layers.
+
+The client pulls into `$BERTH_ROOT/images`, an OCI image layout whose `index.json`
+entries carry `org.opencontainers.image.ref.name` = the full reference; the engine reads
+it through `client.layout.Layout` (one owner for that format). The unpacked layers under
+`$BERTH_ROOT/layers/<algorithm>/<hex>` are the engine's own, shared by every image and
+container that uses the same layer blob, and created atomically (unpack into a temporary
+directory, then rename) so that concurrent runs never see half a layer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from client.errors import ClientError, NotFound
+from client.layout import Layout, berth_root, store_name
+from client.platform import host_platform
+
+
+class ImageNotFound(LookupError):
+    """No image in the local store answers to the name."""
+
+
+class PlatformMismatch(ValueError):
+    """The image exists, but not for this machine's os/architecture."""
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Where everything lives under one root ($BERTH_ROOT)."""
+
+    root: Path
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    def layer(self, digest: str) -> Path:
+        algorithm, _, hexpart = digest.partition(":")
+        return self.layers / algorithm / hexpart
+
+    @classmethod
+    def default(cls) -> Paths:
+        return cls(berth_root())
+
+
+@dataclass
+class Image:
+    """A resolved, runnable image: its manifest digest, parsed config and layer digests."""
+
+    name: str
+    manifest_digest: str
+    config_digest: str
+    config: dict[str, Any]
+    layers: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.config_digest
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """The image config's `config` object (Env, Cmd, Entrypoint, WorkingDir, User)."""
+        return self.config.get("config") or {}
+
+
+class ImageStore:
+    """Resolves names in the local OCI layout to runnable images for this machine."""
+
+    def __init__(self, paths: Paths) -> None:
+        self.paths = paths
+        self.layout = Layout.open(paths.images, create=True)
+
+    def blob_path(self, digest: str) -> Path:
+        return self.layout.blob_path(digest)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self.layout.entries() if e.name]
+
+    def find(self, name: str) -> str | None:
+        """The store name for `name`: a full or short reference, or an image/manifest id prefix."""
+        names = self.names()
+        try:
+            full = store_name(name)
+        except ClientError:
+            full = name
+        for candidate in (name, full):
+            if candidate in names:
+                return candidate
+        bare = name.removeprefix("sha256:")
+        if len(bare) >= 6 and all(c in "0123456789abcdef" for c in bare):
+            for entry in self.layout.entries():
+                if entry.name and entry.descriptor.digest.removeprefix("sha256:").startswith(bare):
+                    return entry.name
+            for ref in names:
+                try:
+                    if self.resolve(ref).id.removeprefix("sha256:").startswith(bare):
+                        return ref
+                except (LookupError, ValueError):
+                    continue
+        return None
+
+    def resolve(self, name: str) -> Image:
+        """The runnable image for `name` on this machine's platform."""
+        ref = self.find(name) if name not in self.names() else name
+        if ref is None:
+            raise ImageNotFound(f"image {name!r} is not in the local store ({self.paths.images})")
+        try:
+            descriptor, manifest = self.layout.image(ref)
+            config = json.loads(self.layout.read_blob(manifest.config.digest)) if manifest.config else {}
+        except NotFound as exc:
+            raise PlatformMismatch(f"image {ref}: {exc}") from None
+        host = host_platform()
+        got_os, got_arch = config.get("os", host.os), config.get("architecture", host.architecture)
+        if (got_os, got_arch) != (host.os, host.architecture):
+            raise PlatformMismatch(
+                f"image {ref} is for {got_os}/{got_arch}, but this machine is {host.os}/{host.architecture}"
+            )
+        assert manifest.config is not None
+        return Image(ref, descriptor.digest, manifest.config.digest, config, [d.digest for d in manifest.layers])
+
+    def remove(self, name: str) -> str:
+        """Drop `name` from the index and delete the blobs nothing references any more."""
+        ref = self.find(name)
+        if ref is None or not self.layout.remove(ref):
+            raise ImageNotFound(f"image {name!r} is not in the local store")
+        self.layout.gc()
+        return ref
+
+    def referenced_layers(self) -> set[str]:
+        """Layer digests some image in the store still needs (the rest may be unpacked away)."""
+        found: set[str] = set()
+        for ref in self.names():
+            try:
+                found.update(self.resolve(ref).layers)
+            except (OSError, ValueError, LookupError, ClientError):
+                continue
+        return found
+
+
+def ensure_layers(store: ImageStore, image: Image) -> list[Path]:
+    """Unpacked directories of the image's layers, bottom first, unpacking what is missing."""
+    from engine.unpack import unpack_layer
+
+    out = []
+    for digest in image.layers:
+        target = store.paths.layer(digest)
+        if not target.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
+            try:
+                os.chmod(tmp, 0o755)
+                unpack_layer(store.blob_path(digest), tmp, digest=digest)
+                os.rename(tmp, target)
+            except OSError as exc:
+                shutil.rmtree(tmp, ignore_errors=True)
+                if not target.is_dir():
+                    raise OSError(exc.errno, f"unpacking layer {digest}: {exc.strerror}") from exc
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+        out.append(target)
+    return out
+
+
+def prune_layers(store: ImageStore, in_use: set[str]) -> None:
+    """Delete unpacked layers no image and no container needs any more."""
+    keep = store.referenced_layers() | in_use
+    for algo_dir in store.paths.layers.iterdir() if store.paths.layers.is_dir() else []:
+        for layer in algo_dir.iterdir():
+            if not layer.name.startswith(".") and f"{algo_dir.name}:{layer.name}" not in keep:
+                shutil.rmtree(layer, ignore_errors=True)
+
+
+def pull(reference: str, *, quiet: bool = False) -> None:
+    """Pull `reference` into the local store with the client, as `berth pull` does."""
+    from client.copy import copy_image
+    from client.location import Location, Options, open_source, open_target
+    from client.location import reference as parse
+    from client.progress import make_reporter
+
+    ref = parse(reference)
+    options = Options()
+    source = open_source(Location("docker", ref), options)
+    try:
+        target = open_target(Location("local", ref), options)
+        reporter = make_reporter(quiet)
+        try:
+            copy_image(source, target, platform=host_platform(), jobs=options.jobs, reporter=reporter)
+        finally:
+            reporter.close()
+            target.close()
+    finally:
+        source.close()

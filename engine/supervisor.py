@@ -1,0 +1,219 @@
+"""Starting a container's first process and staying its parent until it exits.
+
+The supervisor is whichever process forks PID 1: the `berth run` command itself in the
+foreground, or for `-d` a small daemon (double fork + setsid) that outlives the command,
+keeps the log file open and records the exit code. Its steps follow the state machine:
+created -> (cgroup, fork, exec confirmed) running -> (waitpid, OOM check) stopped.
+
+Only one fork starts a container: the supervisor unshares its PID namespace for
+children, forks (the child is PID 1 of the new namespace), then setns()es back to its
+own so that any later fork it makes is an ordinary one. PID 1 gets PR_SET_PDEATHSIG, so
+a container never outlives the supervisor that holds its exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import cgroups, network
+from engine import syscalls as sc
+from engine.container import Container, Status, process_start_time
+from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, container_main
+
+Stdio = tuple[int, int, int]
+TTY_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
+
+
+class StartError(RuntimeError):
+    """The container did not reach exec; `code` is the exit code to end with."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def etc_files(container: Container) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts (and the host's resolv.conf on the host network), bind-mounted in."""
+    spec = container.spec
+    files = {"hostname": spec.hostname + "\n", "hosts": network.hosts_file(spec.hostname)}
+    if spec.network == "host":
+        try:
+            files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            pass
+    out = {}
+    for name, text in files.items():
+        path = container.directory / name
+        path.write_text(text)
+        out[name] = str(path)
+    return out
+
+
+def read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdio: Stdio | None) -> int:
+    """Fork PID 1 into new namespaces and return its pid once it has exec'd the command."""
+    files = etc_files(container)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    sc.unshare(sc.CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+        raise
+    if pid == 0:
+        try:
+            os.close(read_end)
+            if stdio is not None:
+                for target, fd in enumerate(stdio):
+                    os.dup2(fd, target)
+            if not os.isatty(0):
+                os.setsid()
+        except BaseException:
+            os._exit(SETUP_FAILED)
+        container_main(container.spec, layers, container.directory, cgroup, files, write_end)
+    sc.setns(own_pid_ns, sc.CLONE_NEWPID)
+    os.close(own_pid_ns)
+    os.close(write_end)
+    failure = read_all(read_end)
+    if failure:
+        os.waitpid(pid, 0)
+        try:
+            doc = json.loads(failure.splitlines()[0])
+            raise StartError(int(doc["code"]), str(doc["message"]))
+        except (ValueError, KeyError, IndexError):
+            raise StartError(SETUP_FAILED, failure.decode(errors="replace")) from None
+    return pid
+
+
+def exit_code(status: int) -> int:
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code
+
+
+def supervise(
+    container: Container,
+    layers: list[Path],
+    *,
+    stdio: Stdio | None,
+    forward_signals: bool,
+    on_started: Callable[[], None] = lambda: None,
+) -> int:
+    """Run the container to completion and return its exit code (raises StartError)."""
+    cgroup = cgroups.for_container(container.id)
+    me = os.getpid()
+    cgroup.create(container.spec.limits)
+    container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process_start_time(me))
+    try:
+        pid = spawn(container, layers, cgroup, stdio)
+    except StartError as exc:
+        container.transition(Status.STOPPED, exit_code=exc.code, error=exc.message, finished_at=time.time())
+        cleanup(container, cgroup)
+        raise
+    except BaseException as exc:
+        container.transition(Status.STOPPED, exit_code=SETUP_FAILED, error=str(exc), finished_at=time.time())
+        cleanup(container, cgroup)
+        raise
+    container.transition(Status.RUNNING, pid=pid, pid_start=process_start_time(pid), started_at=time.time())
+    on_started()
+    if forward_signals:
+        tty = os.isatty(0)
+        for sig in FORWARDED_SIGNALS:
+            if tty and sig in TTY_SIGNALS:
+                # The terminal already delivered it to PID 1, which shares our process group.
+                signal.signal(sig, lambda _s, _f: None)
+            else:
+                signal.signal(sig, lambda signum, _frame: _forward(pid, signum))
+    _, status = os.waitpid(pid, 0)
+    code = exit_code(status)
+    oom = cgroup.oom_killed()
+    try:
+        container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
+    except FileNotFoundError:
+        pass  # removed with `rm -f` while we waited
+    cleanup(container, cgroup)
+    return code
+
+
+def _forward(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
+    """After exit: the cgroup goes; with --rm, the whole container directory too."""
+    try:
+        cgroup.destroy()
+    except OSError:
+        pass
+    if container.spec.auto_remove:
+        import shutil
+
+        shutil.rmtree(container.directory, ignore_errors=True)
+
+
+def start_detached(container: Container, layers: list[Path]) -> None:
+    """Start a supervisor daemon for the container; return once PID 1 has exec'd (or raise)."""
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    first = os.fork()
+    if first == 0:
+        os.close(read_end)
+        try:
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            log = os.open(container.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+            for target in (0, 1, 2):
+                os.dup2(null, target)
+            for name in os.listdir("/proc/self/fd"):
+                if int(name) > 2 and int(name) not in (log, null, write_end):
+                    try:
+                        os.close(int(name))
+                    except OSError:
+                        pass
+            for sig in (signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+
+            def started() -> None:
+                os.write(write_end, b'{"started": true}\n')
+                os.close(write_end)
+
+            supervise(container, layers, stdio=(null, log, log), forward_signals=False, on_started=started)
+            os._exit(0)
+        except StartError as exc:
+            _tell(write_end, exc.code, exc.message)
+        except BaseException as exc:  # noqa: B036 - a daemon reports everything, then _exits
+            _tell(write_end, SETUP_FAILED, f"supervisor failed: {exc}")
+        os._exit(1)
+    os.close(write_end)
+    os.waitpid(first, 0)
+    answer = read_all(read_end)
+    try:
+        doc = json.loads(answer.splitlines()[0]) if answer else {}
+    except ValueError:
+        doc = {}
+    if not doc.get("started"):
+        raise StartError(int(doc.get("code", SETUP_FAILED)), str(doc.get("message", "the supervisor died")))
+
+
+def _tell(fd: int, code: int, message: str) -> None:
+    try:
+        os.write(fd, json.dumps({"code": code, "message": message}).encode() + b"\n")
+    except OSError:
+        pass
