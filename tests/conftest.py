@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,8 +47,20 @@ class RegistryProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
-        command = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{self.port}",
-                   "--data-dir", str(data_dir), "--workers", str(workers), "--log-level", "warning", *args]
+        command = [
+            sys.executable,
+            "-m",
+            "registry",
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--data-dir",
+            str(data_dir),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            *args,
+        ]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
         wait_http(f"{self.url}/v2/", self.process)
 
@@ -58,9 +74,92 @@ class RegistryProcess:
                 self.process.wait()
 
 
+def _postgres_bin(name: str) -> str | None:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return found[-1] if found else shutil.which(name)
+
+
 @pytest.fixture(scope="session")
-def registry_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    server = RegistryProcess(tmp_path_factory.mktemp("registry"))
+def postgres_url() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a loopback port (run as `postgres` when we are root)."""
+    initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL server binaries are missing (Debian package postgresql)")
+    directory = Path(tempfile.mkdtemp(prefix="berth-pg-"))
+    directory.chmod(0o755)
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(directory, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    data = directory / "data"
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-A", "trust", "-U", "berth", "--no-sync"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {directory} -c fsync=off -c max_connections=300"
+    subprocess.run(
+        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(directory / "log"), "-w", "start"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield f"postgresql+psycopg://berth@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], stdout=subprocess.DEVNULL)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server over HTTP on a loopback port."""
+    pytest.importorskip("moto.server", reason="moto[server] is not installed")
+    for key, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
+        os.environ.setdefault(key, value)
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url, process)
+    yield url
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait()
+
+
+def new_bucket(endpoint: str) -> str:
+    import boto3
+
+    name = f"berth-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=name)
+    return name
+
+
+BACKENDS = ["sqlite-file", "postgres-s3"]
+
+
+def backend_args(request: pytest.FixtureRequest, backend: str) -> tuple[str, ...]:
+    """Server flags for a backend combination; fixtures for the services start on demand."""
+    if backend == "sqlite-file":
+        return ()
+    endpoint = request.getfixturevalue("s3_endpoint")
+    database = request.getfixturevalue("postgres_url")
+    return ("--database-url", database, "--storage", f"s3://{new_bucket(endpoint)}/registry", "--s3-endpoint", endpoint)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def registry_process(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryProcess]:
+    server = RegistryProcess(tmp_path_factory.mktemp("registry"), args=backend_args(request, request.param))
     yield server
     server.stop()
 

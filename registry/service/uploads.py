@@ -178,7 +178,7 @@ class UploadService:
         if self.storage.stat(digest) != len(body):
             state = self.storage.start_upload(str(uuid.uuid4()))
             try:
-                self.storage.write_upload(state, 0, body)
+                state = self.storage.write_upload(state, 0, body)
             except BaseException:
                 self.storage.cancel_upload(state)
                 raise

@@ -40,10 +40,19 @@ class Api:
         manifest = {
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                       "digest": self.push_blob(config), "size": len(config)},
-            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": self.push_blob(layer), "size": len(layer)} for layer in layers],
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": self.push_blob(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": self.push_blob(layer),
+                    "size": len(layer),
+                }
+                for layer in layers
+            ],
             **extra,
         }
         return json.dumps(manifest).encode()

@@ -79,19 +79,26 @@ def test_chunked_upload_with_status_and_out_of_order_chunk(api: Api) -> None:
     data = os.urandom(5 * 1024 * 1024 + 123)
     location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
     first, second = data[: 2 * 1024 * 1024], data[2 * 1024 * 1024 :]
-    response = api.http.patch(f"{api.base}{location}", data=first, headers={
-        "Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream"})
+    response = api.http.patch(
+        f"{api.base}{location}",
+        data=first,
+        headers={"Content-Range": f"0-{len(first) - 1}", "Content-Type": "application/octet-stream"},
+    )
     assert response.status_code == 202, response.text
     assert response.headers["Range"] == f"0-{len(first) - 1}"
     location = response.headers["Location"]
     status = api.http.get(f"{api.base}{location}")
     assert status.status_code == 204 and status.headers["Range"] == f"0-{len(first) - 1}"
-    skipped = api.http.patch(f"{api.base}{location}", data=second, headers={
-        "Content-Range": f"{len(first) + 10}-{len(first) + 9 + len(second)}"})
+    skipped = api.http.patch(
+        f"{api.base}{location}",
+        data=second,
+        headers={"Content-Range": f"{len(first) + 10}-{len(first) + 9 + len(second)}"},
+    )
     assert skipped.status_code == 416
     assert api.http.get(f"{api.base}{location}").headers["Range"] == f"0-{len(first) - 1}"
-    response = api.http.patch(f"{api.base}{location}", data=second, headers={
-        "Content-Range": f"{len(first)}-{len(data) - 1}"})
+    response = api.http.patch(
+        f"{api.base}{location}", data=second, headers={"Content-Range": f"{len(first)}-{len(data) - 1}"}
+    )
     assert response.status_code == 202
     done = api.http.put(f"{api.base}{location}?digest={sha256(data)}")
     assert done.status_code == 201, done.text
@@ -159,8 +166,7 @@ def test_interrupted_upload_leaves_no_blob(api: Api) -> None:
     location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
     url = urlparse(api.base)
     with socket.create_connection((url.hostname, url.port)) as sock:
-        head = (f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: x\r\n"
-                f"Content-Length: {len(data)}\r\n\r\n").encode()
+        head = (f"PUT {location}?digest={digest} HTTP/1.1\r\nHost: x\r\nContent-Length: {len(data)}\r\n\r\n").encode()
         sock.sendall(head + data[: len(data) // 2])
     assert api.http.head(api.url(f"blobs/{digest}")).status_code == 404
     deadline = time.monotonic() + 10
@@ -172,8 +178,11 @@ def test_interrupted_upload_leaves_no_blob(api: Api) -> None:
         time.sleep(0.05)
     offset = int(status.headers["Range"].split("-")[1]) + 1
     assert 0 < offset <= len(data) // 2
-    resumed = api.http.put(f"{api.base}{location}?digest={digest}", data=data[offset:],
-                           headers={"Content-Range": f"{offset}-{len(data) - 1}"})
+    resumed = api.http.put(
+        f"{api.base}{location}?digest={digest}",
+        data=data[offset:],
+        headers={"Content-Range": f"{offset}-{len(data) - 1}"},
+    )
     assert resumed.status_code == 201, resumed.text
     assert api.http.get(api.url(f"blobs/{digest}")).content == data
 

@@ -32,8 +32,9 @@ def test_same_tag_pushed_by_many_clients(api: Api) -> None:
     bodies = [api.image([f"layer {i}".encode()]) for i in range(12)]
 
     def push(body: bytes) -> int:
-        return requests.put(api.url("manifests/race"), data=body,
-                            headers={"Content-Type": json.loads(body)["mediaType"]}).status_code
+        return requests.put(
+            api.url("manifests/race"), data=body, headers={"Content-Type": json.loads(body)["mediaType"]}
+        ).status_code
 
     with ThreadPoolExecutor(12) as pool:
         statuses = list(pool.map(push, bodies))
@@ -51,8 +52,9 @@ def test_two_writers_on_one_upload_never_interleave(api: Api) -> None:
     chunks = [bytes([i]) * (3 * 1024 * 1024) for i in range(4)]
 
     def patch(chunk: bytes) -> int:
-        return requests.patch(f"{api.base}{location}", data=chunk, headers={
-            "Content-Range": f"0-{len(chunk) - 1}"}).status_code
+        return requests.patch(
+            f"{api.base}{location}", data=chunk, headers={"Content-Range": f"0-{len(chunk) - 1}"}
+        ).status_code
 
     with ThreadPoolExecutor(4) as pool:
         statuses = list(pool.map(patch, chunks))

@@ -36,11 +36,20 @@ def test_docker_schema2_and_manifest_list(api: Api) -> None:
     body["mediaType"] = DOCKER_MANIFEST
     raw = json.dumps(body, indent=3).encode()
     assert api.put_manifest("amd64", raw, DOCKER_MANIFEST).status_code == 201
-    listing = json.dumps({
-        "schemaVersion": 2, "mediaType": DOCKER_LIST,
-        "manifests": [{"mediaType": DOCKER_MANIFEST, "digest": sha256(raw), "size": len(raw),
-                       "platform": {"architecture": "amd64", "os": "linux"}}],
-    }).encode()
+    listing = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": DOCKER_LIST,
+            "manifests": [
+                {
+                    "mediaType": DOCKER_MANIFEST,
+                    "digest": sha256(raw),
+                    "size": len(raw),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                }
+            ],
+        }
+    ).encode()
     response = api.put_manifest("latest", listing, DOCKER_LIST)
     assert response.status_code == 201, response.text
     got = api.http.get(api.url("manifests/latest"))
@@ -50,27 +59,39 @@ def test_docker_schema2_and_manifest_list(api: Api) -> None:
 def test_manifest_validation_errors_store_nothing(api: Api) -> None:
     cases = [
         (b"{not json", OCI_MANIFEST, "MANIFEST_INVALID"),
-        (json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode(), OCI_MANIFEST,
-         "MANIFEST_INVALID"),
-        (json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(),
-         "application/vnd.docker.distribution.manifest.v1+prettyjws", "UNSUPPORTED"),
+        (
+            json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode(),
+            OCI_MANIFEST,
+            "MANIFEST_INVALID",
+        ),
+        (
+            json.dumps({"schemaVersion": 1, "name": "x", "tag": "y", "fsLayers": []}).encode(),
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            "UNSUPPORTED",
+        ),
         (b"{" + b" " * (4 * 1024 * 1024 + 1) + b"}", OCI_MANIFEST, "MANIFEST_INVALID"),
     ]
     for body, media_type, code in cases:
         response = api.put_manifest("bad", body, media_type)
         assert response.status_code in (400, 415), (code, response.text)
         assert error_code(response) == code
-    missing_blob = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"nope"), "size": 4},
-        "layers": [],
-    }).encode()
+    missing_blob = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(b"nope"), "size": 4},
+            "layers": [],
+        }
+    ).encode()
     response = api.put_manifest("bad", missing_blob)
     assert response.status_code == 404 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
-    missing_child = json.dumps({
-        "schemaVersion": 2, "mediaType": OCI_INDEX,
-        "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"child"), "size": 5}],
-    }).encode()
+    missing_child = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(b"child"), "size": 5}],
+        }
+    ).encode()
     response = api.put_manifest("bad", missing_child, OCI_INDEX)
     assert response.status_code == 404 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
     assert api.http.get(api.url("manifests/bad")).status_code == 404
@@ -123,8 +144,13 @@ def test_delete_tag_then_manifest(api: Api) -> None:
 def test_index_children_and_blobs_cannot_be_deleted_from_under_it(api: Api) -> None:
     child = api.image([b"child layer"])
     api.put_manifest(sha256(child), child)
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [
-        {"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child)}]}).encode()
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [{"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child)}],
+        }
+    ).encode()
     assert api.put_manifest("multi", index, OCI_INDEX).status_code == 201
     refused = api.http.delete(api.url(f"manifests/{sha256(child)}"))
     assert refused.status_code == 409 and error_code(refused) == "DENIED"
@@ -140,8 +166,13 @@ def test_subject_header_and_referrers(api: Api) -> None:
     api.put_manifest("v1", subject)
     descriptor = {"mediaType": OCI_MANIFEST, "digest": sha256(subject), "size": len(subject)}
     empty = b"{}"
-    signature = api.image([b"sig"], config=empty, artifactType="application/vnd.example.signature",
-                          subject=descriptor, annotations={"org.example": "yes"})
+    signature = api.image(
+        [b"sig"],
+        config=empty,
+        artifactType="application/vnd.example.signature",
+        subject=descriptor,
+        annotations={"org.example": "yes"},
+    )
     response = api.put_manifest(sha256(signature), signature)
     assert response.status_code == 201, response.text
     assert response.headers["OCI-Subject"] == sha256(subject)

@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
+from sqlalchemy.engine import make_url
 
 from registry.metadata.models import Base
 from registry.migrate import current_revision, downgrade, upgrade
 
 
-def test_upgrade_matches_models_and_downgrade_empties(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'index.db'}"
-    upgrade(url)
-    assert current_revision(url) is not None
-    engine = create_engine(url)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'index.db'}"
+    server = request.getfixturevalue("postgres_url")
+    name = f"migrations_{uuid.uuid4().hex[:8]}"
+    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
+def test_upgrade_matches_models_and_downgrade_empties(database_url: str) -> None:
+    upgrade(database_url)
+    assert current_revision(database_url) is not None
+    engine = create_engine(database_url)
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
-    downgrade(url, "base")
-    assert set(inspect(create_engine(url)).get_table_names()) <= {"alembic_version"}
-    assert current_revision(url) is None
+    downgrade(database_url, "base")
+    assert set(inspect(create_engine(database_url)).get_table_names()) <= {"alembic_version"}
+    assert current_revision(database_url) is None
+    upgrade(database_url)
+    assert current_revision(database_url) is not None

@@ -16,8 +16,12 @@ def descriptor(media_type: str = mt.OCI_LAYER, **extra: object) -> dict[str, obj
 
 
 def test_image_manifest_blobs_skip_foreign_layers() -> None:
-    body = {"schemaVersion": 2, "mediaType": mt.DOCKER_MANIFEST, "config": descriptor(mt.DOCKER_CONFIG),
-            "layers": [descriptor(), descriptor(urls=["https://example.invalid/l"])]}
+    body = {
+        "schemaVersion": 2,
+        "mediaType": mt.DOCKER_MANIFEST,
+        "config": descriptor(mt.DOCKER_CONFIG),
+        "layers": [descriptor(), descriptor(urls=["https://example.invalid/l"])],
+    }
     manifest = parse_manifest(json.dumps(body).encode(), mt.DOCKER_MANIFEST)
     assert len(manifest.layers) == 2 and len(manifest.blobs) == 2
     assert manifest.effective_artifact_type == mt.DOCKER_CONFIG
@@ -27,8 +31,9 @@ def test_media_type_inferred_and_checked() -> None:
     body = json.dumps({"schemaVersion": 2, "config": descriptor(mt.OCI_CONFIG), "layers": []}).encode()
     assert parse_manifest(body, None).media_type == mt.OCI_MANIFEST
     with pytest.raises(InvalidManifest, match="does not match"):
-        parse_manifest(json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode(),
-                       mt.OCI_MANIFEST)
+        parse_manifest(
+            json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}).encode(), mt.OCI_MANIFEST
+        )
 
 
 @pytest.mark.parametrize(
