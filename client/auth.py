@@ -159,7 +159,8 @@ class RegistryAuth(AuthBase):
                                         "client_id": CLIENT_ID, "scope": " ".join(scopes)}
                 if service:
                     form["service"] = service
-                response = self.session.post(realm, data=form, auth=NoAuth(), timeout=(15, 60))
+                response = self.session.post(realm, data=form, auth=NoAuth(), timeout=(15, 60),
+                                             verify=self.session.verify)
             else:
                 query: list[tuple[str, str]] = [("service", service)] if service else []
                 query += [("scope", s) for s in scopes]
@@ -167,7 +168,7 @@ class RegistryAuth(AuthBase):
                     query.append(("account", creds.username))
                 basic = (creds.username, creds.password or "") if creds and creds.username is not None else None
                 response = self.session.get(realm, params=query, auth=basic or NoAuth(),
-                                            timeout=(15, 60))
+                                            timeout=(15, 60), verify=self.session.verify)
         except requests.RequestException as exc:
             raise NetworkError(f"cannot reach the token service {realm}: {exc}") from None
         if response.status_code in (401, 403):

@@ -49,7 +49,7 @@ def _ca_bundle(extra: list[Path]) -> str:
     key = tuple(sorted(str(p) for p in extra))
     with _bundles_lock:
         if key not in _bundles:
-            default = requests.certs.where()
+            default = os.environ.get("REQUESTS_CA_BUNDLE") or requests.certs.where()
             text = Path(default).read_text() + "".join("\n" + p.read_text() for p in extra)
             fd, path = tempfile.mkstemp(prefix="berth-ca-", suffix=".pem")
             with os.fdopen(fd, "w") as out:
@@ -108,6 +108,7 @@ class Transport:
         self._base_lock = threading.Lock()
 
     def _configure_tls(self, ca_cert: str | None, certs_dir: Path) -> None:
+        """Per-request `verify` is passed explicitly: requests lets REQUESTS_CA_BUNDLE override the session's."""
         host_dir = certs_dir / self.host
         cas = sorted(host_dir.glob("*.crt")) if host_dir.is_dir() else []
         if ca_cert:
@@ -166,7 +167,7 @@ class Transport:
             try:
                 response = self.session.request(
                     method, url, headers=dict(headers or {}), params=params, data=data,
-                    stream=stream, allow_redirects=allow_redirects, timeout=TIMEOUT,
+                    stream=stream, allow_redirects=allow_redirects, timeout=TIMEOUT, verify=self.session.verify,
                 )
             except requests.exceptions.SSLError as exc:
                 raise NetworkError(f"TLS error talking to {self.host}: {exc}") from None

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -21,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from tests.conftest import free_port, wait_http
+from tests.conftest import free_port
 
 DISTRIBUTION = shutil.which("docker-registry")
 
@@ -35,14 +36,27 @@ def bcrypt_hash(password: str) -> str:
         return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
 class Distribution:
     """`docker-registry serve` (CNCF Distribution 2.8) with filesystem storage in `root`."""
 
-    def __init__(self, root: Path, auth: dict[str, Any] | None = None) -> None:
+    def __init__(self, root: Path, auth: dict[str, Any] | None = None, tls: tuple[Path, Path] | None = None) -> None:
         assert DISTRIBUTION, "docker-registry is not installed"
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
         config = {
@@ -54,11 +68,13 @@ class Distribution:
         }
         if auth:
             config["auth"] = auth
+        if tls:
+            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         path = root / "config.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
         self.process = subprocess.Popen([DISTRIBUTION, "serve", str(path)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_http(f"{self.url}/v2/", self.process)
+        wait_port(self.port, self.process)
 
     def stop(self) -> None:
         if self.process.poll() is None:
