@@ -1,0 +1,128 @@
+"""Where the CPU goes: per-phase server CPU from /proc, and optional py-spy sampling of our workers.
+
+py-spy samples OUR registry only (its uvicorn master and, with --subprocesses, every worker)
+and writes collapsed stacks; `summarize` turns them into the top self-time and inclusive
+frames. Sampling costs the target some CPU, so figures from a profiled run are not comparable.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds consumed so far by these processes (all their threads)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy since boot (not idle, not iowait)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / TICKS
+
+
+class CpuMeter:
+    """CPU cores used by a server and by this process between `start` and `stop`."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+
+    def __enter__(self) -> CpuMeter:
+        self.server0 = cpu_seconds(self.pids)
+        self.client0 = time.process_time()
+        self.machine0 = machine_busy_seconds()
+        self.wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall0
+        self.server_cores = (cpu_seconds(self.pids) - self.server0) / wall if wall else 0.0
+        self.client_cores = (time.process_time() - self.client0) / wall if wall else 0.0
+        self.machine_cores = (machine_busy_seconds() - self.machine0) / wall if wall else 0.0
+
+
+class Profiler:
+    """`py-spy record` on a process tree for the duration of a `with` block."""
+
+    def __init__(self, pid: int, out: Path, rate: int = 200):
+        self.pid = pid
+        self.out = out
+        self.rate = rate
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Profiler:
+        if shutil.which("py-spy") is None:
+            raise RuntimeError("py-spy is not installed")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "--pid",
+                str(self.pid),
+                "--subprocesses",
+                "--nonblocking",
+                "--rate",
+                str(self.rate),
+                "--format",
+                "raw",
+                "--output",
+                str(self.out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # let py-spy attach before the load starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def summarize(collapsed: Path, top: int = 15) -> str:
+    """Top frames by self samples and by inclusive samples, from py-spy's raw output."""
+    if not collapsed.exists():
+        return f"(no profile written to {collapsed})"
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        if not frames:
+            continue
+        total += n
+        own[frames[-1]] += n
+        for frame in set(frames):
+            inclusive[frame] += n
+    if not total:
+        return "(empty profile)"
+    lines = [f"  {total} samples; top self time:"]
+    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    lines.append("  top inclusive time:")
+    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top + 10)]
+    return "\n".join(lines)
