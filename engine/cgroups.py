@@ -49,8 +49,8 @@ class Cgroup(Protocol):
 
     def create(self, limits: Limits) -> None: ...
 
-    def add_self(self) -> None:
-        """Move the calling process in (before it unshares its cgroup namespace)."""
+    def add(self, pid: int = 0) -> None:
+        """Move process `pid` in (0: the caller), before it unshares its cgroup namespace."""
         ...
 
     def oom_killed(self) -> bool: ...
@@ -146,9 +146,9 @@ class CgroupV1:
             _write(self.paths["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
             _write(self.paths["cpu"] / "cpu.cfs_quota_us", str(int(limits.cpus * CPU_PERIOD_US)))
 
-    def add_self(self) -> None:
+    def add(self, pid: int = 0) -> None:
         for path in self.paths.values():
-            _write(path / "cgroup.procs", "0")
+            _write(path / "cgroup.procs", str(pid))
 
     def oom_killed(self) -> bool:
         try:
@@ -198,8 +198,8 @@ class CgroupV2:
         if limits.cpus is not None:
             _write(self.path / "cpu.max", f"{int(limits.cpus * CPU_PERIOD_US)} {CPU_PERIOD_US}")
 
-    def add_self(self) -> None:
-        _write(self.path / "cgroup.procs", "0")
+    def add(self, pid: int = 0) -> None:
+        _write(self.path / "cgroup.procs", str(pid))
 
     def oom_killed(self) -> bool:
         try:

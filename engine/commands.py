@@ -38,31 +38,44 @@ def _require_root(what: str) -> None:
         fail(f"this kernel lacks {', '.join(missing)} namespaces (CONFIG_{missing[0].upper()}_NS)")
 
 
+def _describe(exc: Exception) -> tuple[int, str] | None:
+    """The exit code and message for an engine failure; None for a bug (let it raise).
+
+    The exception classes are imported only once something failed, keeping `run` fast.
+    """
+    from client.errors import ClientError
+    from engine.cgroups import CgroupUnavailable
+    from engine.container import ContainerNotFound, NameInUse
+    from engine.init import ExecError
+    from engine.lifecycle import ContainerStateError, UsageError
+    from engine.store import ImageNotFound, PlatformMismatch
+    from engine.supervisor import StartError
+    from engine.unpack import DigestMismatch, UnsafeLayer
+
+    if isinstance(exc, StartError | ExecError):
+        return exc.code, exc.message
+    if isinstance(exc, ContainerNotFound | ContainerStateError):
+        return 1, str(exc).strip("'\"")
+    if isinstance(exc, ImageNotFound | PlatformMismatch | UsageError | NameInUse | CgroupUnavailable
+                   | UnsafeLayer | DigestMismatch | ClientError):
+        return ENGINE_FAILED, str(exc).strip("'\"")
+    if isinstance(exc, PermissionError):
+        return ENGINE_FAILED, f"permission denied: {exc}"
+    return None
+
+
 def _handled(func: F) -> F:
     """Turn the engine's exceptions into one-line messages and docker's exit codes."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from client.errors import ClientError
-        from engine.cgroups import CgroupUnavailable
-        from engine.container import ContainerNotFound, NameInUse
-        from engine.init import ExecError
-        from engine.lifecycle import ContainerStateError, UsageError
-        from engine.store import ImageNotFound, PlatformMismatch
-        from engine.supervisor import StartError
-        from engine.unpack import DigestMismatch, UnsafeLayer
-
         try:
             return func(*args, **kwargs)
-        except (StartError, ExecError) as exc:
-            fail(exc.message, exc.code)
-        except (ContainerNotFound, ContainerStateError) as exc:
-            fail(str(exc).strip("'\""), 1)
-        except (ImageNotFound, PlatformMismatch, UsageError, NameInUse, CgroupUnavailable,
-                UnsafeLayer, DigestMismatch, ClientError) as exc:
-            fail(str(exc))
-        except PermissionError as exc:
-            fail(f"permission denied: {exc}")
+        except Exception as exc:
+            described = _describe(exc)
+            if described is None:
+                raise
+            fail(described[1], described[0])
 
     return wrapper  # type: ignore[return-value]
 

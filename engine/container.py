@@ -12,7 +12,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import time
@@ -212,7 +211,7 @@ class ContainerStore:
 
     def create(self, spec: Spec, name: str | None) -> Container:
         self.root.mkdir(parents=True, exist_ok=True)
-        container_id = secrets.token_hex(32)
+        container_id = os.urandom(32).hex()
         with open(self.root / ".names.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if name is None:

@@ -7,6 +7,10 @@ docker's default capabilities with no_new_privs, and finally execve()s the image
 entrypoint+cmd, so that PID 1 *is* the image's process (or, with --init, a tiny reaper
 that forwards signals to it, as tini does).
 
+The supervisor moves PID 1 into its cgroup while PID 1 builds the root filesystem (the
+first cgroup v1 migration waits for an RCU grace period, ~10 ms, worth overlapping);
+PID 1 waits for the byte on `joined_fd` before it unshares its cgroup namespace and execs.
+
 Failures before exec travel to the supervisor over a close-on-exec pipe as one JSON
 line `{"code", "message"}`: end-of-file on that pipe means the exec succeeded.
 """
@@ -27,7 +31,6 @@ from engine import network, rootfs
 from engine import syscalls as sc
 
 if TYPE_CHECKING:
-    from engine.cgroups import Cgroup
     from engine.container import Spec
 
 DEFAULT_CAPABILITIES = frozenset(
@@ -48,7 +51,7 @@ FORWARDED_SIGNALS = (
 SETUP_FAILED = 125
 NOT_EXECUTABLE = 126
 NOT_FOUND = 127
-NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC | sc.CLONE_NEWCGROUP
+NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 
 
 class ExecError(Exception):
@@ -166,12 +169,18 @@ def execute(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
 
 
 def container_main(
-    spec: Spec, layers: list[Path], directory: Path, cgroup: Cgroup, etc_files: dict[str, str], error_fd: int
+    spec: Spec,
+    layers: list[Path],
+    directory: Path,
+    etc_files: dict[str, str],
+    *,
+    keep_mknod: bool,
+    joined_fd: int,
+    error_fd: int,
 ) -> NoReturn:
     """Everything between fork and exec for the container's PID 1. Never returns."""
     try:
         reset_signals()
-        cgroup.add_self()
         sc.unshare(NAMESPACES | network.namespace_flags(spec.network))
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = rootfs.mount_rootfs(layers, directory)
@@ -179,9 +188,12 @@ def container_main(
         rootfs.pivot(root, spec.read_only)
         socket.sethostname(spec.hostname)
         network.setup(spec.network)
+        if os.read(joined_fd, 1) != b"j":
+            raise ExecError(SETUP_FAILED, "the supervisor could not move the container into its cgroup")
+        sc.unshare(sc.CLONE_NEWCGROUP)
         user = resolve_user(spec.user)
         env = environment(spec.env, user, spec.hostname)
-        drop_privileges(user, keep_mknod=cgroup.restricts_devices)
+        drop_privileges(user, keep_mknod=keep_mknod)
         try:
             os.chdir(spec.cwd)
         except OSError as exc:

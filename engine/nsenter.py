@@ -64,7 +64,7 @@ def exec_in(
             if not os.isatty(0):
                 os.setsid()
             if cgroup is not None:
-                cgroup.add_self()
+                cgroup.add()
             for name, flag in _ORDER:
                 sc.setns(fds[name], flag)
             os.fchdir(root)

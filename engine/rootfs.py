@@ -19,7 +19,6 @@ from pathlib import Path
 
 from engine import syscalls as sc
 from engine.container import Mount
-from engine.unpack import OPAQUE_XATTR
 
 MASKED_PATHS = (
     "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -119,6 +118,7 @@ def mount_rootfs(layers: list[Path], directory: Path) -> str:
 
 def merge_layer(layer: Path, target: Path) -> None:
     """Copy one unpacked layer over `target`, honouring its overlay whiteouts (the fallback path)."""
+    from engine.unpack import OPAQUE_XATTR
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)
         dest_dir = target / rel

@@ -67,6 +67,7 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
     """Fork PID 1 into new namespaces and return its pid once it has exec'd the command."""
     files = etc_files(container)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    joined_read, joined_write = os.pipe2(os.O_CLOEXEC)
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     sc.unshare(sc.CLONE_NEWPID)
     try:
@@ -77,6 +78,7 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
     if pid == 0:
         try:
             os.close(read_end)
+            os.close(joined_write)
             if stdio is not None:
                 for target, fd in enumerate(stdio):
                     os.dup2(fd, target)
@@ -84,10 +86,21 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
                 os.setsid()
         except BaseException:
             os._exit(SETUP_FAILED)
-        container_main(container.spec, layers, container.directory, cgroup, files, write_end)
+        container_main(container.spec, layers, container.directory, files,
+                       keep_mknod=cgroup.restricts_devices, joined_fd=joined_read, error_fd=write_end)
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     os.close(own_pid_ns)
     os.close(write_end)
+    os.close(joined_read)
+    try:
+        cgroup.add(pid)
+        os.write(joined_write, b"j")
+    except OSError as exc:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise StartError(SETUP_FAILED, f"cannot move the container into its cgroup: {exc}") from None
+    finally:
+        os.close(joined_write)
     failure = read_all(read_end)
     if failure:
         os.waitpid(pid, 0)
@@ -117,6 +130,8 @@ def supervise(
     me = os.getpid()
     cgroup.create(container.spec.limits)
     container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process_start_time(me))
+    target: list[int] = []
+    flush = _forward_to(target) if forward_signals else (lambda: None)
     try:
         pid = spawn(container, layers, cgroup, stdio)
     except StartError as exc:
@@ -128,15 +143,9 @@ def supervise(
         cleanup(container, cgroup)
         raise
     container.transition(Status.RUNNING, pid=pid, pid_start=process_start_time(pid), started_at=time.time())
+    target.append(pid)
+    flush()
     on_started()
-    if forward_signals:
-        tty = os.isatty(0)
-        for sig in FORWARDED_SIGNALS:
-            if tty and sig in TTY_SIGNALS:
-                # The terminal already delivered it to PID 1, which shares our process group.
-                signal.signal(sig, lambda _s, _f: None)
-            else:
-                signal.signal(sig, lambda signum, _frame: _forward(pid, signum))
     _, status = os.waitpid(pid, 0)
     code = exit_code(status)
     oom = cgroup.oom_killed()
@@ -148,11 +157,29 @@ def supervise(
     return code
 
 
-def _forward(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
+def _forward_to(target: list[int]) -> Callable[[], None]:
+    """Relay signals to PID 1 once `target` holds its pid; ones that come earlier wait for it.
+
+    Installed before the fork: a signal landing between exec and the state write must not
+    kill the supervisor. With a terminal, ^C and ^\\ already reach PID 1 (same process group).
+    """
+    pending: list[int] = []
+    tty = os.isatty(0)
+
+    def flush() -> None:
+        while target and pending:
+            try:
+                os.kill(target[0], pending.pop(0))
+            except ProcessLookupError:
+                pass
+
+    def relay(signum: int, _frame: object) -> None:
+        pending.append(signum)
+        flush()
+
+    for sig in FORWARDED_SIGNALS:
+        signal.signal(sig, (lambda _s, _f: None) if tty and sig in TTY_SIGNALS else relay)
+    return flush
 
 
 def cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
