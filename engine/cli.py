@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from client.cli import COMMANDS as CLIENT_COMMANDS
 from engine.commands import COMMANDS as ENGINE_COMMANDS
 from registry.cli import COMMANDS as REGISTRY_COMMANDS
 
@@ -18,8 +19,5 @@ def main() -> None:
     """Berth: a private container registry, a pull/push client and a small container engine."""
 
 
-for _command in REGISTRY_COMMANDS:
-    main.add_command(_command)
-
-for _command in ENGINE_COMMANDS:
+for _command in (*REGISTRY_COMMANDS, *CLIENT_COMMANDS, *ENGINE_COMMANDS):
     main.add_command(_command)

@@ -5,50 +5,14 @@ Heavy imports stay inside the commands so the `berth` root starts fast.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 import click
 
-from registry.config import Settings, load_settings
-
-
-def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The options every server-side command shares, folded into one `settings` argument."""
-
-    @click.option(
-        "--config",
-        "config_file",
-        type=click.Path(exists=True, dir_okay=False),
-        help="TOML file with settings (env BERTH_CONFIG).",
-    )
-    @click.option(
-        "--data-dir", type=click.Path(file_okay=False), help="Where the database and blobs live (env BERTH_DATA_DIR)."
-    )
-    @click.option("--database-url", help="SQLAlchemy URL of the index (env BERTH_DATABASE_URL).")
-    @click.option("--storage", help="Blob storage: file:///path or s3://BUCKET/PREFIX (env BERTH_STORAGE).")
-    @click.option("--s3-endpoint", help="S3-compatible endpoint URL (env BERTH_S3_ENDPOINT, or AWS_ENDPOINT_URL).")
-    @click.option(
-        "--s3-redirect/--no-s3-redirect",
-        default=None,
-        help="Answer blob GETs with a 307 to a presigned S3 URL (env BERTH_S3_REDIRECT).",
-    )
-    @functools.wraps(command)
-    def wrapper(config_file: str | None, **kwargs: Any) -> Any:
-        given = {k: kwargs.pop(k) for k in list(kwargs) if k in SETTING_FLAGS}
-        try:
-            settings = load_settings(config_file, **given)
-        except (OSError, ValueError) as exc:
-            raise click.UsageError(str(exc)) from None
-        return command(settings, **kwargs)
-
-    return wrapper
-
-
-SETTING_FLAGS = {"data_dir", "database_url", "storage", "s3_endpoint", "s3_redirect", "listen", "workers", "log_level"}
+from registry.admin import COMMANDS as ADMIN_COMMANDS
+from registry.cli_options import server_options
+from registry.config import Settings
 
 
 @click.command()
@@ -107,7 +71,7 @@ def current(settings: Settings) -> None:
     click.echo(current_revision(settings.effective_database_url) or "(empty database)")
 
 
-COMMANDS: list[click.Command] = [serve, db]
+COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS]
 
 
 def main() -> None:

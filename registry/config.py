@@ -30,6 +30,11 @@ class Settings:
     storage: str = ""
     s3_endpoint: str = ""
     s3_redirect: bool = False
+    auth_service: str = "berth"
+    trust_proxy: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_self_signed: str = ""
     log_level: str = "info"
 
     @property
@@ -66,6 +71,7 @@ class Settings:
 
 
 KEYS = {f.name for f in fields(Settings)}
+BOOLEANS = {"s3_redirect", "trust_proxy"}
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -73,7 +79,7 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value).expanduser()
     if name == "workers":
         return int(value)
-    if name == "s3_redirect":
+    if name in BOOLEANS:
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     return str(value)
 

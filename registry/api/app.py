@@ -8,11 +8,14 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from registry.api.auth import Authenticator
 from registry.api.base import ApiVersionHeader, Services
 from registry.api.errors import http_error, registry_error
 from registry.api.routes import ROUTES
+from registry.auth.tokens import TokenAuthority, generate_key_pem
 from registry.config import Settings
 from registry.errors import RegistryError
+from registry.metadata.accounts import Accounts
 from registry.metadata.db import make_engine
 from registry.metadata.index import Index
 from registry.service.blobs import BlobService
@@ -25,13 +28,19 @@ SETTINGS_ENV = "BERTH_SETTINGS_JSON"
 
 def create_app(settings: Settings) -> Starlette:
     storage = open_storage(settings.effective_storage, settings.s3_endpoint or None, settings.s3_redirect)
-    index = Index(make_engine(settings.effective_database_url))
+    engine = make_engine(settings.effective_database_url)
+    index = Index(engine)
+    accounts = Accounts(engine)
+    authority = TokenAuthority(
+        accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service
+    )
     app = Starlette(
         routes=ROUTES,
         middleware=[Middleware(ApiVersionHeader)],
         exception_handlers={RegistryError: registry_error, HTTPException: http_error},
     )
     app.state.settings = settings
+    app.state.auth = Authenticator(accounts, authority, trust_proxy=settings.trust_proxy)
     app.state.services = Services(
         blobs=BlobService(index, storage),
         uploads=UploadService(index, storage, HasherCache()),

@@ -8,6 +8,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.api.auth import can_pull, require
 from registry.api.base import repository, services
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.oci import mediatypes as mt
@@ -16,6 +17,7 @@ from registry.oci.manifest import MAX_MANIFEST_BYTES
 
 async def get_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
+    await require(request, name, "pull")
     head = request.method == "HEAD"
     row = await run_in_threadpool(services(request).manifests.get, name, reference, not head)
     headers = {
@@ -29,6 +31,7 @@ async def get_manifest(request: Request) -> Response:
 
 async def put_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
+    principal = await require(request, name, "push")
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -36,7 +39,7 @@ async def put_manifest(request: Request) -> Response:
             raise ManifestInvalid(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
     content_type = request.headers.get("content-type")
     digest, subject = await run_in_threadpool(
-        services(request).manifests.put, name, reference, bytes(body), content_type, ()
+        services(request).manifests.put, name, reference, bytes(body), content_type, can_pull(request, principal)
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{digest}",
@@ -50,12 +53,14 @@ async def put_manifest(request: Request) -> Response:
 
 async def delete_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
+    await require(request, name, "delete")
     await run_in_threadpool(services(request).manifests.delete, name, reference)
     return Response(status_code=202, headers={"Content-Length": "0"})
 
 
 async def referrers(request: Request) -> Response:
     name, digest = repository(request), request.path_params["digest"]
+    await require(request, name, "pull")
     if ":" not in digest:
         raise DigestInvalid(f"invalid digest {digest!r}")
     artifact_type = request.query_params.get("artifactType")

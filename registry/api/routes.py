@@ -6,17 +6,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from registry.api import blobs, manifests, tags, uploads
+from registry.api import blobs, manifests, tags, token, uploads
+from registry.api.auth import require
 
 NAME = "/v2/{name:path}"
 
 
 async def api_base(request: Request) -> Response:
+    await require(request, None, "login")
     return Response(b"{}", headers={"Content-Type": "application/json"})
 
 
 ROUTES = [
     Route("/v2/", api_base, methods=["GET", "HEAD"]),
+    Route("/token", token.token, methods=["GET", "POST"]),
     Route("/v2/_catalog", tags.catalog, methods=["GET"]),
     Route(f"{NAME}/tags/list", tags.list_tags, methods=["GET"]),
     Route(f"{NAME}/manifests/{{reference}}", manifests.get_manifest, methods=["GET", "HEAD"]),

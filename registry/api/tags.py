@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from registry.api.auth import can_pull, require
 from registry.api.base import repository, services
 from registry.errors import PaginationInvalid
 
@@ -30,6 +31,7 @@ def _listing(request: Request, body: dict[str, object], items: list[str], n: int
 
 async def list_tags(request: Request) -> Response:
     name = repository(request)
+    await require(request, name, "pull")
     n, last = _page(request)
     tags = await run_in_threadpool(services(request).manifests.tags, name, n, last)
     return _listing(request, {"name": name, "tags": tags}, tags, n)
@@ -37,5 +39,6 @@ async def list_tags(request: Request) -> Response:
 
 async def catalog(request: Request) -> Response:
     n, last = _page(request)
-    names = await run_in_threadpool(services(request).manifests.repositories, n, last)
+    principal = await require(request, None, "catalog")
+    names = await run_in_threadpool(services(request).manifests.repositories, n, last, can_pull(request, principal))
     return _listing(request, {"repositories": names}, names, n)

@@ -6,6 +6,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from registry.api.auth import can_pull, require
 from registry.api.base import SMALL_BODY, content_length, repository, services, stream_into
 from registry.errors import BlobUploadInvalid, RangeInvalid
 from registry.service.uploads import UploadService, UploadWriter
@@ -53,11 +54,13 @@ async def _write_body(request: Request, writer: UploadWriter) -> None:
 
 async def start_upload(request: Request) -> Response:
     name = repository(request)
+    principal = await require(request, name, "push")
     svc = services(request)
     params = request.query_params
     mount = params.get("mount")
     if mount:
-        mounted = await run_in_threadpool(svc.blobs.mount, name, mount, params.get("from"), lambda _repo: True)
+        readable = can_pull(request, principal)
+        mounted = await run_in_threadpool(svc.blobs.mount, name, mount, params.get("from"), readable)
         if mounted:
             return _created(name, mount)
     digest = params.get("digest")
@@ -77,12 +80,14 @@ async def start_upload(request: Request) -> Response:
 
 async def upload_status(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
+    await require(request, name, "push")
     offset = await run_in_threadpool(services(request).uploads.offset, name, upload_id)
     return Response(status_code=204, headers=_session_headers(name, upload_id, offset))
 
 
 async def patch_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
+    await require(request, name, "push")
     uploads = services(request).uploads
     start = _content_range_start(request)
     writer = await run_in_threadpool(uploads.open, name, upload_id, start)
@@ -93,6 +98,7 @@ async def patch_upload(request: Request) -> Response:
 
 async def finish_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
+    await require(request, name, "push")
     uploads = services(request).uploads
     digest = request.query_params.get("digest")
     if not digest:
@@ -106,5 +112,6 @@ async def finish_upload(request: Request) -> Response:
 
 async def cancel_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
+    await require(request, name, "push")
     await run_in_threadpool(services(request).uploads.cancel, name, upload_id)
     return Response(status_code=204, headers={"Content-Length": "0"})

@@ -7,13 +7,13 @@ updates, never by check-then-insert in application code.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from registry.metadata.db import WRITE
@@ -274,12 +274,12 @@ class Index:
         return ManifestRow(row.digest, row.media_type, row.size, row.content if content else None)
 
     def put_manifest(
-        self, repository: str, manifest: NewManifest, tag: str | None, mountable: Iterable[str]
+        self, repository: str, manifest: NewManifest, tag: str | None, readable: Callable[[str], bool]
     ) -> tuple[list[str], list[str]]:
         """Index a manifest (and move `tag` to it) in one transaction.
 
-        Blobs not yet in the repository are linked when one of the `mountable`
-        repositories holds them. Returns the blobs and child manifests that are
+        Blobs not yet in the repository are linked when a repository the caller may
+        `readable` holds them. Returns the blobs and child manifests that are
         missing; when any are, nothing is written.
         """
         with self._write() as conn:
@@ -298,21 +298,20 @@ class Index:
                         )
                     ).scalars()
                 )
-                mountable = list(mountable)
                 for digest, (blob_id, size) in known.items():
                     if blob_id in linked:
                         blob_ids[digest] = blob_id
-                    elif (
-                        mountable
-                        and conn.execute(
-                            select(
-                                exists()
-                                .where(RepositoryBlob.blob_id == blob_id)
-                                .where(RepositoryBlob.repository_id == Repository.id)
-                                .where(Repository.name.in_(mountable))
-                            )
-                        ).scalar()
-                    ):
+                        continue
+                    holders = (
+                        conn.execute(
+                            select(Repository.name)
+                            .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
+                            .where(RepositoryBlob.blob_id == blob_id)
+                        )
+                        .scalars()
+                        .all()
+                    )
+                    if any(readable(name) for name in holders):
                         self._link_blob(conn, repository_id, digest, size)
                         blob_ids[digest] = blob_id
             missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))

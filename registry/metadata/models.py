@@ -122,3 +122,46 @@ class Upload(Base):
     storage_state: Mapped[str] = mapped_column(Text, nullable=False)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime] = _now()
+
+
+class Account(Base):
+    """A principal that can log in: a person (`user`) or a robot token for CI (`robot`)."""
+
+    __tablename__ = "account"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+
+
+class Grant(Base):
+    """Actions a principal (an account name or `anonymous`) has on repositories matching a pattern."""
+
+    __tablename__ = "grant"
+    __table_args__ = (UniqueConstraint("principal", "pattern", name="uq_grant_principal_pattern"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    principal: Mapped[str] = mapped_column(String(255), nullable=False)
+    pattern: Mapped[str] = mapped_column(String(255), nullable=False)
+    actions: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class SigningKey(Base):
+    """The key tokens are signed with, shared by every replica through the database."""
+
+    __tablename__ = "signing_key"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    private_pem: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = _now()
+
+
+class LoginFailure(Base):
+    """Failed logins per principal and source address, for throttling across replicas."""
+
+    __tablename__ = "login_failure"
+    principal: Mapped[str] = mapped_column(String(255), primary_key=True)
+    address: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, nullable=False)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable
 
 from registry.errors import (
     DigestInvalid,
@@ -19,6 +19,8 @@ from registry.metadata.index import Index, ManifestRow, NewManifest, Referrer
 from registry.oci.digest import InvalidDigest, is_digest, parse_digest
 from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import valid_tag
+
+CATALOG_PAGE = 1000
 
 
 def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
@@ -53,7 +55,7 @@ class ManifestService:
         return row
 
     def put(
-        self, repository: str, reference: str, body: bytes, content_type: str | None, mountable: Iterable[str]
+        self, repository: str, reference: str, body: bytes, content_type: str | None, readable: Callable[[str], bool]
     ) -> tuple[str, str | None]:
         """Validate and index a manifest; returns its digest and subject digest."""
         reference, by_digest = check_reference(reference, writing=True)
@@ -82,7 +84,7 @@ class ManifestService:
                 children=tuple(d.digest for d in manifest.manifests),
             ),
             None if by_digest else reference,
-            mountable,
+            readable,
         )
         if missing_blobs or missing_children:
             raise ManifestBlobUnknown(
@@ -114,5 +116,14 @@ class ManifestService:
             raise NameUnknown(detail={"name": repository})
         return tags
 
-    def repositories(self, n: int | None, last: str | None) -> list[str]:
-        return self.index.repositories(n, last)
+    def repositories(self, n: int | None, last: str | None, readable: Callable[[str], bool]) -> list[str]:
+        """The catalog as the caller may see it: pages of the index, filtered by `readable`."""
+        found: list[str] = []
+        page = max(n or 0, CATALOG_PAGE)
+        while n is None or len(found) < n:
+            batch = self.index.repositories(page, last)
+            found += [name for name in batch if readable(name)]
+            if len(batch) < page:
+                break
+            last = batch[-1]
+        return found if n is None else found[:n]

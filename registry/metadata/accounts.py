@@ -1,0 +1,182 @@
+"""Queries for accounts, grants, signing keys and login throttling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from registry.metadata.db import WRITE
+from registry.metadata.models import Account, Grant, LoginFailure, SigningKey
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    name: str
+    kind: str
+    password_hash: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRow:
+    principal: str
+    pattern: str
+    actions: frozenset[str]
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; they were written as UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+class Accounts:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def any_account(self) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(Account.id).limit(1)).first() is not None
+
+    def get(self, name: str) -> AccountRow | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(Account.name, Account.kind, Account.password_hash, Account.expires_at).where(
+                    Account.name == name
+                )
+            ).first()
+        return None if row is None else AccountRow(row.name, row.kind, row.password_hash, _aware(row.expires_at))
+
+    def list(self) -> list[AccountRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Account.name, Account.kind, Account.password_hash, Account.expires_at).order_by(Account.name)
+            ).all()
+        return [AccountRow(r.name, r.kind, r.password_hash, _aware(r.expires_at)) for r in rows]
+
+    def add(self, name: str, kind: str, password_hash: str, expires_at: datetime | None = None) -> bool:
+        """Create an account; False if the name is taken."""
+        try:
+            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                conn.execute(
+                    insert(Account).values(name=name, kind=kind, password_hash=password_hash, expires_at=expires_at)
+                )
+        except IntegrityError:
+            return False
+        return True
+
+    def set_password(self, name: str, password_hash: str) -> bool:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            query = update(Account).where(Account.name == name).values(password_hash=password_hash)
+            return conn.execute(query).rowcount == 1
+
+    def remove(self, name: str) -> bool:
+        """Delete an account and its grants."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(delete(Grant).where(Grant.principal == name))
+            return conn.execute(delete(Account).where(Account.name == name)).rowcount == 1
+
+    # grants ----------------------------------------------------------------------
+
+    def grants(self, principal: str) -> list[GrantRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Grant.principal, Grant.pattern, Grant.actions).where(Grant.principal == principal)
+            ).all()
+        return [GrantRow(r.principal, r.pattern, frozenset(r.actions.split(","))) for r in rows]
+
+    def all_grants(self) -> list[GrantRow]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(Grant.principal, Grant.pattern, Grant.actions).order_by(Grant.principal, Grant.pattern)
+            ).all()
+        return [GrantRow(r.principal, r.pattern, frozenset(r.actions.split(","))) for r in rows]
+
+    def grant(self, principal: str, pattern: str, actions: frozenset[str]) -> None:
+        """Add actions to a principal's grant on a pattern (creating it if needed)."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            current = conn.execute(
+                select(Grant.actions).where(Grant.principal == principal, Grant.pattern == pattern)
+            ).scalar()
+            merged = ",".join(sorted(actions | (set(current.split(",")) if current else set())))
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(
+                dialect.insert(Grant)
+                .values(principal=principal, pattern=pattern, actions=merged)
+                .on_conflict_do_update(index_elements=["principal", "pattern"], set_={"actions": merged})
+            )
+
+    def revoke(self, principal: str, pattern: str, actions: frozenset[str] | None) -> bool:
+        """Remove some actions (or, with None, the whole grant). False if there was no grant."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            where = (Grant.principal == principal, Grant.pattern == pattern)
+            current = conn.execute(select(Grant.actions).where(*where)).scalar()
+            if current is None:
+                return False
+            remaining = set() if actions is None else set(current.split(",")) - actions
+            if remaining:
+                conn.execute(update(Grant).where(*where).values(actions=",".join(sorted(remaining))))
+            else:
+                conn.execute(delete(Grant).where(*where))
+            return True
+
+    # signing keys ----------------------------------------------------------------
+
+    def signing_key(self, kid: str, generate: Callable[[], str]) -> str:
+        """The PEM of key `kid`, created once by whichever replica asks first."""
+        with self.engine.connect() as conn:
+            pem = conn.execute(select(SigningKey.private_pem).where(SigningKey.kid == kid)).scalar()
+        if pem is not None:
+            return pem
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(
+                dialect.insert(SigningKey)
+                .values(kid=kid, private_pem=generate())
+                .on_conflict_do_nothing(index_elements=["kid"])
+            )
+            return conn.execute(select(SigningKey.private_pem).where(SigningKey.kid == kid)).scalar_one()
+
+    # throttling ------------------------------------------------------------------
+
+    def failures(self, principal: str, address: str, window: timedelta) -> int:
+        """Failed logins in the current window."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(LoginFailure.failures, LoginFailure.window_start).where(
+                    LoginFailure.principal == principal, LoginFailure.address == address
+                )
+            ).first()
+        if row is None or _aware(row.window_start) + window < datetime.now(UTC):
+            return 0
+        return row.failures
+
+    def record_failure(self, principal: str, address: str, window: timedelta) -> None:
+        now = datetime.now(UTC)
+        where = (LoginFailure.principal == principal, LoginFailure.address == address)
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                update(LoginFailure)
+                .where(*where, LoginFailure.window_start < now - window)
+                .values(failures=0, window_start=now)
+            )
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(
+                dialect.insert(LoginFailure)
+                .values(principal=principal, address=address, failures=1, window_start=now)
+                .on_conflict_do_update(
+                    index_elements=["principal", "address"], set_={"failures": LoginFailure.failures + 1}
+                )
+            )
+
+    def clear_failures(self, principal: str, address: str) -> None:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                delete(LoginFailure).where(LoginFailure.principal == principal, LoginFailure.address == address)
+            )
