@@ -85,13 +85,19 @@ class Spec:
 
 
 def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): pid plus this names one process."""
+    """Field 22 of /proc/PID/stat (clock ticks since boot): pid plus this names one process.
+
+    None for a process that is gone, or a zombie: it has exited, whoever reaps it and when.
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data[data.rindex(b")") + 2:].split()[19])
+    fields = data[data.rindex(b")") + 2:].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def alive(pid: int | None, start: int | None) -> bool:
