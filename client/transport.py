@@ -10,6 +10,8 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import socket
+import ssl
 import tempfile
 import threading
 import time
@@ -56,6 +58,26 @@ def _ca_bundle(extra: list[Path]) -> str:
                 out.write(text)
             _bundles[key] = path
         return _bundles[key]
+
+
+def _speaks_tls(host: str) -> bool:
+    """Whether HOST[:PORT] completes a TLS handshake: how an insecure registry's scheme is chosen.
+
+    A bare handshake with an unverified context costs a millisecond on loopback, where a
+    full HTTPS request through requests would load the CA bundle first.
+    """
+    name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
+    if not name or not port.isdigit():
+        name, port = host, "443"
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((name.strip("[]"), int(port)), timeout=5) as sock:
+            with context.wrap_socket(sock, server_hostname=name.strip("[]")):
+                return True
+    except (ssl.SSLError, OSError):
+        return False
 
 
 def retry_after(response: requests.Response | None, attempt: int) -> float:
@@ -136,11 +158,7 @@ class Transport:
         https = f"https://{self.host}"
         if not self.insecure:
             return https
-        try:
-            self.session.get(f"{https}/v2/", timeout=(5, 10), verify=False, auth=NoAuth())
-        except requests.exceptions.SSLError:
-            return f"http://{self.host}"
-        except requests.ConnectionError:
+        if not _speaks_tls(self.host):
             return f"http://{self.host}"
         self.session.verify = False
         return https

@@ -1,0 +1,176 @@
+"""Benchmark: `berth push` / `berth pull` of a ~50 MB, 4-layer image beside `skopeo copy` (and docker).
+
+Run: python tests/bench/bench_client.py [--registry distribution|berth|both] [--rounds 3] [--docker]
+
+Every round pushes to a new repository (so nothing is skipped) and pulls into an empty
+store/directory. The figures are medians in seconds and ratios to skopeo from this one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from client.layout import Layout  # noqa: E402
+from tests.client.images import layer_tar, random_bytes  # noqa: E402
+from tests.client.servers import Distribution  # noqa: E402
+from tests.conftest import RegistryProcess  # noqa: E402
+
+LAYERS = 4
+LAYER_BYTES = 12_500_000
+
+
+def build(layout_dir: Path) -> None:
+    """A 4-layer image of incompressible data in an OCI layout, tagged `bench`."""
+    import json
+
+    from registry.oci import mediatypes as mt
+    from registry.oci.digest import digest_bytes
+
+    layout = Layout.open(layout_dir, create=True)
+    layers, diff_ids = [], []
+    for i in range(LAYERS):
+        tar = layer_tar({f"data/{i}.bin": random_bytes(LAYER_BYTES, i)})
+        blob = gzip.compress(tar, compresslevel=1, mtime=0)
+        diff_ids.append(digest_bytes(tar))
+        layers.append({"mediaType": mt.OCI_LAYER_GZIP, "digest": layout.write_blob(blob), "size": len(blob)})
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
+                           "config": {"mediaType": mt.OCI_CONFIG, "digest": layout.write_blob(config),
+                                      "size": len(config)}, "layers": layers}).encode()
+    from registry.oci.manifest import Descriptor
+
+    layout.add(Descriptor(mt.OCI_MANIFEST, layout.write_blob(manifest), len(manifest)), "bench")
+
+
+def run(*command: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
+
+
+def berth(*args: str, env: dict[str, str]) -> None:
+    code = "from client.cli import COMMANDS; import click, sys; " \
+           "g = click.Group('berth', commands={c.name: c for c in COMMANDS}); g(sys.argv[1:])"
+    run(sys.executable, "-c", code, *args, env=env)
+
+
+Server = Distribution | RegistryProcess
+
+
+def start(kind: str, root: Path) -> tuple[Server, str]:
+    if kind == "distribution":
+        server: Server = Distribution(root)
+        return server, server.host
+    ours = RegistryProcess(root)
+    return ours, f"127.0.0.1:{ours.port}"
+
+
+def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> dict[str, list[float]]:
+    """Each timed operation gets a fresh registry, so no tool profits from blobs another sent."""
+    env = {"BERTH_ROOT": str(work / "berth"), "DOCKER_CONFIG": str(work / "docker-config"), "PYTHONPATH": str(ROOT)}
+    denv = {"DOCKER_HOST": f"unix://{docker}"} if docker else {}
+    skopeo = ["skopeo", "--insecure-policy"]
+    results: dict[str, list[float]] = {}
+    for i in range(rounds):
+        shutil.rmtree(work / "berth", ignore_errors=True)
+        for tool in ("berth", "skopeo", "docker"):
+            if tool == "docker" and not docker:
+                continue
+            server, host = start(kind, work / f"{tool}-{i}")
+            try:
+                ref = f"{host}/bench/app:v1"
+                if tool == "berth":
+                    berth("copy", f"oci:{oci}:bench", f"local:{ref}", "-q", env=env)
+                    push: list[str] = ["berth", "push", ref, "-q"]
+                elif tool == "skopeo":
+                    push = [*skopeo, "copy", "--dest-tls-verify=false", f"oci:{oci}:bench", f"docker://{ref}"]
+                else:
+                    archive = work / f"docker-{i}.tar"
+                    berth("copy", f"oci:{oci}:bench", f"docker-archive:{archive}:{ref}", "-q", env=env)
+                    run("docker", "load", "-i", str(archive), env=denv)
+                    push = ["docker", "push", ref]
+                results.setdefault(f"{tool} push", []).append(_time(push, env if tool == "berth" else denv))
+                if tool == "berth":
+                    shutil.rmtree(work / "berth" / "images")
+                    pull = ["berth", "pull", ref, "-q"]
+                elif tool == "skopeo":
+                    pull = [*skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{work / f'out-{i}'}:v1"]
+                else:
+                    run("docker", "rmi", "-f", ref, env=denv)
+                    pull = ["docker", "pull", ref]
+                results.setdefault(f"{tool} pull", []).append(_time(pull, env if tool == "berth" else denv))
+            finally:
+                server.stop()
+    return results
+
+
+def _time(command: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    if command[0] == "berth":
+        berth(*command[1:], env=env)
+    else:
+        run(*command, env=env)
+    return time.perf_counter() - started
+
+
+def start_dockerd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
+    sock = root / "docker.sock"
+    process = subprocess.Popen(
+        ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "--data-root", str(root / "data"),
+         "--exec-root", str(root / "exec"), "--pidfile", str(root / "pid"), "-H", f"unix://{sock}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while subprocess.run(["docker", "version"], capture_output=True,
+                         env={**os.environ, "DOCKER_HOST": f"unix://{sock}"}).returncode != 0:
+        if time.monotonic() > deadline:
+            raise SystemExit("dockerd did not start")
+        time.sleep(0.2)
+    return process, str(sock)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--registry", choices=["distribution", "berth", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--docker", action="store_true", help="also time docker pull/push (starts dockerd)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="berth-client-bench-") as tmp:
+        work = Path(tmp)
+        build(work / "oci")
+        size = sum(p.stat().st_size for p in (work / "oci" / "blobs" / "sha256").iterdir())
+        print(f"image: {LAYERS} layers, {size / 1e6:.1f} MB compressed; median of {args.rounds} rounds")
+        dockerd = start_dockerd(work / "docker") if args.docker else None
+        kinds = ["distribution", "berth"] if args.registry == "both" else [args.registry]
+        try:
+            for kind in kinds:
+                times = bench(kind, work / "oci", work / kind, args.rounds, dockerd[1] if dockerd else None)
+                results = {name: statistics.median(values) for name, values in times.items()}
+                print(f"\nregistry: {kind}")
+                for op in ("push", "pull"):
+                    base = results[f"skopeo {op}"]
+                    for tool in ("berth", "skopeo", "docker"):
+                        if f"{tool} {op}" in results:
+                            value = results[f"{tool} {op}"]
+                            print(f"  {tool:>6} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
+                                  f"{size / 1e6 / value:6.1f} MB/s)")
+        finally:
+            if dockerd:
+                dockerd[0].terminate()
+                dockerd[0].wait(30)
+
+
+if __name__ == "__main__":
+    main()
