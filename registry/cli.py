@@ -23,6 +23,19 @@ from registry.config import Settings
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     help="Log level (default info, env BERTH_LOG_LEVEL).",
 )
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="PEM certificate (env BERTH_TLS_CERT).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="PEM private key (env BERTH_TLS_KEY).")
+@click.option(
+    "--tls-self-signed",
+    metavar="HOST,...",
+    help="Serve TLS with a CA and certificate made once in DATA_DIR/tls for these names and IPs.",
+)
+@click.option("--auth-service", help="The service name in token challenges (default berth, env BERTH_AUTH_SERVICE).")
+@click.option(
+    "--trust-proxy/--no-trust-proxy",
+    default=None,
+    help="Build the token realm from X-Forwarded-Proto/Host (env BERTH_TRUST_PROXY).",
+)
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""
@@ -31,11 +44,24 @@ def serve(settings: Settings) -> None:
     from registry.api.app import SETTINGS_ENV
     from registry.migrate import upgrade
 
+    cert, key = settings.tls_cert or None, settings.tls_key or None
+    if bool(cert) != bool(key):
+        raise click.UsageError("--tls-cert and --tls-key go together")
+    if settings.tls_self_signed:
+        from registry.tls import self_signed
+
+        hosts = [h.strip() for h in settings.tls_self_signed.split(",") if h.strip()]
+        ca, cert_path, key_path = self_signed(settings.data_dir / "tls", hosts)
+        cert, key = str(cert_path), str(key_path)
+        click.echo(f"CA certificate: {ca} (copy it to /etc/docker/certs.d/{settings.listen}/ca.crt)", err=True)
     upgrade(settings.effective_database_url)
     os.environ[SETTINGS_ENV] = settings.to_json()
-    click.echo(f"berth registry on http://{settings.listen} (data in {settings.data_dir})", err=True)
+    scheme = "https" if cert else "http"
+    click.echo(f"berth registry on {scheme}://{settings.listen} (data in {settings.data_dir})", err=True)
     uvicorn.run(
         "registry.api.app:app_from_environment",
+        ssl_certfile=cert,
+        ssl_keyfile=key,
         factory=True,
         host=settings.host,
         port=settings.port,

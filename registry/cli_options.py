@@ -43,4 +43,18 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-SETTING_FLAGS = {"data_dir", "database_url", "storage", "s3_endpoint", "s3_redirect", "listen", "workers", "log_level"}
+SETTING_FLAGS = {
+    "data_dir",
+    "database_url",
+    "storage",
+    "s3_endpoint",
+    "s3_redirect",
+    "listen",
+    "workers",
+    "log_level",
+    "tls_cert",
+    "tls_key",
+    "tls_self_signed",
+    "auth_service",
+    "trust_proxy",
+}

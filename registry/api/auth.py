@@ -66,21 +66,26 @@ class Authenticator:
     # -- credentials
 
     def check_password(self, name: str, password: str, address: str) -> bool:
-        """Verify a login, throttled per account and source address."""
-        key = (name, password)
-        expires = self._passwords.get(key)
-        if expires is not None and expires > time.monotonic():
-            return True
-        if self.accounts.failures(name, address, FAILURE_WINDOW) >= MAX_FAILURES:
+        """Verify a login, throttled per account and source address.
+
+        The account is always read, so a removed account or a changed password takes
+        effect at once; only the slow bcrypt check is remembered for a minute.
+        """
+        failures = self.accounts.failures(name, address, FAILURE_WINDOW)
+        if failures >= MAX_FAILURES:
             raise TooManyRequests("too many failed logins; try again in a minute")
         account = self.accounts.get(name)
-        ok = verify_password(password, account.password_hash if account else None)
+        hashed = account.password_hash if account else None
+        key = (name, hashed or "", password)
+        expires = self._passwords.get(key)
+        ok = (expires is not None and expires > time.monotonic()) or verify_password(password, hashed)
         if ok and account and account.expires_at and account.expires_at < datetime.now(UTC):
             ok = False
         if not ok:
             self.accounts.record_failure(name, address, FAILURE_WINDOW)
             return False
-        self.accounts.clear_failures(name, address)
+        if failures:
+            self.accounts.clear_failures(name, address)
         with self._lock:
             self._passwords[key] = time.monotonic() + PASSWORD_CACHE_SECONDS
             while len(self._passwords) > 1024:

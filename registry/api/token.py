@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -60,9 +61,10 @@ async def token(request: Request) -> Response:
     auth: Authenticator = request.app.state.auth
     address = client_address(request)
     if request.method == "POST":
-        form = await request.form()
-        fields = {k: str(v) for k, v in form.items()}
-        scopes = [str(v) for v in form.getlist("scope")]
+        # The OAuth2 form is urlencoded; parse_qs avoids a multipart dependency.
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        fields = {k: v[0] for k, v in form.items()}
+        scopes = form.get("scope", [])
         service, offline = fields.get("service"), fields.get("access_type") == "offline"
         grant_type = fields.get("grant_type")
         if grant_type == "password":
