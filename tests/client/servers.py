@@ -156,19 +156,36 @@ class TokenServer:
                 if header.startswith("Basic "):
                     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
                     if server.users.get(user) != password:
-                        self.send_response(401)
-                        self.end_headers()
+                        self._deny()
                         return
                     subject = user
-                scopes = [s for value in query.get("scope", []) for s in value.split(" ")]
-                server.requests.append({"subject": subject, "scopes": scopes})
+                self._grant(subject, [s for value in query.get("scope", []) for s in value.split(" ")])
+
+            def do_POST(self) -> None:  # noqa: N802
+                """The OAuth2 refresh-token grant docker uses with an identity token."""
+                form = parse_qs(self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode())
+                token = form.get("refresh_token", [""])[0]
+                subject = token.removeprefix("refresh-")
+                if form.get("grant_type") != ["refresh_token"] or subject not in server.users:
+                    self._deny()
+                    return
+                self._grant(subject, " ".join(form.get("scope", [])).split())
+
+            def _deny(self) -> None:
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _grant(self, subject: str, scopes: list[str]) -> None:
+                server.requests.append({"subject": subject, "scopes": scopes, "method": self.command})
                 access = []
                 for scope in scopes:
                     kind, _, rest = scope.partition(":")
                     name, _, actions = rest.rpartition(":")
                     allowed = actions.split(",") if subject else [a for a in actions.split(",") if a == "pull"]
                     access.append({"type": kind, "name": name, "actions": allowed})
-                body = json.dumps({"token": server.sign(subject, access), "expires_in": server.expires_in}).encode()
+                body = json.dumps({"access_token": server.sign(subject, access),
+                                   "expires_in": server.expires_in}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -161,3 +161,16 @@ def test_auth_error_is_raised_without_credentials(htpasswd_registry) -> None:
     api = RegistryAPI.connect(htpasswd_registry.host, credentials=Credentials())
     with pytest.raises(AuthError):
         api.ping()
+
+
+def test_identity_token_uses_the_refresh_token_grant(token_registry, token_server: TokenServer, store: Layout,
+                                                      berth: Berth, isolated: Path) -> None:
+    config = isolated / "docker-config" / "config.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(json.dumps({"auths": {token_registry.host: {"identitytoken": "refresh-alice"}}}))
+    ref = f"{token_registry.host}/identity/app:v1"
+    pushed = build_image(store, store_name(ref), [{"i": b"identity"}])
+    before = len(token_server.requests)
+    out = json.loads(berth("push", ref, "--format", "json").stdout)
+    assert out["digest"] == pushed.digest
+    assert {(r["method"], r["subject"]) for r in token_server.requests[before:]} == {("POST", "alice")}
