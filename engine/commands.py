@@ -136,7 +136,10 @@ def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, qu
     code = supervisor.supervise(container, layers, stdio=None, forward_signals=True)
     if code == 137 and container.oom_killed:
         click.echo(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
-    sys.exit(code)
+    # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @click.command()

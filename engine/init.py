@@ -17,12 +17,12 @@ line `{"code", "message"}`: end-of-file on that pipe means the exec succeeded.
 
 from __future__ import annotations
 
+import _socket
 import errno
 import json
 import os
 import resource
 import signal
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -186,7 +186,7 @@ def container_main(
         root = rootfs.mount_rootfs(layers, directory)
         rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd)
         rootfs.pivot(root, spec.read_only)
-        socket.sethostname(spec.hostname)
+        _socket.sethostname(spec.hostname)
         network.setup(spec.network)
         if os.read(joined_fd, 1) != b"j":
             raise ExecError(SETUP_FAILED, "the supervisor could not move the container into its cgroup")

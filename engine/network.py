@@ -2,13 +2,14 @@
 
 `lo` is brought up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on a throw-away socket: two
 system calls through the standard library, where `ip link set lo up` would cost a
-fork+exec on every start and pyroute2 a dependency and a netlink round trip.
+fork+exec on every start and pyroute2 a dependency and a netlink round trip. The C
+`_socket` module is used directly: `socket.py` builds enums at import, a cost on every run.
 """
 
 from __future__ import annotations
 
+import _socket
 import fcntl
-import socket
 import struct
 
 from engine import syscalls
@@ -29,10 +30,13 @@ def namespace_flags(mode: str) -> int:
 
 
 def bring_up(interface: str = "lo") -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
         request = struct.pack(_IFREQ, interface.encode(), 0)
-        flags = struct.unpack(_IFREQ, fcntl.ioctl(sock, _SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack(_IFREQ, interface.encode(), flags | _IFF_UP))
+        flags = struct.unpack(_IFREQ, fcntl.ioctl(sock.fileno(), _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock.fileno(), _SIOCSIFFLAGS, struct.pack(_IFREQ, interface.encode(), flags | _IFF_UP))
+    finally:
+        sock.close()
 
 
 def setup(mode: str) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -118,6 +117,8 @@ def mount_rootfs(layers: list[Path], directory: Path) -> str:
 
 def merge_layer(layer: Path, target: Path) -> None:
     """Copy one unpacked layer over `target`, honouring its overlay whiteouts (the fallback path)."""
+    import shutil
+
     from engine.unpack import OPAQUE_XATTR
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,31 +152,41 @@ class ImageStore:
 
 def ensure_layers(store: ImageStore, image: Image) -> list[Path]:
     """Unpacked directories of the image's layers, bottom first, unpacking what is missing."""
-    from engine.unpack import unpack_layer
-
     out = []
     for digest in image.layers:
         target = store.paths.layer(digest)
         if not target.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
-            try:
-                os.chmod(tmp, 0o755)
-                unpack_layer(store.blob_path(digest), tmp, digest=digest)
-                os.rename(tmp, target)
-            except OSError as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                if not target.is_dir():
-                    raise OSError(exc.errno, f"unpacking layer {digest}: {exc.strerror}") from exc
-            except BaseException:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise
+            _unpack(store, digest, target)
         out.append(target)
     return out
 
 
+def _unpack(store: ImageStore, digest: str, target: Path) -> None:
+    """Unpack into a temporary sibling, then rename: a concurrent run never sees half a layer."""
+    import shutil
+    import tempfile
+
+    from engine.unpack import unpack_layer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))
+    try:
+        os.chmod(tmp, 0o755)
+        unpack_layer(store.blob_path(digest), tmp, digest=digest)
+        os.rename(tmp, target)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not target.is_dir():
+            raise OSError(exc.errno, f"unpacking layer {digest}: {exc.strerror}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def prune_layers(store: ImageStore, in_use: set[str]) -> None:
     """Delete unpacked layers no image and no container needs any more."""
+    import shutil
+
     keep = store.referenced_layers() | in_use
     for algo_dir in store.paths.layers.iterdir() if store.paths.layers.is_dir() else []:
         for layer in algo_dir.iterdir():

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from engine import cgroups, network
 from engine import syscalls as sc
-from engine.container import Container, Status, process_start_time
+from engine.container import Container, Status, process_start_time, remove_tree
 from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, container_main
 
 Stdio = tuple[int, int, int]
@@ -189,9 +189,10 @@ def cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
     except OSError:
         pass
     if container.spec.auto_remove:
-        import shutil
-
-        shutil.rmtree(container.directory, ignore_errors=True)
+        try:
+            remove_tree(container.directory)
+        except OSError:
+            pass
 
 
 def start_detached(container: Container, layers: list[Path]) -> None:
