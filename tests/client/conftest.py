@@ -84,6 +84,34 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: Token
     server.stop()
 
 
+def _berth_admin(data_dir: Path, *args: str, stdin: str | None = None) -> None:
+    subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(data_dir)],
+                   input=stdin, capture_output=True, text=True, check=True)
+
+
+@pytest.fixture(scope="session", params=["distribution", "berth"])
+def token_auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                        token_server: TokenServer) -> Iterator[Registry]:
+    """A registry that answers with Bearer challenges; alice may push under team/, anyone may pull."""
+    root = tmp_path_factory.mktemp(f"token-{request.param}")
+    if request.param == "distribution":
+        if not DISTRIBUTION:
+            pytest.skip("docker-registry (CNCF Distribution) is not installed")
+        server = Distribution(root, token_server.distribution_auth())
+        yield Registry("distribution", server.host)
+        server.stop()
+        return
+    if not _ours_available():
+        pytest.skip("python -m registry does not serve yet")
+    for user, password in USERS.items():
+        _berth_admin(root, "user", "add", user, "--password-stdin", stdin=password + "\n")
+    _berth_admin(root, "grant", "alice", "team/*", "pull,push,delete")
+    _berth_admin(root, "grant", "anonymous", "team/*", "pull")
+    ours = RegistryProcess(root)
+    yield Registry("berth", f"127.0.0.1:{ours.port}")
+    ours.stop()
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test gets its own local store and docker config; nothing reads the real ones."""

@@ -174,3 +174,24 @@ def test_identity_token_uses_the_refresh_token_grant(token_registry, token_serve
     out = json.loads(berth("push", ref, "--format", "json").stdout)
     assert out["digest"] == pushed.digest
     assert {(r["method"], r["subject"]) for r in token_server.requests[before:]} == {("POST", "alice")}
+
+
+def test_token_flow_on_both_registries(token_auth_registry, store: Layout, berth: Berth) -> None:
+    host = token_auth_registry.host
+    ref = f"{host}/team/tokens:v1"
+    pushed = build_image(store, store_name(ref), [{"a": b"a" * 3000}, {"b": b"b" * 3000}])
+    berth("push", ref, "-q", code=3)
+    _login(berth, host, "wrong", code=3)
+    _login(berth, host)
+    out = json.loads(berth("push", ref, "--jobs", "4", "--format", "json").stdout)
+    assert out["digest"] == pushed.digest
+    mounted = json.loads(berth("copy", ref, f"{host}/team/mounted:v1", "--format", "json").stdout)
+    assert set(mounted["blobs"].values()) == {"mounted"}
+    assert "v1" in berth("tags", ref).stdout.split()
+
+    berth("logout", host)
+    store.remove(store_name(ref))
+    store.gc()
+    berth("pull", ref, "-q")
+    assert store.resolve(store_name(ref)).digest == pushed.digest
+    berth("push", ref, f"{host}/team/anonymous:v1", "-q", code=3)
