@@ -17,6 +17,7 @@ import click
 from client.errors import ClientError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
+EXIT_CODES = "Exit codes: 0 ok, 1 error, 2 usage, 3 auth refused, 4 not found, 5 network, 6 digest/size mismatch."
 
 
 def _handled(func: F) -> F:
@@ -92,7 +93,7 @@ def _transfer(source_text: str, source_default: str, target_text: str, target_de
         click.echo(f"{target_location}: digest: {result.digest} size: {result.size}")
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("reference")
 @_transfer_options
 @_handled
@@ -106,7 +107,7 @@ def pull(reference: str, **kw: Any) -> None:
     _transfer(f"docker://{location.reference}", "docker", f"local:{location.reference}", "local", kw)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("source")
 @click.argument("destination", required=False)
 @_transfer_options
@@ -119,7 +120,7 @@ def push(source: str, destination: str | None, **kw: Any) -> None:
     _transfer(source, "local", destination or source, "docker", kw)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("source")
 @click.argument("destination")
 @_transfer_options
@@ -132,7 +133,7 @@ def copy(source: str, destination: str, **kw: Any) -> None:
     _transfer(source, "docker", destination, "docker", kw)
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("source")
 @click.argument("target")
 @_handled
@@ -144,7 +145,7 @@ def tag(source: str, target: str) -> None:
     store.add(store.resolve(store_name(source)), store_name(target))
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("reference")
 @_network_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
@@ -160,7 +161,7 @@ def tags(reference: str, fmt: str, **kw: Any) -> None:
     click.echo(json.dumps(names) if fmt == "json" else "\n".join(names))
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("registry")
 @_network_options
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
@@ -175,7 +176,7 @@ def catalog(registry: str, fmt: str, **kw: Any) -> None:
     click.echo(json.dumps(names) if fmt == "json" else "\n".join(names))
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("reference")
 @click.option("--config", "show_config", is_flag=True, help="Print the image config instead.")
 @click.option("--platform", help="OS/ARCH[/VARIANT] for --config on an index (default: this host).")
@@ -206,7 +207,7 @@ def _descriptor(value: dict[str, Any]) -> Any:
     return Descriptor(value["mediaType"], value["digest"], value["size"])
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("reference")
 @_network_options
 @_handled
@@ -228,7 +229,7 @@ def delete(reference: str, **kw: Any) -> None:
     click.echo(f"deleted {ref.registry}/{ref.repository}@{digest}")
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @_handled
 def images(fmt: str) -> None:
@@ -255,7 +256,7 @@ def _host(registry: str) -> str:
     return host
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("registry", default="docker.io")
 @click.option("-u", "--username")
 @click.option("-p", "--password", help="Insecure on a shared machine: prefer --password-stdin.")
@@ -288,7 +289,7 @@ def login(registry: str, username: str | None, password: str | None, password_st
     click.echo(f"Login Succeeded (credentials in {where})")
 
 
-@click.command()
+@click.command(epilog=EXIT_CODES)
 @click.argument("registry", default="docker.io")
 @_handled
 def logout(registry: str) -> None:

@@ -1,11 +1,13 @@
 """An OCI layout as a copy source or target (`oci:DIR[:TAG]` and the local store).
 
 Downloads land in `.partial/` inside the layout and are resumed from where they stopped,
-within a run (after a dropped connection) and across runs (after an interrupted pull).
+within a run (after a dropped connection) and across runs (after an interrupted pull). A lock
+on the partial file keeps two concurrent pulls of one blob from writing it together.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 
 from client.errors import NetworkError, VerificationError
@@ -57,6 +59,9 @@ class LayoutTarget:
         partial.parent.mkdir(parents=True, exist_ok=True)
         verifier = Verifier(descriptor)
         with open(partial, "ab+") as out:
+            fcntl.flock(out, fcntl.LOCK_EX)
+            if self.layout.has_blob(descriptor.digest):
+                return "exists"
             out.seek(0)
             try:
                 while block := out.read(CHUNK):

@@ -18,6 +18,9 @@ from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpass
 from tests.conftest import RegistryProcess
 
 USERS = {"alice": "wonderland"}
+BERTH_COMMAND = [sys.executable, "-c", "import sys, click; from client.cli import COMMANDS; "
+                 "click.Group('berth', commands={c.name: c for c in COMMANDS})(sys.argv[1:])"]
+"""The client's commands in a process of their own, independent of the root `berth` group."""
 
 
 @dataclass

@@ -3,22 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from client.api import RegistryAPI
+from client.copy import copy_image
 from client.errors import NotFound, VerificationError
 from client.image import CHUNK, BlobStream
 from client.layout import REF_NAME, Layout
 from client.layout_image import LayoutTarget
+from client.location import Options, open_source, open_target, parse_location
 from client.platform import Platform
 from client.pull import RegistrySource
 from registry.oci.digest import digest_bytes
 from registry.oci.manifest import Descriptor
 from registry.oci.reference import parse_reference
+from tests.client.conftest import BERTH_COMMAND
 from tests.client.fakes import ScriptedServer
 from tests.client.images import build_image, build_index, random_bytes
 
@@ -129,3 +134,19 @@ def test_wrong_bytes_are_never_committed(tmp_path: Path) -> None:
     with pytest.raises(VerificationError):
         target.put_blob(Descriptor("x/y", DIGEST, 22), _Source(), lambda n: None, None)  # type: ignore[arg-type]
     assert not layout.has_blob(DIGEST)
+
+
+def test_concurrent_pulls_of_one_image_agree(distribution, tmp_path: Path) -> None:
+    """Processes pulling the same blobs into one store at once must all succeed."""
+    store = Layout.open(tmp_path / "src", create=True)
+    ref = f"{distribution.host}/concurrent/app:v1"
+    build_image(store, "v1", [{"big": random_bytes(4_000_000, 21)}, {"small": b"s"}], compress=False)
+    copy_image(open_source(parse_location(f"oci:{tmp_path / 'src'}:v1"), Options()),
+               open_target(parse_location(ref), Options()))
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path / "shared")}
+    command = [*BERTH_COMMAND, "pull", ref, "-q"]
+    runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(3)]
+    assert [r.wait(60) for r in runs] == [0, 0, 0], [r.stderr.read() for r in runs if r.stderr]
+    shared = Layout.open(tmp_path / "shared" / "images")
+    _, manifest = shared.image(str(parse_reference(ref)))
+    assert all(digest_bytes(shared.read_blob(layer.digest)) == layer.digest for layer in manifest.layers)
