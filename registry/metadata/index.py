@@ -166,9 +166,21 @@ class Index:
 
     # blobs -----------------------------------------------------------------------
 
+    def _touch_blob(self, conn: Connection, digest: str, size: int) -> int:
+        """Upsert the blob row and mark it used now. The row stays locked until commit, so
+        garbage collection (which locks it too) never deletes bytes under a writer."""
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        now = _now()
+        statement = (
+            dialect.insert(Blob)
+            .values(digest=digest, size=size, touched_at=now)
+            .on_conflict_do_update(index_elements=["digest"], set_={"touched_at": now})
+            .returning(Blob.id)
+        )
+        return conn.execute(statement).scalar_one()
+
     def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
-        _upsert(conn, Blob.__table__, {"digest": digest, "size": size}, ["digest"])
-        blob_id = conn.execute(select(Blob.id).where(Blob.digest == digest)).scalar_one()
+        blob_id = self._touch_blob(conn, digest, size)
         _upsert(
             conn,
             RepositoryBlob.__table__,
@@ -176,15 +188,21 @@ class Index:
             ["repository_id", "blob_id"],
         )
 
-    def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
+    def finish_upload(
+        self, upload_id: str | None, repository: str, digest: str, size: int, store: Callable[[], None]
+    ) -> bool:
         """Close the session (if any) and make the blob visible in the repository, atomically.
 
-        Returns False when the session was already finished by someone else.
+        `store` puts the verified bytes in place while the blob's row is locked. Returns
+        False (storing nothing) when the session was already finished by someone else.
         """
         with self._write() as conn:
             if upload_id is not None and conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount != 1:
                 return False
-            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
+            repository_id = self._ensure_repository(conn, repository)
+            self._touch_blob(conn, digest, size)
+            store()
+            self._link_blob(conn, repository_id, digest, size)
             return True
 
     def blob_size(self, repository: str, digest: str) -> int | None:
@@ -287,7 +305,9 @@ class Index:
             blob_ids: dict[str, int] = {}
             if manifest.blobs:
                 rows = conn.execute(
-                    select(Blob.digest, Blob.id, Blob.size).where(Blob.digest.in_(set(manifest.blobs)))
+                    select(Blob.digest, Blob.id, Blob.size)
+                    .where(Blob.digest.in_(set(manifest.blobs)))
+                    .with_for_update(read=True)
                 ).all()
                 known = {r.digest: (r.id, r.size) for r in rows}
                 linked = set(

@@ -50,6 +50,10 @@ class Blob(Base):
     digest: Mapped[str] = mapped_column(String(160), unique=True, nullable=False)
     size: Mapped[int] = mapped_column(BigInteger, nullable=False)
     created_at: Mapped[datetime] = _now()
+    # Last upload or link: garbage collection spares blobs touched within its grace period.
+    touched_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
+    )
 
 
 class RepositoryBlob(Base):

@@ -157,8 +157,15 @@ class UploadService:
             self.close(writer)
             raise
         writer.move(UploadStatus.COMMITTED)
-        self._store(writer.state, writer.offset, digest)
-        self.index.finish_upload(writer.upload_id, writer.repository, digest, writer.offset)
+        stored = self.index.finish_upload(
+            writer.upload_id,
+            writer.repository,
+            digest,
+            writer.offset,
+            lambda: self._store(writer.state, writer.offset, digest),
+        )
+        if not stored:
+            raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
     def _store(self, state: dict[str, Any], size: int, digest: str) -> None:
@@ -175,7 +182,9 @@ class UploadService:
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
             raise DigestInvalid(detail={"digest": digest})
-        if self.storage.stat(digest) != len(body):
+        def store() -> None:
+            if self.storage.stat(digest) == len(body):
+                return
             state = self.storage.start_upload(str(uuid.uuid4()))
             try:
                 state = self.storage.write_upload(state, 0, body)
@@ -183,7 +192,8 @@ class UploadService:
                 self.storage.cancel_upload(state)
                 raise
             self.storage.commit_upload(state, len(body), digest)
-        self.index.finish_upload(None, repository, digest, len(body))
+
+        self.index.finish_upload(None, repository, digest, len(body), store)
         return digest
 
     def cancel(self, repository: str, upload_id: str) -> None:
