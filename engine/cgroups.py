@@ -184,7 +184,11 @@ class CgroupV2:
 
     def create(self, limits: Limits) -> None:
         parent = self.path.parent
-        enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS)
+        try:
+            available = (parent.parent / "cgroup.controllers").read_text().split()
+        except FileNotFoundError:
+            available = list(_V2_CONTROLLERS)
+        enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS if c in available)
         _write(parent.parent / "cgroup.subtree_control", enable)
         parent.mkdir(exist_ok=True)
         _write(parent / "cgroup.subtree_control", enable)

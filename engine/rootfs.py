@@ -116,10 +116,16 @@ def mount_rootfs(layers: list[Path], directory: Path) -> str:
 
 
 def merge_layer(layer: Path, target: Path) -> None:
-    """Copy one unpacked layer over `target`, honouring its overlay whiteouts (the fallback path)."""
+    """Copy one unpacked layer over `target`, honouring its overlay whiteouts (the fallback path).
+
+    Hardlinks within the layer stay hardlinks (busybox's applets would otherwise become
+    hundreds of copies of one binary).
+    """
     import shutil
 
     from engine.unpack import OPAQUE_XATTR
+
+    copied: dict[tuple[int, int], Path] = {}
     for dirpath, dirnames, filenames in os.walk(layer):
         rel = os.path.relpath(dirpath, layer)
         dest_dir = target / rel
@@ -145,10 +151,15 @@ def merge_layer(layer: Path, target: Path) -> None:
                 shutil.rmtree(dest) if dest.is_dir() and not dest.is_symlink() else os.unlink(dest)
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 continue
+            if (st.st_dev, st.st_ino) in copied:
+                os.link(copied[(st.st_dev, st.st_ino)], dest)
+                continue
             if stat.S_ISLNK(st.st_mode):
                 os.symlink(os.readlink(source), dest)
             elif stat.S_ISREG(st.st_mode):
                 shutil.copy2(source, dest, follow_symlinks=False)
+                if st.st_nlink > 1:
+                    copied[(st.st_dev, st.st_ino)] = dest
             else:
                 os.mknod(dest, st.st_mode, st.st_rdev)
             os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)

@@ -201,7 +201,7 @@ def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
             chunks.append((TarBuilder().file(f"data/blob{i}", os.urandom(12_500_000)).bytes(), "gzip"))
         write_image(source_root, "bench/big:1", chunks, {"Cmd": ["true"]})
         reference = f"127.0.0.1:{registry.port}/bench/big:1"
-        copy_image(open_source(Location("oci", path=source_root / "images", name="bench/big:1"), Options()),
+        copy_image(open_source(Location("oci", path=source_root / "images", name="docker.io/bench/big:1"), Options()),
                    open_target(Location("docker", parse_reference(reference)), Options()))
         berth_times: Timings = []
         for i in range(rounds):

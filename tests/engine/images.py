@@ -14,7 +14,7 @@ import subprocess
 import tarfile
 from pathlib import Path
 
-from client.layout import Layout
+from client.layout import Layout, store_name
 from registry.oci import mediatypes as mt
 from registry.oci.digest import digest_bytes
 from registry.oci.manifest import Descriptor
@@ -99,7 +99,7 @@ def write_image(
     config: dict | None = None,
     architecture: str = "amd64",
 ) -> str:
-    """Store an image in the OCI layout at root/images; returns the manifest digest."""
+    """Store an image in the OCI layout at root/images under its full name, as a pull would."""
     layout = Layout.open(root / "images", create=True)
     descriptors, diff_ids = [], []
     for tar_bytes, kind in layers:
@@ -118,7 +118,7 @@ def write_image(
         {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_desc.to_json(), "layers": descriptors}
     ).encode()
     digest = layout.write_blob(manifest)
-    layout.add(Descriptor(mt.OCI_MANIFEST, digest, len(manifest)), name)
+    layout.add(Descriptor(mt.OCI_MANIFEST, digest, len(manifest)), store_name(name))
     return digest
 
 

@@ -1,0 +1,92 @@
+"""Container state: the transition table, atomic saves, and reconciling state with live processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from engine.container import (
+    LOST_EXIT_CODE,
+    ContainerNotFound,
+    ContainerStore,
+    InvalidTransition,
+    NameInUse,
+    Spec,
+    Status,
+    process_start_time,
+)
+
+
+def spec() -> Spec:
+    return Spec(image="example/image:1", image_id="sha256:" + "a" * 64, layers=[], args=["true"], env=[])
+
+
+def test_transitions_follow_the_table(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    container = store.create(spec(), "one")
+    assert container.status is Status.CREATED
+    container.transition(Status.RUNNING, pid=os.getpid(), pid_start=process_start_time(os.getpid()))
+    with pytest.raises(InvalidTransition):
+        container.transition(Status.CREATED)
+    container.transition(Status.STOPPED, exit_code=3)
+    with pytest.raises(InvalidTransition):
+        container.transition(Status.RUNNING)
+    loaded = store.get("one")
+    assert loaded.status is Status.STOPPED and loaded.exit_code == 3
+
+
+def test_state_is_replaced_atomically_and_round_trips(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    container = store.create(spec(), None)
+    container.update(error="x" * 10000)
+    assert [p.name for p in container.directory.iterdir()] == ["state.json"]
+    loaded = store.get(container.id[:8])
+    assert loaded.spec == container.spec
+    assert loaded.name == f"berth_{container.id[:8]}"
+
+
+def test_names_are_unique_and_lookups_are_docker_like(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    first = store.create(spec(), "web")
+    with pytest.raises(NameInUse):
+        store.create(spec(), "web")
+    assert store.get("web").id == first.id
+    assert store.get(first.id).id == first.id
+    with pytest.raises(ContainerNotFound):
+        store.get("nothing")
+
+
+def test_running_state_is_checked_against_the_live_process(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    container = store.create(spec(), "ghost")
+    child = subprocess.Popen(["sleep", "30"])
+    start = process_start_time(child.pid)
+    container.transition(Status.RUNNING, pid=child.pid, pid_start=start)
+    assert store.get("ghost").is_running()
+    # Same pid, other start time: a reused pid is not our process.
+    container.update(pid_start=(start or 0) + 1)
+    lost = store.get("ghost")
+    assert lost.status is Status.STOPPED and lost.exit_code == LOST_EXIT_CODE and "supervisor" in lost.error
+    child.kill()
+    child.wait()
+    assert process_start_time(child.pid) is None
+
+
+def test_a_live_supervisor_keeps_the_recorded_state(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    container = store.create(spec(), "starting")
+    container.update(supervisor_pid=os.getpid(), supervisor_start=process_start_time(os.getpid()))
+    assert store.get("starting").status is Status.CREATED
+
+
+def test_zombies_count_as_gone() -> None:
+    child = subprocess.Popen(["true"])
+    while True:
+        with open(f"/proc/{child.pid}/stat") as f:
+            if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+    assert process_start_time(child.pid) is None
+    child.wait()

@@ -1,0 +1,53 @@
+"""`berth run` of an image that is not local: pulled from a berth registry on a loopback port, then run."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from client.copy import copy_image
+from client.location import Location, Options, open_source, open_target
+from registry.oci.reference import parse_reference
+from tests.conftest import RegistryProcess
+from tests.engine.conftest import Berth
+from tests.engine.images import IMAGE
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture(scope="module")
+def pushed(berth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The test image pushed to a fresh registry; yields its reference there."""
+    registry = RegistryProcess(tmp_path_factory.mktemp("registry-data"))
+    try:
+        reference = f"127.0.0.1:{registry.port}/engine/busybox:pulled"
+        source = open_source(Location("oci", path=berth_root / "images", name=IMAGE), Options())
+        target = open_target(Location("docker", parse_reference(reference)), Options())
+        try:
+            copy_image(source, target)
+        finally:
+            source.close()
+            target.close()
+        yield reference
+    finally:
+        registry.stop()
+
+
+def test_run_pulls_a_missing_image(pushed: str, tmp_path: Path) -> None:
+    fresh = Berth(tmp_path / "fresh-root")
+    result = fresh("run", "--rm", "-q", pushed, "cat", "/data/hello", timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello from layer three\n"
+    assert "Unable to find image" in result.stderr
+    again = fresh("run", "--rm", pushed, "true")
+    assert again.returncode == 0 and "Unable to find" not in again.stderr
+    assert len(list((tmp_path / "fresh-root" / "layers" / "sha256").iterdir())) == 3
+
+
+def test_unknown_repository_is_a_clear_error(pushed: str, tmp_path: Path) -> None:
+    host = pushed.split("/")[0]
+    result = Berth(tmp_path / "root")("run", "--rm", "-q", f"{host}/engine/absent:1", "true", timeout=60)
+    assert result.returncode == 125
+    assert "absent" in result.stderr
