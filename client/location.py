@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.api import RegistryAPI
-from client.archive import DockerArchiveSource, DockerArchiveTarget
 from client.errors import UsageError
 from client.image import ImageSource, ImageTarget
 from client.layout import Layout, open_store
@@ -93,6 +92,8 @@ def open_source(location: Location, options: Options) -> ImageSource:
                 raise UsageError(f"{location.path} holds {len(entries)} images: name one as oci:DIR:TAG")
             name = entries[0].name or entries[0].descriptor.digest
         return LayoutSource(layout, name, str(location))
+    from client.archive import DockerArchiveSource
+
     return DockerArchiveSource(location.path, location.name)
 
 
@@ -105,4 +106,6 @@ def open_target(location: Location, options: Options) -> ImageTarget:
     assert location.path is not None
     if location.kind == "oci":
         return LayoutTarget(Layout.open(location.path, create=True), location.name, str(location))
+    from client.archive import DockerArchiveTarget
+
     return DockerArchiveTarget(location.path, location.name)

@@ -1,5 +1,8 @@
 """Benchmark: `berth push` / `berth pull` of a ~50 MB, 4-layer image beside `skopeo copy` (and docker).
 
+`berth` rows are the real command (a new Python process each time); `library` rows are the
+same copy called inside this process, which shows the transfer apart from interpreter start-up.
+
 Run: python tests/bench/bench_client.py [--registry distribution|berth|both] [--rounds 3] [--docker]
 
 Every round pushes to a new repository (so nothing is skipped) and pulls into an empty
@@ -62,9 +65,8 @@ def run(*command: str, env: dict[str, str] | None = None) -> None:
 
 
 def berth(*args: str, env: dict[str, str]) -> None:
-    code = "from client.cli import COMMANDS; import click, sys; " \
-           "g = click.Group('berth', commands={c.name: c for c in COMMANDS}); g(sys.argv[1:])"
-    run(sys.executable, "-c", code, *args, env=env)
+    """The real `berth` command, as its console script runs it."""
+    run(sys.executable, "-c", "from engine.cli import main; main()", *args, env=env)
 
 
 Server = Distribution | RegistryProcess
@@ -86,12 +88,17 @@ def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> 
     results: dict[str, list[float]] = {}
     for i in range(rounds):
         shutil.rmtree(work / "berth", ignore_errors=True)
-        for tool in ("berth", "skopeo", "docker"):
+        for tool in ("berth", "library", "skopeo", "docker"):
             if tool == "docker" and not docker:
                 continue
             server, host = start(kind, work / f"{tool}-{i}")
             try:
                 ref = f"{host}/bench/app:v1"
+                if tool == "library":
+                    push_s, pull_s = _library(oci, ref, work / f"library-{i}")
+                    results.setdefault("library push", []).append(push_s)
+                    results.setdefault("library pull", []).append(pull_s)
+                    continue
                 if tool == "berth":
                     berth("copy", f"oci:{oci}:bench", f"local:{ref}", "-q", env=env)
                     push: list[str] = ["berth", "push", ref, "-q"]
@@ -109,12 +116,31 @@ def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> 
                 elif tool == "skopeo":
                     pull = [*skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{work / f'out-{i}'}:v1"]
                 else:
-                    run("docker", "rmi", "-f", ref, env=denv)
+                    ids = subprocess.run(["docker", "image", "ls", "-aq"], capture_output=True, text=True,
+                                         env={**os.environ, **denv}).stdout.split()
+                    run("docker", "rmi", "-f", *set(ids), env=denv)
                     pull = ["docker", "pull", ref]
                 results.setdefault(f"{tool} pull", []).append(_time(pull, env if tool == "berth" else denv))
             finally:
                 server.stop()
     return results
+
+
+def _library(oci: Path, ref: str, out: Path) -> tuple[float, float]:
+    """berth's copy called in this process: the transfer alone, without interpreter start-up."""
+    from client.copy import copy_image
+    from client.location import Options, open_source, open_target, parse_location
+
+    options = Options()
+    timings = []
+    for source, target in ((f"oci:{oci}:bench", ref), (ref, f"oci:{out}:v1")):
+        src, dst = open_source(parse_location(source), options), open_target(parse_location(target), options)
+        started = time.perf_counter()
+        copy_image(src, dst, jobs=options.jobs)
+        timings.append(time.perf_counter() - started)
+        src.close()
+        dst.close()
+    return timings[0], timings[1]
 
 
 def _time(command: list[str], env: dict[str, str]) -> float:
@@ -161,10 +187,10 @@ def main() -> None:
                 print(f"\nregistry: {kind}")
                 for op in ("push", "pull"):
                     base = results[f"skopeo {op}"]
-                    for tool in ("berth", "skopeo", "docker"):
+                    for tool in ("berth", "library", "skopeo", "docker"):
                         if f"{tool} {op}" in results:
                             value = results[f"{tool} {op}"]
-                            print(f"  {tool:>6} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
+                            print(f"  {tool:>7} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
                                   f"{size / 1e6 / value:6.1f} MB/s)")
         finally:
             if dockerd:
