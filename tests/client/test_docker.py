@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from client.layout import Layout, store_name
-from tests.client.conftest import Berth
+from tests.client.conftest import USERS, Berth
 from tests.client.images import build_image, random_bytes
 
 pytestmark = pytest.mark.e2e
@@ -39,8 +39,9 @@ class Docker:
                 pytest.skip(f"dockerd did not start: {(root / 'dockerd.log').read_text()[-500:]}")
             time.sleep(0.2)
 
-    def __call__(self, *args: str) -> str:
-        done = subprocess.run(["docker", *args], env=self.env, capture_output=True, text=True, timeout=120)
+    def __call__(self, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
+        done = subprocess.run(["docker", *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
+                              timeout=120, input=input)
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -81,3 +82,17 @@ def test_berth_pulls_what_docker_pushed(docker: Docker, distribution, store: Lay
     digest = next(w for w in pushed.split() if w.startswith("sha256:"))
     berth("pull", ref, "-q")
     assert store.resolve(store_name(ref)).digest == digest
+
+
+def test_a_docker_login_serves_berth(docker: Docker, htpasswd_registry, store: Layout, berth: Berth,
+                                     isolated: Path) -> None:
+    """`docker login` writes the config; berth pushes with it without a login of its own."""
+    config = {"DOCKER_CONFIG": str(isolated / "docker-config")}
+    user, password = next(iter(USERS.items()))
+    docker("login", "-u", user, "--password-stdin", htpasswd_registry.host, env=config, input=password + "\n")
+    ref = f"{htpasswd_registry.host}/docker/logged-in:v1"
+    pushed = build_image(store, store_name(ref), [{"login": b"by docker"}])
+    out = json.loads(berth("push", ref, "--format", "json").stdout)
+    assert out["digest"] == pushed.digest
+    berth("logout", htpasswd_registry.host)
+    berth("push", ref, f"{htpasswd_registry.host}/docker/after-logout:v1", "-q", code=3)
