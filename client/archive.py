@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import posixpath
 import tarfile
 import tempfile
 import threading
@@ -48,7 +49,7 @@ class DockerArchiveSource:
         self.name = f"docker-archive:{path}" + (f":{reference}" if reference else "")
         try:
             with tarfile.open(path, "r:") as tar:
-                self._members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+                self._members = _regular_members(tar)
                 entries = json.loads(self._read(tar, "manifest.json"))
                 entry = self._choose(entries, reference)
                 config = self._read(tar, entry["Config"])
@@ -201,6 +202,25 @@ class DockerArchiveTarget:
         if not self._tar.closed:
             self._tar.close()
         self._tmp.unlink(missing_ok=True)
+
+
+def _regular_members(tar: tarfile.TarFile) -> dict[str, tarfile.TarInfo]:
+    """Files by name, symlinks resolved: legacy `docker save` links repeated layers to one copy."""
+    members = {m.name.removeprefix("./"): m for m in tar.getmembers()}
+    resolved = {name: _follow(members, name) for name in members}
+    return {name: member for name, member in resolved.items() if member is not None}
+
+
+def _follow(members: dict[str, tarfile.TarInfo], name: str) -> tarfile.TarInfo | None:
+    member = members.get(name)
+    for _ in range(8):
+        if member is None or member.isfile():
+            return member
+        if not member.issym():
+            return None
+        name = posixpath.normpath(posixpath.join(posixpath.dirname(name), member.linkname))
+        member = members.get(name)
+    return None
 
 
 def _blob_name(digest: str) -> str:
