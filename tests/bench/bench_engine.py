@@ -26,7 +26,6 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,30 +38,51 @@ from tests.engine.images import IMAGE, TarBuilder, busybox_base, standard_image,
 Timings = list[float]
 
 
-def timed(argv: list[str], n: int, env: dict[str, str] | None = None, between: Callable[[], None] | None = None,
-          ) -> Timings | str:
-    """Run argv n times; the wall-clock seconds of each, or the error text of the first failure."""
-    out = []
-    for _ in range(n):
+class Runtime:
+    """One way of running `true`: a command line (a fresh container id each time, if needed)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, needs_id: bool = False,
+                 runs: int | None = None) -> None:
+        self.name, self.argv, self.env, self.needs_id, self.runs = name, argv, env, needs_id, runs
+        self.timings: Timings = []
+        self.error: str | None = None
+        self._ids = 0
+
+    def once(self) -> None:
+        if self.error is not None:
+            return
+        self._ids += 1
+        argv = [*self.argv, f"bench{self._ids}"] if self.needs_id else self.argv
         started = time.perf_counter()
-        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        result = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=self.env)
         elapsed = time.perf_counter() - started
         if result.returncode != 0:
             lines = result.stderr.decode(errors="replace").strip().splitlines()
-            return lines[-1] if lines else f"exit {result.returncode}"
-        out.append(elapsed)
-        if between:
-            between()
-    return out
+            self.error = lines[-1] if lines else f"exit {result.returncode}"
+            return
+        self.timings.append(elapsed)
 
 
-def summary(name: str, timings: Timings | str, reference: float | None) -> str:
-    if isinstance(timings, str):
-        return f"{name:<34} refused: {timings[:150]}"
+def interleaved(runtimes: list[Runtime], n: int) -> None:
+    """Round-robin: each round runs every runtime once, so load from elsewhere hits them alike."""
+    for runtime in runtimes:
+        runtime.once()  # warm-up: caches, bytecode, unpacked layers
+        runtime.timings.clear()
+    for round_number in range(n):
+        for runtime in runtimes:
+            if runtime.runs is None or round_number < runtime.runs:
+                runtime.once()
+
+
+def summary(runtime: Runtime, reference: float | None) -> str:
+    if runtime.error is not None:
+        return f"{runtime.name:<36} refused: {runtime.error[:150]}"
+    timings = runtime.timings
     med = statistics.median(timings)
     p90 = sorted(timings)[int(0.9 * (len(timings) - 1))]
     ratio = f"{med / reference:5.2f}x" if reference else "     -"
-    return f"{name:<34} median {med * 1000:7.1f} ms   min {min(timings) * 1000:7.1f}   p90 {p90 * 1000:7.1f}   {ratio}"
+    return (f"{runtime.name:<36} median {med * 1000:7.1f} ms   min {min(timings) * 1000:7.1f}   "
+            f"p90 {p90 * 1000:7.1f}   {ratio}   (n={len(timings)})")
 
 
 def make_bundle(work: Path, layers: list[Path]) -> Path:
@@ -91,9 +111,9 @@ def rootfs_tar(bundle: Path, work: Path) -> Path:
 class Dockerd:
     """A private dockerd: its own data root, exec root and socket; no iptables, no bridge."""
 
-    def __init__(self, work: Path) -> None:
-        self.dir = work / "docker"
-        self.dir.mkdir()
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.dir.mkdir(parents=True)
         self.sock = f"unix://{self.dir}/sock"
         self.log = open(self.dir / "log", "wb")
         self.process = subprocess.Popen(
@@ -124,65 +144,51 @@ class Dockerd:
 def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> list[str]:
     berth_root = work / "berth"
     standard_image(berth_root)
-    env = {**os.environ, "BERTH_ROOT": str(berth_root)}
+    # The bytecode cache on, as on any installed system (this sandbox sets PYTHONDONTWRITEBYTECODE).
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"BERTH_ROOT": str(berth_root)}
     store = ImageStore(Paths(berth_root))
-    layers = ensure_layers(store, store.resolve(IMAGE))
-    bundle = make_bundle(work, layers)
-    results: list[tuple[str, Timings | str]] = []
-
-    runc_root = work / "runc-state"
-    counter = iter(range(10**6))
-    runc = ["runc", "--root", str(runc_root), "run", "--bundle", str(bundle)]
-    timed([*runc, "warm"], 1)
-    results.append(("runc run", timed_ids(runc, n, counter)))
+    bundle = make_bundle(work, ensure_layers(store, store.resolve(IMAGE)))
+    runc = Runtime("runc run", ["runc", "--root", str(work / "runc-state"), "run", "--bundle", str(bundle)],
+                   needs_id=True)
+    runtimes = [runc]
     if shutil.which("crun"):
-        crun = ["crun", "--root", str(work / "crun-state"), "run", "--bundle", str(bundle)]
-        results.append(("crun run", timed_ids(crun, n, counter)))
-    else:
-        results.append(("crun run", "crun is not installed"))
-
+        runtimes.append(Runtime("crun run", ["crun", "--root", str(work / "crun-state"), "run", "--bundle",
+                                             str(bundle)], needs_id=True))
     berth = [sys.executable, "-m", "engine", "run", "--rm", IMAGE, "true"]
-    timed(berth, 2, env)
-    results.append(("berth run --rm (python -m engine)", timed(berth, n, env)))
+    runtimes.append(Runtime("berth run --rm (python -m engine)", berth, env))
     script = Path(sys.executable).parent / "berth"
     if script.exists():
-        results.append(("berth run --rm (console script)", timed([str(script), *berth[3:]], n, env)))
-    results.append(("python -c pass (interpreter floor)", timed([sys.executable, "-c", "pass"], n)))
+        runtimes.append(Runtime("berth run --rm (console script)", [str(script), *berth[3:]], env))
+    runtimes.append(Runtime("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], env))
+    runtimes.append(Runtime("python -c 'import click' (CLI floor)", [sys.executable, "-c", "import click"], env))
 
+    dockerd = None
     tar = rootfs_tar(bundle, work) if with_docker or with_podman else None
     if with_docker and shutil.which("dockerd") and tar:
-        dockerd = Dockerd(work)
-        try:
-            subprocess.run(dockerd.cli("import", str(tar), "berth-bench:latest"), check=True, capture_output=True)
-            docker = dockerd.cli("run", "--rm", "--network", "none", "berth-bench:latest", "true")
-            timed(docker, 1)
-            results.append(("docker run --rm", timed(docker, max(5, n // 3))))
-        finally:
-            dockerd.stop()
+        dockerd = Dockerd(work / "docker")
+        subprocess.run(dockerd.cli("import", str(tar), "berth-bench:latest"), check=True, capture_output=True)
+        runtimes.append(Runtime("docker run --rm", dockerd.cli("run", "--rm", "--network", "none",
+                                                                 "berth-bench:latest", "true"), runs=max(5, n // 3)))
     if with_podman and shutil.which("podman") and tar:
         podman = ["podman", "--root", str(work / "podman/root"), "--runroot", str(work / "podman/run"),
                   "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
         imported = subprocess.run([*podman, "import", str(tar), "berth-bench:latest"], capture_output=True, text=True)
+        # --ulimit host: podman's default nofile limit needs CAP_SYS_RESOURCE, which this sandbox lacks.
+        podman_run = Runtime("podman run --rm", [*podman, "run", "--rm", "--network", "none", "--ulimit", "host",
+                                                  "berth-bench:latest", "true"], runs=max(5, n // 3))
         if imported.returncode != 0:
-            results.append(("podman run --rm", imported.stderr.strip().splitlines()[-1]))
-        else:
-            run = [*podman, "run", "--rm", "--network", "none", "berth-bench:latest", "true"]
-            results.append(("podman run --rm", timed(run, max(5, n // 3))))
-
-    reference = results[0][1]
-    ref = statistics.median(reference) if not isinstance(reference, str) else None
-    return [summary(name, timings, ref) for name, timings in results]
-
-
-def timed_ids(argv: list[str], n: int, counter: object) -> Timings | str:
-    """Like `timed`, for runtimes that need a fresh container id on every run."""
-    out: Timings = []
-    for _ in range(n):
-        result = timed([*argv, f"bench{next(counter)}"], 1)  # type: ignore[call-overload]
-        if isinstance(result, str):
-            return result
-        out.extend(result)
-    return out
+            podman_run.error = (imported.stderr.strip().splitlines() or ["import failed"])[-1]
+        runtimes.append(podman_run)
+    try:
+        interleaved(runtimes, n)
+    finally:
+        if dockerd is not None:
+            dockerd.stop()
+    reference = statistics.median(runc.timings) if runc.timings else None
+    lines = [summary(runtime, reference) for runtime in runtimes]
+    if not shutil.which("crun"):
+        lines.insert(1, f"{'crun run':<36} not installed")
+    return lines
 
 
 def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
@@ -203,25 +209,23 @@ def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
         reference = f"127.0.0.1:{registry.port}/bench/big:1"
         copy_image(open_source(Location("oci", path=source_root / "images", name="docker.io/bench/big:1"), Options()),
                    open_target(Location("docker", parse_reference(reference)), Options()))
-        berth_times: Timings = []
+        berth = Runtime("berth run, empty store (~50 MB)", [])
         for i in range(rounds):
-            env = {**os.environ, "BERTH_ROOT": str(work / f"pull-root-{i}")}
-            result = timed([sys.executable, "-m", "engine", "run", "--rm", "-q", reference, "true"], 1, env)
-            if isinstance(result, str):
-                return [summary("berth run (pull + first run)", result, None)]
-            berth_times.extend(result)
-        lines.append(summary("berth run, empty store (~50 MB)", berth_times, None))
+            berth.argv = [sys.executable, "-m", "engine", "run", "--rm", "-q", reference, "true"]
+            berth.env = {**os.environ, "BERTH_ROOT": str(work / f"pull-root-{i}")}
+            berth.once()
+        lines.append(summary(berth, None))
         if with_docker and shutil.which("dockerd"):
             dockerd = Dockerd(work / "pull-docker")
             try:
-                docker_times: Timings = []
+                docker = Runtime("docker pull + docker run (~50 MB)", [])
                 for _ in range(rounds):
                     started = time.perf_counter()
                     subprocess.run(dockerd.cli("pull", "-q", reference), check=True, capture_output=True)
                     subprocess.run(dockerd.cli("run", "--rm", "--network", "none", reference, "true"), check=True)
-                    docker_times.append(time.perf_counter() - started)
+                    docker.timings.append(time.perf_counter() - started)
                     subprocess.run(dockerd.cli("rmi", reference), check=True, capture_output=True)
-                lines.append(summary("docker pull + docker run (~50 MB)", docker_times, None))
+                lines.append(summary(docker, berth.timings and statistics.median(berth.timings) or None))
             finally:
                 dockerd.stop()
     finally:
@@ -241,13 +245,29 @@ def main() -> None:
         sys.exit("the engine benchmark needs root (namespaces, overlay mounts, cgroups)")
     with tempfile.TemporaryDirectory(prefix="bench-engine-", dir="/var/tmp") as tmp:
         work = Path(tmp)
-        print(f"start-to-exit of `true`, {args.n} runs each, {os.cpu_count()} cores")
-        for line in bench_start(args.n, work, not args.no_docker, not args.no_podman):
-            print(line)
-        if not args.no_pull:
-            print(f"\npull + first run, {args.rounds} rounds, loopback berth registry")
-            for line in bench_pull(work, args.rounds, not args.no_docker):
+        try:
+            print(f"start-to-exit of `true`, {args.n} runs each, {os.cpu_count()} cores")
+            for line in bench_start(args.n, work, not args.no_docker, not args.no_podman):
                 print(line)
+            if not args.no_pull:
+                print(f"\npull + first run, {args.rounds} rounds, loopback berth registry (ratio: to berth)")
+                for line in bench_pull(work, args.rounds, not args.no_docker):
+                    print(line)
+        finally:
+            unmount_under(work)
+
+
+def unmount_under(work: Path) -> None:
+    """Detach whatever podman or dockerd left mounted in the scratch directory."""
+    from engine import syscalls
+
+    with open("/proc/self/mountinfo") as f:
+        points = [line.split()[4] for line in f if line.split()[4].startswith(str(work))]
+    for point in sorted(points, key=len, reverse=True):
+        try:
+            syscalls.umount2(point, syscalls.MNT_DETACH)
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

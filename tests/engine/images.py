@@ -31,6 +31,7 @@ class TarBuilder:
     def __init__(self) -> None:
         self.buffer = io.BytesIO()
         self.tar = tarfile.open(fileobj=self.buffer, mode="w", format=tarfile.PAX_FORMAT)
+        self.modes: dict[str, int] = {}
 
     def _add(self, info: tarfile.TarInfo, data: bytes | None = None) -> TarBuilder:
         info.mtime = 1700000000
@@ -45,6 +46,7 @@ class TarBuilder:
     def file(self, name: str, data: bytes = b"", mode: int = 0o644, uid: int = 0, gid: int = 0) -> TarBuilder:
         info = tarfile.TarInfo(name)
         info.size, info.mode, info.uid, info.gid = len(data), mode, uid, gid
+        self.modes[name] = mode
         return self._add(info, data)
 
     def symlink(self, name: str, target: str) -> TarBuilder:
@@ -53,8 +55,10 @@ class TarBuilder:
         return self._add(info)
 
     def hardlink(self, name: str, target: str) -> TarBuilder:
+        """A hardlink entry carrying its target's mode, as tar writes them (docker applies it)."""
         info = tarfile.TarInfo(name)
         info.type, info.linkname = tarfile.LNKTYPE, target
+        info.mode = self.modes.get(target, 0o644)
         return self._add(info)
 
     def device(self, name: str, major: int, minor: int, block: bool = False) -> TarBuilder:
