@@ -10,10 +10,8 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from registry.cli_options import server_options
-from registry.config import Settings
+from registry.config import Settings, parse_duration
 
-DURATION = re.compile(r"^(\d+)([smhdw])$")
-UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
@@ -26,11 +24,11 @@ def accounts(settings: Settings):  # noqa: ANN201 - imported lazily to keep `ber
     return Accounts(make_engine(settings.effective_database_url))
 
 
-def parse_duration(text: str) -> timedelta:
-    match = DURATION.match(text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a duration like 90d, 12h or 30m")
-    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+def duration(text: str) -> timedelta:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def read_password(password_stdin: bool, confirm: bool = True) -> str:
@@ -189,7 +187,7 @@ def token_create(settings: Settings, name: str, grants: tuple[str, ...], expires
             parsed.append((pattern, parse_actions(actions)))
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--grant") from None
-    expires_at = datetime.now(UTC) + parse_duration(expires) if expires else None
+    expires_at = datetime.now(UTC) + duration(expires) if expires else None
     secret = new_secret()
     store = accounts(settings)
     if not store.add(name, "robot", hash_password(secret), expires_at):

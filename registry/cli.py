@@ -13,6 +13,7 @@ import click
 from registry.admin import COMMANDS as ADMIN_COMMANDS
 from registry.cli_options import server_options
 from registry.config import Settings
+from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
 
 
 @click.command()
@@ -97,7 +98,7 @@ def current(settings: Settings) -> None:
     click.echo(current_revision(settings.effective_database_url) or "(empty database)")
 
 
-COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS]
+COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS, *MAINTENANCE_COMMANDS]
 
 
 def main() -> None:

@@ -57,4 +57,7 @@ SETTING_FLAGS = {
     "tls_self_signed",
     "auth_service",
     "trust_proxy",
+    "gc_interval",
+    "gc_grace",
+    "gc_untagged",
 }

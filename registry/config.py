@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, fields
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,9 @@ class Settings:
     tls_cert: str = ""
     tls_key: str = ""
     tls_self_signed: str = ""
+    gc_interval: str = "1h"
+    gc_grace: str = "24h"
+    gc_untagged: bool = False
     log_level: str = "info"
 
     @property
@@ -71,7 +76,19 @@ class Settings:
 
 
 KEYS = {f.name for f in fields(Settings)}
-BOOLEANS = {"s3_redirect", "trust_proxy"}
+BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged"}
+DURATION = re.compile(r"^(\d+)([smhdw])$")
+UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `30m`, `12h`, `30d`, `2w`, or `0` for none."""
+    if text.strip() == "0":
+        return timedelta(0)
+    match = DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30d, 12h, 30m or 90s")
+    return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -44,6 +44,7 @@ class RegistryProcess:
     """`python -m registry` in its own process group on a free loopback port."""
 
     def __init__(self, data_dir: Path, workers: int = 1, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+        self.args = args
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = data_dir
@@ -63,6 +64,10 @@ class RegistryProcess:
         ]
         self.process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True)
         wait_http(f"{self.url}/v2/", self.process)
+
+    def settings_flags(self) -> list[str]:
+        """The flags that make another `berth` command act on this registry."""
+        return ["--data-dir", str(self.data_dir), *(a for a in self.args if a)]
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -304,11 +304,16 @@ class Index:
             repository_id = self._ensure_repository(conn, repository)
             blob_ids: dict[str, int] = {}
             if manifest.blobs:
+                # Lock (in id order, against deadlocks) and touch the blobs, so a concurrent
+                # garbage collection re-checks them after this commit and keeps them.
                 rows = conn.execute(
                     select(Blob.digest, Blob.id, Blob.size)
                     .where(Blob.digest.in_(set(manifest.blobs)))
-                    .with_for_update(read=True)
+                    .order_by(Blob.id)
+                    .with_for_update()
                 ).all()
+                if rows:
+                    conn.execute(update(Blob).where(Blob.id.in_([r.id for r in rows])).values(touched_at=_now()))
                 known = {r.digest: (r.id, r.size) for r in rows}
                 linked = set(
                     conn.execute(

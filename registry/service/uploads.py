@@ -182,6 +182,7 @@ class UploadService:
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
             raise DigestInvalid(detail={"digest": digest})
+
         def store() -> None:
             if self.storage.stat(digest) == len(body):
                 return

@@ -40,3 +40,7 @@ class BlobStorage(Protocol):
 
     def cancel_upload(self, state: UploadState) -> None:
         """Drop an upload session and everything it stored."""
+
+    def sweep_uploads(self, older_than: float, active: set[str]) -> int:
+        """Remove upload leftovers older than the epoch time `older_than` whose session id is
+        not in `active` (a crashed writer's parts, abandoned multipart uploads); returns bytes freed."""

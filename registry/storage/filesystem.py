@@ -100,3 +100,16 @@ class FilesystemStorage:
             os.unlink(self._upload_path(state))
         except FileNotFoundError:
             pass
+
+    def sweep_uploads(self, older_than: float, active: set[str]) -> int:
+        freed = 0
+        for entry in os.scandir(self.uploads):
+            upload_id = entry.name.removesuffix(".part")
+            info = entry.stat(follow_symlinks=False)
+            if upload_id not in active and info.st_mtime < older_than:
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    continue
+                freed += info.st_size
+        return freed

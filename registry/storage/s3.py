@@ -154,3 +154,28 @@ class S3Storage:
             keys = [{"Key": item["Key"]} for item in page.get("Contents", [])]
             if keys:
                 self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys, "Quiet": True})
+
+    def sweep_uploads(self, older_than: float, active: set[str]) -> int:
+        freed = 0
+        prefix = f"{self.prefix}uploads/"
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            stale = [
+                item
+                for item in page.get("Contents", [])
+                if item["Key"][len(prefix) :].split("/")[0] not in active
+                and item["LastModified"].timestamp() < older_than
+            ]
+            if stale:
+                self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": i["Key"]} for i in stale], "Quiet": True}
+                )
+                freed += sum(item["Size"] for item in stale)
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(
+            Bucket=self.bucket, Prefix=self.prefix
+        ):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < older_than:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+        return freed

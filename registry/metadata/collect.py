@@ -1,0 +1,171 @@
+"""Queries for garbage collection: candidates, and deletions that re-check under a row lock.
+
+Every deletion re-tests its condition inside its own write transaction with the row
+locked, so a push that links, tags or references the row concurrently either happens
+first (and the row is kept) or waits and then sees the row gone (and recreates it).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, exists, not_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import aliased
+
+from registry.metadata.db import WRITE
+from registry.metadata.models import (
+    Blob,
+    Lease,
+    Manifest,
+    ManifestBlob,
+    ManifestChild,
+    Repository,
+    RepositoryBlob,
+    Tag,
+    Upload,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    id: int
+    name: str
+    digest: str
+    size: int
+
+
+def _deletable_manifest(cutoff: datetime) -> Any:
+    """Untagged, older than the cutoff, no index above it, not a referrer of a live
+    manifest, and no tagged referrer of its own."""
+    subject, referrer = aliased(Manifest), aliased(Manifest)
+    return and_(
+        Manifest.created_at < cutoff,
+        not_(exists().where(Tag.manifest_id == Manifest.id)),
+        not_(exists().where(ManifestChild.child_id == Manifest.id)),
+        or_(
+            Manifest.subject_digest.is_(None),
+            not_(
+                exists().where(
+                    subject.repository_id == Manifest.repository_id, subject.digest == Manifest.subject_digest
+                )
+            ),
+        ),
+        not_(
+            exists().where(
+                referrer.repository_id == Manifest.repository_id,
+                referrer.subject_digest == Manifest.digest,
+                exists().where(Tag.manifest_id == referrer.id),
+            )
+        ),
+    )
+
+
+def _unused_blob(cutoff: datetime) -> Any:
+    return and_(Blob.touched_at < cutoff, not_(exists().where(ManifestBlob.blob_id == Blob.id)))
+
+
+class Collector:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _write(self) -> Any:
+        return self.engine.connect().execution_options(**WRITE)
+
+    # -- one replica at a time
+
+    def acquire(self, name: str, holder: str, seconds: float) -> bool:
+        now = datetime.now(UTC)
+        until = now + timedelta(seconds=seconds)
+        with self._write() as conn, conn.begin():
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            conn.execute(
+                dialect.insert(Lease)
+                .values(name=name, holder="", until=now)
+                .on_conflict_do_nothing(index_elements=["name"])
+            )
+            taken = conn.execute(
+                update(Lease)
+                .where(Lease.name == name, or_(Lease.until < now, Lease.holder == holder, Lease.holder == ""))
+                .values(holder=holder, until=until)
+            )
+            return taken.rowcount == 1
+
+    def release(self, name: str, holder: str) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(holder=""))
+
+    # -- upload sessions
+
+    def expired_uploads(self, cutoff: datetime) -> list[tuple[str, dict[str, Any]]]:
+        now = datetime.now(UTC)
+        query = select(Upload.id, Upload.storage_state).where(
+            Upload.started_at < cutoff, or_(Upload.lease_until.is_(None), Upload.lease_until < now)
+        )
+        with self.engine.connect() as conn:
+            return [(r.id, json.loads(r.storage_state)) for r in conn.execute(query)]
+
+    def active_upload_ids(self) -> set[str]:
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(Upload.id)).scalars())
+
+    def delete_upload(self, upload_id: str, drop_bytes: Callable[[], None]) -> bool:
+        now = datetime.now(UTC)
+        with self._write() as conn, conn.begin():
+            gone = conn.execute(
+                delete(Upload).where(
+                    Upload.id == upload_id, or_(Upload.lease_until.is_(None), Upload.lease_until < now)
+                )
+            )
+            if gone.rowcount != 1:
+                return False
+            drop_bytes()
+            return True
+
+    # -- untagged manifests
+
+    def untagged_manifests(self, cutoff: datetime) -> list[Candidate]:
+        query = (
+            select(Manifest.id, Repository.name, Manifest.digest, Manifest.size)
+            .join(Repository, Repository.id == Manifest.repository_id)
+            .where(_deletable_manifest(cutoff))
+            .order_by(Repository.name, Manifest.digest)
+        )
+        with self.engine.connect() as conn:
+            return [Candidate(r.id, r.name, r.digest, r.size) for r in conn.execute(query)]
+
+    def delete_manifest(self, manifest_id: int, cutoff: datetime) -> bool:
+        with self._write() as conn, conn.begin():
+            row = conn.execute(
+                select(Manifest.id).where(Manifest.id == manifest_id, _deletable_manifest(cutoff)).with_for_update()
+            ).first()
+            if row is None:
+                return False
+            conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
+            conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))
+            conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+            return True
+
+    # -- blobs
+
+    def unused_blobs(self, cutoff: datetime) -> list[Candidate]:
+        query = select(Blob.id, Blob.digest, Blob.size).where(_unused_blob(cutoff)).order_by(Blob.digest)
+        with self.engine.connect() as conn:
+            return [Candidate(r.id, "", r.digest, r.size) for r in conn.execute(query)]
+
+    def delete_blob(self, blob_id: int, cutoff: datetime, drop_bytes: Callable[[str], None]) -> bool:
+        """Delete an unused blob: its bytes while its row is locked, then the row and links."""
+        with self._write() as conn, conn.begin():
+            row = conn.execute(
+                select(Blob.digest).where(Blob.id == blob_id, _unused_blob(cutoff)).with_for_update()
+            ).first()
+            if row is None:
+                return False
+            drop_bytes(row.digest)
+            conn.execute(delete(RepositoryBlob).where(RepositoryBlob.blob_id == blob_id))
+            conn.execute(delete(Blob).where(Blob.id == blob_id))
+            return True

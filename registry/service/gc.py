@@ -1,0 +1,69 @@
+"""Online garbage collection driven by the index, safe while pushes run.
+
+One replica at a time (a lease row in the database). In order: expired upload sessions
+and storage leftovers; optionally untagged manifests (repeated until nothing more goes,
+since removing an index frees its children); then blobs no manifest references that
+nobody touched within the grace period.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from registry.metadata.collect import Candidate, Collector
+from registry.storage.base import BlobStorage
+
+LEASE = "gc"
+LEASE_SECONDS = 3600.0
+
+
+@dataclass
+class GcReport:
+    dry_run: bool
+    uploads: list[str] = field(default_factory=list)
+    manifests: list[Candidate] = field(default_factory=list)
+    blobs: list[Candidate] = field(default_factory=list)
+    leftover_bytes: int = 0
+
+    @property
+    def bytes_reclaimed(self) -> int:
+        return sum(b.size for b in self.blobs) + self.leftover_bytes
+
+
+class GarbageCollector:
+    def __init__(self, collector: Collector, storage: BlobStorage):
+        self.collector = collector
+        self.storage = storage
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def run(self, grace: timedelta, untagged: bool = False, dry_run: bool = False) -> GcReport | None:
+        """Collect once; None when another replica is collecting."""
+        if not self.collector.acquire(LEASE, self.holder, LEASE_SECONDS):
+            return None
+        try:
+            return self._collect(datetime.now(UTC) - grace, untagged, dry_run)
+        finally:
+            self.collector.release(LEASE, self.holder)
+
+    def _collect(self, cutoff: datetime, untagged: bool, dry_run: bool) -> GcReport:
+        report = GcReport(dry_run)
+        for upload_id, state in self.collector.expired_uploads(cutoff):
+            if dry_run or self.collector.delete_upload(upload_id, lambda s=state: self.storage.cancel_upload(s)):
+                report.uploads.append(upload_id)
+        if not dry_run:
+            report.leftover_bytes = self.storage.sweep_uploads(cutoff.timestamp(), self.collector.active_upload_ids())
+        if untagged:
+            while candidates := self.collector.untagged_manifests(cutoff):
+                removed = (
+                    candidates if dry_run else [c for c in candidates if self.collector.delete_manifest(c.id, cutoff)]
+                )
+                report.manifests += removed
+                if dry_run or not removed:
+                    break
+        for blob in self.collector.unused_blobs(cutoff):
+            if dry_run or self.collector.delete_blob(blob.id, cutoff, self.storage.delete):
+                report.blobs.append(blob)
+        return report
