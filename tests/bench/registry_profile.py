@@ -100,29 +100,64 @@ class Profiler:
             self.proc.wait()
 
 
+IDLE_LEAVES = ("Condition.wait ", "Queue.get ", "Event.wait ", "Thread.join ", "select ", "sleep ")
+
+CATEGORIES = (
+    # (label, test on (leaf, stack)); the first match wins
+    (
+        "SQLite BEGIN IMMEDIATE of a write (waits for the write lock)",
+        lambda leaf, stack: "_begin (registry/metadata/db.py" in stack and "Index._write " in stack,
+    ),
+    ("SQLite BEGIN of a read", lambda leaf, stack: "_begin (registry/metadata/db.py" in stack),
+    ("SQLite statements (C, GIL released)", lambda leaf, stack: leaf.startswith(("DefaultDialect.do_", "Cursor"))),
+    ("SQLAlchemy Python overhead", lambda leaf, stack: "sqlalchemy/" in leaf),
+    ("event loop in C (uvloop, httptools; includes epoll idle)", lambda leaf, stack: leaf.startswith("Runner.run ")),
+    (
+        "uvicorn / starlette / anyio Python",
+        lambda leaf, stack: any(p in leaf for p in ("uvicorn/", "starlette/", "anyio/", "asyncio/")),
+    ),
+    ("registry/ code (incl. C calls it makes: hashing, file I/O)", lambda leaf, stack: "registry/" in leaf),
+)
+
+
 def summarize(collapsed: Path, top: int = 15) -> str:
-    """Top frames by self samples and by inclusive samples, from py-spy's raw output."""
+    """Where our workers' samples went: idle thread-pool waits split off, the rest by
+    category, then the top frames by self samples and our own functions by inclusive samples.
+    py-spy cannot tell a thread blocked in C (SQLite's busy handler, fsync) from one running
+    there, so such waits appear as samples in the frame that called into C."""
     if not collapsed.exists():
         return f"(no profile written to {collapsed})"
     own: Counter[str] = Counter()
-    inclusive: Counter[str] = Counter()
-    total = 0
+    ours: Counter[str] = Counter()
+    categories: Counter[str] = Counter()
+    total = idle = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
             continue
         n = int(count)
-        frames = [f for f in stack.split(";") if not f.startswith("process ")]
+        frames = [f.strip() for f in stack.split(";") if not f.startswith("process ")]
         if not frames:
             continue
         total += n
-        own[frames[-1]] += n
+        leaf = frames[-1]
+        if leaf.startswith(IDLE_LEAVES):
+            idle += n
+            continue
+        own[leaf] += n
         for frame in set(frames):
-            inclusive[frame] += n
+            if "registry/" in frame:
+                ours[frame] += n
+        joined = ";".join(frames)
+        label = next((name for name, test in CATEGORIES if test(leaf, joined)), "other Python")
+        categories[label] += n
     if not total:
         return "(empty profile)"
-    lines = [f"  {total} samples; top self time:"]
-    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in own.most_common(top)]
-    lines.append("  top inclusive time:")
-    lines += [f"    {100 * n / total:5.1f}%  {frame}" for frame, n in inclusive.most_common(top + 10)]
+    busy = total - idle
+    lines = [f"  {total} samples, {100 * idle / total:.0f}% idle thread-pool threads; of the other {busy}:"]
+    lines += [f"    {100 * n / busy:5.1f}%  {name}" for name, n in categories.most_common()]
+    lines.append("  top self (leaf) frames:")
+    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in own.most_common(top)]
+    lines.append("  registry/ functions, inclusive:")
+    lines += [f"    {100 * n / busy:5.1f}%  {frame}" for frame, n in ours.most_common(top)]
     return "\n".join(lines)
