@@ -237,16 +237,18 @@ def images(fmt: str) -> None:
     from client.layout import berth_root, open_store
     from client.progress import human_size
 
-    if not (berth_root() / "images" / "oci-layout").exists():
-        rows = []
-    else:
-        rows = [(e.name or "<none>", e.descriptor) for e in open_store(create=False).entries()]
+    rows = []
+    if (berth_root() / "images" / "oci-layout").exists():
+        store = open_store(create=False)
+        for entry in store.entries():
+            total = sum(store.reachable([entry.descriptor]).values())
+            rows.append((entry.name or "<none>", entry.descriptor, total))
     if fmt == "json":
-        click.echo(json.dumps([{"name": n, **d.to_json()} for n, d in rows]))
+        click.echo(json.dumps([{"name": n, "imageSize": total, **d.to_json()} for n, d, total in rows]))
         return
-    click.echo(f"{'NAME':<60} {'DIGEST':<20} SIZE")
-    for name, d in rows:
-        click.echo(f"{name:<60} {d.digest.split(':')[1][:12]:<20} {human_size(d.size)}")
+    click.echo(f"{'NAME':<60} {'DIGEST':<14} SIZE")
+    for name, d, total in rows:
+        click.echo(f"{name:<60} {d.digest.split(':')[1][:12]:<14} {human_size(total)}")
 
 
 def _host(registry: str) -> str:

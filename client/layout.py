@@ -193,14 +193,15 @@ class Layout:
             atomic_write(self.root / "index.json", _index_bytes(kept))
             return True
 
-    def _reachable(self) -> set[str]:
-        seen: set[str] = set()
-        pending = [e.descriptor for e in self.entries()]
+    def reachable(self, roots: list[Descriptor]) -> dict[str, int]:
+        """Every blob `roots` reference, manifests and indexes included: digest -> size."""
+        seen: dict[str, int] = {}
+        pending = list(roots)
         while pending:
             descriptor = pending.pop()
             if descriptor.digest in seen:
                 continue
-            seen.add(descriptor.digest)
+            seen[descriptor.digest] = descriptor.size
             if descriptor.media_type in mt.MANIFESTS and self.has_blob(descriptor.digest):
                 manifest = parse_manifest(self.read_blob(descriptor.digest), descriptor.media_type)
                 pending.extend(manifest.manifests)
@@ -210,7 +211,7 @@ class Layout:
     def gc(self) -> list[str]:
         """Delete blobs no index entry reaches; return their digests."""
         with self._locked():
-            keep = self._reachable()
+            keep = self.reachable([e.descriptor for e in self.entries()])
             removed = []
             for algorithm_dir in (self.root / "blobs").iterdir():
                 for blob in algorithm_dir.iterdir():

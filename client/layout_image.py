@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+from typing import BinaryIO
 
 from client.errors import NetworkError, VerificationError
 from client.image import CHUNK, BlobStream, ImageSource, Progress, Verifier, verify_bytes
@@ -55,51 +56,24 @@ class LayoutTarget:
 
     def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
                  mount_from: str | None) -> str:
+        """Download under an exclusive lock on the partial file; the rename happens before unlocking."""
         partial = self.layout.partial_path(descriptor.digest)
         partial.parent.mkdir(parents=True, exist_ok=True)
-        verifier = Verifier(descriptor)
         with open(partial, "ab+") as out:
             fcntl.flock(out, fcntl.LOCK_EX)
             if self.layout.has_blob(descriptor.digest):
                 return "exists"
-            out.seek(0)
-            try:
-                while block := out.read(CHUNK):
-                    verifier.update(block)
-            except VerificationError:
-                out.truncate(0)
-                verifier = Verifier(descriptor)
-            if verifier.size:
-                progress(verifier.size)
-            for attempt in range(RESUME_ATTEMPTS):
-                stream = source.open_blob(descriptor, verifier.size)
-                try:
-                    if stream.offset != verifier.size:
-                        progress(-verifier.size)
-                        out.truncate(0)
-                        verifier = Verifier(descriptor)
-                    for chunk in stream.chunks:
-                        verifier.update(chunk)
-                        out.write(chunk)
-                        progress(len(chunk))
-                    break
-                except NetworkError:
-                    if attempt + 1 == RESUME_ATTEMPTS:
-                        raise
-                    out.flush()
-                except VerificationError:
-                    out.truncate(0)
-                    raise
-                finally:
-                    stream.close()
+            verifier = _resume(out, descriptor, progress)
+            if verifier.size < descriptor.size:
+                verifier = _download(out, verifier, source, progress)
             out.flush()
             os.fsync(out.fileno())
-        try:
-            verifier.check()
-        except VerificationError:
-            partial.unlink(missing_ok=True)
-            raise
-        self.layout.commit_partial(descriptor.digest)
+            try:
+                verifier.check()
+            except VerificationError:
+                out.truncate(0)
+                raise
+            self.layout.commit_partial(descriptor.digest)
         return "stored"
 
     def put_manifest(self, data: bytes, descriptor: Descriptor, root: bool) -> None:
@@ -112,3 +86,45 @@ class LayoutTarget:
 
     def close(self) -> None:
         return None
+
+
+def _resume(out: BinaryIO, descriptor: Descriptor, progress: Progress) -> Verifier:
+    """Hash what an earlier attempt left in the partial file, or empty it if it cannot be right."""
+    verifier = Verifier(descriptor)
+    out.seek(0)
+    try:
+        while block := out.read(CHUNK):
+            verifier.update(block)
+    except VerificationError:
+        out.truncate(0)
+        return Verifier(descriptor)
+    if verifier.size:
+        progress(verifier.size)
+    return verifier
+
+
+def _download(out: BinaryIO, verifier: Verifier, source: ImageSource, progress: Progress) -> Verifier:
+    """Append the rest of the blob, asking again from the current offset when the connection drops."""
+    descriptor = verifier.descriptor
+    for attempt in range(RESUME_ATTEMPTS):
+        stream = source.open_blob(descriptor, verifier.size)
+        try:
+            if stream.offset != verifier.size:
+                progress(-verifier.size)
+                out.truncate(0)
+                verifier = Verifier(descriptor)
+            for chunk in stream.chunks:
+                verifier.update(chunk)
+                out.write(chunk)
+                progress(len(chunk))
+            return verifier
+        except NetworkError:
+            if attempt + 1 == RESUME_ATTEMPTS:
+                raise
+            out.flush()
+        except VerificationError:
+            out.truncate(0)
+            raise
+        finally:
+            stream.close()
+    return verifier
