@@ -30,6 +30,9 @@ def _handled(func: F) -> F:
         except ClientError as exc:
             click.echo(f"berth: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except OSError as exc:
+            click.echo(f"berth: {exc}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("berth: interrupted", err=True)
             sys.exit(130)
