@@ -29,7 +29,7 @@ from engine.init import (
     resolve_user,
 )
 from engine.lifecycle import ContainerStateError, merge_env
-from engine.supervisor import exit_code, read_all
+from engine.supervisor import exit_code, read_all, start_error
 
 _ORDER = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
           ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS))
@@ -43,7 +43,7 @@ def exec_in(
     user: str | None,
     workdir: str | None,
 ) -> int:
-    """Run `args` in the container, wait for it, and return its exit code (raises ExecError)."""
+    """Run `args` in the container, wait for it, and return its exit code (raises StartError)."""
     if not container.is_running():
         raise ContainerStateError(f"container {container.name} is not running")
     pid = container.pid
@@ -91,8 +91,5 @@ def exec_in(
             signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
     _, status = os.waitpid(child, 0)
     if failure:
-        import json
-
-        doc = json.loads(failure.splitlines()[0])
-        raise ExecError(int(doc["code"]), str(doc["message"]))
+        raise start_error(failure)
     return exit_code(status)

@@ -151,14 +151,22 @@ class ImageStore:
 
 
 def ensure_layers(store: ImageStore, image: Image) -> list[Path]:
-    """Unpacked directories of the image's layers, bottom first, unpacking what is missing."""
-    out = []
-    for digest in image.layers:
-        target = store.paths.layer(digest)
-        if not target.is_dir():
-            _unpack(store, digest, target)
-        out.append(target)
-    return out
+    """Unpacked directories of the image's layers, bottom first, unpacking what is missing.
+
+    Each layer goes to its own directory, so missing layers are unpacked in parallel:
+    zlib, zstd, hashing and file writes all release the GIL.
+    """
+    targets = [store.paths.layer(digest) for digest in image.layers]
+    missing = [(digest, target) for digest, target in zip(image.layers, targets, strict=True) if not target.is_dir()]
+    if len(missing) == 1:
+        _unpack(store, *missing[0])
+    elif missing:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1, 8)) as pool:
+            for future in [pool.submit(_unpack, store, digest, target) for digest, target in missing]:
+                future.result()
+    return targets
 
 
 def _unpack(store: ImageStore, digest: str, target: Path) -> None:

@@ -92,24 +92,31 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
     os.close(own_pid_ns)
     os.close(write_end)
     os.close(joined_read)
+    joined: OSError | None = None
     try:
         cgroup.add(pid)
         os.write(joined_write, b"j")
     except OSError as exc:
+        joined = exc
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise StartError(SETUP_FAILED, f"cannot move the container into its cgroup: {exc}") from None
     finally:
         os.close(joined_write)
     failure = read_all(read_end)
-    if failure:
+    if failure or joined:
         os.waitpid(pid, 0)
+        raise start_error(failure, joined)
+    return pid
+
+
+def start_error(failure: bytes, joined: OSError | None = None) -> StartError:
+    """What PID 1 reported before dying (its own words win), else why it could not join its cgroup."""
+    if failure:
         try:
             doc = json.loads(failure.splitlines()[0])
-            raise StartError(int(doc["code"]), str(doc["message"]))
+            return StartError(int(doc["code"]), str(doc["message"]))
         except (ValueError, KeyError, IndexError):
-            raise StartError(SETUP_FAILED, failure.decode(errors="replace")) from None
-    return pid
+            return StartError(SETUP_FAILED, failure.decode(errors="replace"))
+    return StartError(SETUP_FAILED, f"cannot move the container into its cgroup: {joined}")
 
 
 def exit_code(status: int) -> int:
