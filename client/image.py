@@ -6,7 +6,6 @@ OCI layout and docker-archive each implement both, so pull, push and copy are on
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -17,10 +16,6 @@ from registry.oci.manifest import Descriptor
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
-
-
-def _no_progress(_: int) -> None:
-    return None
 
 
 @dataclass
@@ -104,7 +99,7 @@ def verify_bytes(data: bytes, descriptor: Descriptor) -> bytes:
 class StreamReader:
     """A verified blob stream as an HTTP body (iterable with a length) or a file (`read`)."""
 
-    def __init__(self, descriptor: Descriptor, stream: BlobStream, progress: Progress = _no_progress) -> None:
+    def __init__(self, descriptor: Descriptor, stream: BlobStream, progress: Progress) -> None:
         if stream.offset:
             raise ValueError("a StreamReader starts at offset 0")
         self._chunks = stream.chunks
@@ -145,10 +140,3 @@ class StreamReader:
         self._pos += len(out)
         return out
 
-
-def sha256_file(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return f"sha256:{h.hexdigest()}"
