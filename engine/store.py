@@ -6,19 +6,25 @@ it through `client.layout.Layout` (one owner for that format). The unpacked laye
 `$BERTH_ROOT/layers/<algorithm>/<hex>` are the engine's own, shared by every image and
 container that uses the same layer blob, and created atomically (unpack into a temporary
 directory, then rename) so that concurrent runs never see half a layer.
+
+`berth run` must start fast, and importing the client's layout code (manifest parsing,
+the reference grammar, platforms) costs ~10 ms. So resolutions are cached in
+`$BERTH_ROOT/resolved-images.json`, keyed by index.json's inode, size and mtime: what a
+name resolves to can only change when index.json does, since everything it leads to
+is content-addressed. On a hit the client is not imported at all.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from contextlib import suppress
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from client.errors import ClientError, NotFound
-from client.layout import Layout, berth_root, store_name
-from client.platform import host_platform
+if TYPE_CHECKING:
+    from client.layout import Layout
 
 
 class ImageNotFound(LookupError):
@@ -51,9 +57,26 @@ class Paths:
         algorithm, _, hexpart = digest.partition(":")
         return self.layers / algorithm / hexpart
 
+    @property
+    def resolve_cache(self) -> Path:
+        return self.root / "resolved-images.json"
+
     @classmethod
     def default(cls) -> Paths:
         return cls(berth_root())
+
+
+def berth_root() -> Path:
+    """$BERTH_ROOT, else /var/lib/berth for root and ~/.local/share/berth for others.
+
+    The same rule as `client.layout.berth_root` (a test holds them equal), repeated here
+    so that `berth run` need not import the client's layout code.
+    """
+    if os.environ.get("BERTH_ROOT"):
+        return Path(os.environ["BERTH_ROOT"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/berth")
+    return Path.home() / ".local" / "share" / "berth"
 
 
 @dataclass
@@ -81,7 +104,15 @@ class ImageStore:
 
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
-        self.layout = Layout.open(paths.images, create=True)
+        self._layout: Layout | None = None
+
+    @property
+    def layout(self) -> Layout:
+        if self._layout is None:
+            from client.layout import Layout
+
+            self._layout = Layout.open(self.paths.images, create=True)
+        return self._layout
 
     def blob_path(self, digest: str) -> Path:
         return self.layout.blob_path(digest)
@@ -91,6 +122,9 @@ class ImageStore:
 
     def find(self, name: str) -> str | None:
         """The store name for `name`: a full or short reference, or an image/manifest id prefix."""
+        from client.errors import ClientError
+        from client.layout import store_name
+
         names = self.names()
         try:
             full = store_name(name)
@@ -112,8 +146,38 @@ class ImageStore:
                     continue
         return None
 
+    def _index_key(self) -> str | None:
+        try:
+            st = os.stat(self.paths.images / "index.json")
+        except FileNotFoundError:
+            return None
+        return f"{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+
     def resolve(self, name: str) -> Image:
-        """The runnable image for `name` on this machine's platform."""
+        """The runnable image for `name` on this machine's platform (cached, see the module doc)."""
+        key = self._index_key()
+        try:
+            with open(self.paths.resolve_cache) as f:
+                cache = json.load(f)
+        except (OSError, ValueError):
+            cache = {}
+        if key is not None and cache.get("index") == key and name in cache.get("images", {}):
+            return Image(**cache["images"][name])
+        image = self._resolve(name)
+        if key is not None:
+            if cache.get("index") != key:
+                cache = {"index": key, "images": {}}
+            cache["images"][name] = asdict(image)
+            tmp = self.paths.resolve_cache.with_name(f".{self.paths.resolve_cache.name}.{os.getpid()}")
+            with suppress(OSError):
+                tmp.write_text(json.dumps(cache))
+                os.replace(tmp, self.paths.resolve_cache)
+        return image
+
+    def _resolve(self, name: str) -> Image:
+        from client.errors import NotFound
+        from client.platform import host_platform
+
         ref = self.find(name) if name not in self.names() else name
         if ref is None:
             raise ImageNotFound(f"image {name!r} is not in the local store ({self.paths.images})")
@@ -141,6 +205,8 @@ class ImageStore:
 
     def referenced_layers(self) -> set[str]:
         """Layer digests some image in the store still needs (the rest may be unpacked away)."""
+        from client.errors import ClientError
+
         found: set[str] = set()
         for ref in self.names():
             try:
@@ -207,6 +273,7 @@ def pull(reference: str, *, quiet: bool = False) -> None:
     from client.copy import copy_image
     from client.location import Location, Options, open_source, open_target
     from client.location import reference as parse
+    from client.platform import host_platform
     from client.progress import make_reporter
 
     ref = parse(reference)

@@ -159,7 +159,14 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
     script = Path(sys.executable).parent / "berth"
     if script.exists():
         runtimes.append(Runtime("berth run --rm (console script)", [str(script), *berth[3:]], env))
+    # The same command without site's .pth hooks (this sandbox's certifi patch, the editable-install finder):
+    # what an ordinary installed berth pays for interpreter start-up.
+    import site
+
+    bare_env = env | {"PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()])}
+    runtimes.append(Runtime("berth run --rm (python -S, no .pth)", [sys.executable, "-S", *berth[1:]], bare_env))
     runtimes.append(Runtime("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], env))
+    runtimes.append(Runtime("python -S -c pass", [sys.executable, "-S", "-c", "pass"], env))
     runtimes.append(Runtime("python -c 'import click' (CLI floor)", [sys.executable, "-c", "import click"], env))
 
     dockerd = None

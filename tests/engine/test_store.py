@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,30 @@ def test_remove_drops_the_name_and_unreferenced_blobs(tmp_path: Path) -> None:
     assert store.names() == ["docker.io/library/keep:1"]
     with pytest.raises(ImageNotFound):
         store.remove("drop:1")
+
+
+def test_resolutions_are_cached_until_the_index_changes(tmp_path: Path) -> None:
+    one_layer(tmp_path, "cached:1")
+    probe = (
+        "import sys; from pathlib import Path; from engine.store import ImageStore, Paths; "
+        f"image = ImageStore(Paths(Path({str(tmp_path)!r}))).resolve('cached:1'); "
+        "print(image.name, 'client.layout' in sys.modules)"
+    )
+    first = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    second = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert first == "docker.io/library/cached:1 True\n"
+    assert second == "docker.io/library/cached:1 False\n"
+    store = ImageStore(Paths(tmp_path))
+    store.remove("cached:1")
+    with pytest.raises(ImageNotFound):
+        store.resolve("cached:1")
+
+
+def test_berth_root_rule_matches_the_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from client.layout import berth_root as client_root
+    from engine.store import berth_root
+
+    monkeypatch.setenv("BERTH_ROOT", str(tmp_path))
+    assert berth_root() == client_root() == tmp_path
+    monkeypatch.delenv("BERTH_ROOT")
+    assert berth_root() == client_root()
