@@ -11,10 +11,10 @@ issue 2 marked PASS/FAIL. A full run takes about 6 minutes; `--quick` about one.
 
 Phases:
 - blobs: a 256 MiB blob pushed monolithically (POST, one PUT streaming the body) and in 8 MiB
-  chunks (POST, PATCHes with Content-Range, empty PUT ?digest=), then pulled; best of 3
-  (noise from other processes only ever slows a run down). The
-  payload's digest is computed before the clock starts; the pull's sha256 is verified once,
-  after a timed warm-up pull, never inside the timed pulls.
+  chunks (POST, PATCHes with Content-Range, empty PUT ?digest=), then pulled; best of 3 (noise
+  from other processes only ever slows a run down). The payload's digest is computed before
+  the clock starts; the pull's sha256 is verified once, after a timed warm-up pull, and never
+  inside the timed pulls.
 - manifests: GET/HEAD/PUT by tag at concurrency 1, 16, 64. GET and PUT (a fresh tag per request)
   run under wrk; HEAD runs under the Python asyncio client (wrk waits for a body after a HEAD
   response's Content-Length), whose CPU is shown.
