@@ -156,12 +156,16 @@ def ps(show_all: bool, quiet: bool) -> None:
         for c in rows:
             click.echo(c.id[:12])
         return
-    fmt = "{:<12}   {:<28} {:<22} {:<26} {}"
+    fmt = "{:<12}   {:<32} {:<24} {:<26} {}"
     click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"))
     for c in rows:
-        cmd = " ".join(c.spec.args)
-        cmd = f'"{cmd[:19]}…"' if len(cmd) > 20 else f'"{cmd}"'
-        click.echo(fmt.format(c.id[:12], c.spec.image[-28:], cmd, c.describe_status(), c.name))
+        image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
+        click.echo(fmt.format(c.id[:12], _clip(image, 32), _clip(f'"{" ".join(c.spec.args)}"', 24),
+                              c.describe_status(), c.name))
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 @click.command()
