@@ -34,7 +34,7 @@ LAYERS = 4
 LAYER_BYTES = 12_500_000
 
 
-def build(layout_dir: Path) -> None:
+def build(layout_dir: Path, layer_bytes: int = LAYER_BYTES) -> None:
     """A 4-layer image of incompressible data in an OCI layout, tagged `bench`."""
     import json
 
@@ -44,7 +44,7 @@ def build(layout_dir: Path) -> None:
     layout = Layout.open(layout_dir, create=True)
     layers, diff_ids = [], []
     for i in range(LAYERS):
-        tar = layer_tar({f"data/{i}.bin": random_bytes(LAYER_BYTES, i)})
+        tar = layer_tar({f"data/{i}.bin": random_bytes(layer_bytes, i)})
         blob = gzip.compress(tar, compresslevel=1, mtime=0)
         diff_ids.append(digest_bytes(tar))
         layers.append({"mediaType": mt.OCI_LAYER_GZIP, "digest": layout.write_blob(blob), "size": len(blob)})
@@ -76,7 +76,7 @@ def start(kind: str, root: Path) -> tuple[Server, str]:
     if kind == "distribution":
         server: Server = Distribution(root)
         return server, server.host
-    ours = RegistryProcess(root)
+    ours = RegistryProcess(root, env={"BERTH_LOG_LEVEL": "error"}, args=("--log-level", "error"))
     return ours, f"127.0.0.1:{ours.port}"
 
 
@@ -172,10 +172,11 @@ def main() -> None:
     parser.add_argument("--registry", choices=["distribution", "berth", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--docker", action="store_true", help="also time docker pull/push (starts dockerd)")
+    parser.add_argument("--layer-mb", type=float, default=LAYER_BYTES / 1e6, help="size of each of the 4 layers")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="berth-client-bench-") as tmp:
         work = Path(tmp)
-        build(work / "oci")
+        build(work / "oci", int(args.layer_mb * 1e6))
         size = sum(p.stat().st_size for p in (work / "oci" / "blobs" / "sha256").iterdir())
         print(f"image: {LAYERS} layers, {size / 1e6:.1f} MB compressed; median of {args.rounds} rounds")
         dockerd = start_dockerd(work / "docker") if args.docker else None
