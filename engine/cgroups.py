@@ -9,7 +9,8 @@ cgroup, so the subtree hangs off the root as docker's cgroupfs driver does.
 
 The devices allow-list (docker's default) is what stops a container from opening a block
 device node it made with CAP_MKNOD. v2 has no devices files (it needs an eBPF program),
-so there the runtime drops CAP_MKNOD instead; `Cgroup.restricts_devices` says which.
+so there the runtime drops CAP_MKNOD and mounts volumes nodev instead (image layers
+never carry device nodes: unpacking skips them); `Cgroup.restricts_devices` says which.
 """
 
 from __future__ import annotations

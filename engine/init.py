@@ -184,7 +184,7 @@ def container_main(
         sc.unshare(NAMESPACES | network.namespace_flags(spec.network))
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = rootfs.mount_rootfs(layers, directory)
-        rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd)
+        rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd, nodev_volumes=not keep_mknod)
         rootfs.pivot(root, spec.read_only)
         _socket.sethostname(spec.hostname)
         network.setup(spec.network)

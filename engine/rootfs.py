@@ -184,9 +184,10 @@ def _mount_dev(rootfs: str) -> None:
 
 
 def _bind(source: str, target: str, readonly: bool, flags: int = 0) -> None:
+    """A recursive bind mount; `flags` (and read-only) need a second, remounting call."""
     sc.mount(source, target, None, sc.MS_BIND | sc.MS_REC)
-    if readonly:
-        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY | flags)
+    if readonly or flags:
+        sc.mount(None, target, None, sc.MS_BIND | sc.MS_REMOUNT | (sc.MS_RDONLY if readonly else 0) | flags)
 
 
 def _mask_and_protect(rootfs: str) -> None:
@@ -209,14 +210,20 @@ def prepare(
     etc_files: dict[str, str],
     *,
     cwd: str,
+    nodev_volumes: bool = False,
 ) -> None:
-    """Mount the kernel filesystems, volumes and /etc files under `rootfs` (before pivot_root)."""
+    """Mount the kernel filesystems, volumes and /etc files under `rootfs` (before pivot_root).
+
+    `nodev_volumes` is for hosts whose cgroup cannot restrict devices (v2 without an eBPF
+    filter): device nodes inside bind-mounted host directories then cannot be opened.
+    """
     sc.mount("proc", _mountpoint(rootfs, "/proc"), "proc", _NOEXEC)
     _mount_dev(rootfs)
     sc.mount("sysfs", _mountpoint(rootfs, "/sys"), "sysfs", _NOEXEC | sc.MS_RDONLY)
     for mount in mounts:
         is_dir = os.path.isdir(mount.source)
-        _bind(mount.source, _mountpoint(rootfs, mount.target, directory=is_dir), mount.readonly)
+        target = _mountpoint(rootfs, mount.target, directory=is_dir)
+        _bind(mount.source, target, mount.readonly, sc.MS_NODEV if nodev_volumes else 0)
     if os.path.isdir(secure_join(rootfs, "/etc")):
         for name, source in etc_files.items():
             _bind(source, _mountpoint(rootfs, f"/etc/{name}", directory=False), readonly=False)

@@ -9,6 +9,7 @@ import pytest
 
 from engine import rootfs
 from engine import syscalls as sc
+from engine.container import Mount
 from engine.store import ImageStore, Paths, ensure_layers
 from tests.engine.images import BUSYBOX, IMAGE, standard_image
 
@@ -55,3 +56,26 @@ def test_copy_fallback_applies_whiteouts_and_opaque_dirs(tmp_path: Path) -> None
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     assert not os.path.ismount(directory / "rootfs")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or BUSYBOX is None, reason="needs root (mount namespace)")
+def test_volumes_are_nodev_where_devices_cannot_be_restricted(tmp_path: Path) -> None:
+    standard_image(tmp_path)
+    store = ImageStore(Paths(tmp_path))
+    layers = ensure_layers(store, store.resolve(IMAGE))
+    (tmp_path / "container").mkdir()
+    (tmp_path / "volume").mkdir()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            sc.unshare(sc.CLONE_NEWNS)
+            sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+            root = rootfs.mount_rootfs(layers, tmp_path / "container")
+            volume = Mount(str(tmp_path / "volume"), "/vol", readonly=True)
+            rootfs.prepare(root, [volume], {}, cwd="/", nodev_volumes=True)
+            options = next(line.split()[5] for line in open("/proc/self/mountinfo") if line.split()[4] == f"{root}/vol")
+            os._exit(0 if {"ro", "nodev"} <= set(options.split(",")) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
