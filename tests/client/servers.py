@@ -28,7 +28,16 @@ DISTRIBUTION = shutil.which("docker-registry")
 
 
 def bcrypt_hash(password: str) -> str:
-    """Distribution's htpasswd accepts only bcrypt; libxcrypt's crypt(3) makes it ($2b$)."""
+    """Distribution's htpasswd accepts only bcrypt: the `bcrypt` package if present, else crypt(3).
+
+    libxcrypt's crypt(3) makes `$2b$` hashes; Python's `crypt` module wraps it until 3.13.
+    """
+    try:
+        import bcrypt  # type: ignore[import-not-found]
+
+        return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
+    except ImportError:
+        pass
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import crypt
