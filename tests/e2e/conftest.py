@@ -54,44 +54,76 @@ class Registry:
     data_dir: Path
     log: Path
     process: subprocess.Popen[bytes]
+    scheme: str = "http"
+    ca: Path | None = None  # the CA that signed its certificate, when it serves TLS
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self.scheme}://{self.host}"
+
+    def _verify(self) -> str | bool:
+        return str(self.ca) if self.ca is not None else True
 
     def get(self, path: str, **kwargs) -> requests.Response:
-        return requests.get(self.url + path, timeout=30, **kwargs)
+        return requests.get(self.url + path, timeout=30, verify=self._verify(), **kwargs)
 
     def head(self, path: str, **kwargs) -> requests.Response:
-        return requests.head(self.url + path, timeout=30, **kwargs)
+        return requests.head(self.url + path, timeout=30, verify=self._verify(), **kwargs)
 
     def log_tail(self, lines: int = 80) -> str:
         return log_tail(self.log, lines)
 
+    def stop(self) -> None:
+        stop_daemon(self.process, grace=10)
 
-def _registry_ready(url: str) -> bool:
+
+def _registry_ready(url: str, verify: str | bool) -> bool:
+    """Answering /v2/ at all: 200 when open, 401 once accounts exist."""
     try:
-        return requests.get(url + "/v2/", timeout=2).status_code == 200
+        return requests.get(url + "/v2/", timeout=2, verify=verify).status_code in (200, 401)
     except requests.RequestException:
         return False
 
 
-@pytest.fixture(scope="session")
-def registry(e2e_dir: Path) -> Iterator[Registry]:
-    data_dir = e2e_dir / "registry"
-    log = e2e_dir / "registry.log"
+def launch_registry(
+    data_dir: Path,
+    log: Path,
+    *args: str | os.PathLike[str],
+    tls_hosts: str | None = None,
+    env: dict[str, str] | None = None,
+) -> Registry:
+    """`python -m registry` on a free loopback port with `args` (backends, log level); with `tls_hosts` it serves
+    only HTTPS, with a CA made in DATA_DIR/tls. Retries on another port if the chosen one is taken meanwhile."""
     last_error: Exception | None = None
     for _attempt in range(3):  # a freed port may be taken again before the server binds it
         host = f"127.0.0.1:{free_port()}"
-        proc = start_daemon(
-            [sys.executable, "-m", "registry", "--listen", host, "--data-dir", data_dir, "--workers", "1"],
+        argv: list[str | os.PathLike[str]] = [
+            sys.executable,
+            "-m",
+            "registry",
+            "--listen",
+            host,
+            "--data-dir",
+            data_dir,
+            "--workers",
+            "1",
+            *args,
+        ]
+        if tls_hosts:
+            argv += ["--tls-self-signed", tls_hosts]
+        proc = start_daemon(argv, log=log, cwd=REPO_ROOT, env={**os.environ, **(env or {})})
+        reg = Registry(
+            host=host,
+            data_dir=data_dir,
             log=log,
-            cwd=REPO_ROOT,
+            process=proc,
+            scheme="https" if tls_hosts else "http",
+            ca=data_dir / "tls" / "ca.crt" if tls_hosts else None,
         )
-        reg = Registry(host=host, data_dir=data_dir, log=log, process=proc)
         try:
             wait_until(
-                lambda url=reg.url: _registry_ready(url),
+                # the CA file appears before the server answers; requests wants it when verifying
+                lambda r=reg: (r.ca is None or r.ca.exists()) and _registry_ready(r.url, r._verify()),
                 timeout=60,
                 what=f"berth registry on {host}",
                 alive=lambda p=proc: None if p.poll() is None else f"exit code {p.returncode}",
@@ -100,12 +132,23 @@ def registry(e2e_dir: Path) -> Iterator[Registry]:
             stop_daemon(proc, grace=5)
             last_error = exc
             continue
-        try:
-            yield reg
-        finally:
-            stop_daemon(proc, grace=10)
-        return
+        return reg
     pytest.fail(f"the registry did not start: {last_error}\n{log_tail(log)}")
+
+
+def berth_admin(data_dir: Path, *args: str, stdin: str | None = None, extra: tuple[str, ...] = ()) -> str:
+    """A `berth` admin command (user, grant, token, ...) on the registry's data directory; returns stdout."""
+    argv = [sys.executable, "-m", "engine", *args, "--data-dir", str(data_dir), *extra]
+    return run(argv, cwd=REPO_ROOT, stdin=stdin.encode() if stdin is not None else None).stdout
+
+
+@pytest.fixture(scope="session")
+def registry(e2e_dir: Path) -> Iterator[Registry]:
+    reg = launch_registry(e2e_dir / "registry", e2e_dir / "registry.log")
+    try:
+        yield reg
+    finally:
+        reg.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -114,9 +157,22 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     outcome = yield
     report = outcome.get_result()
     if report.failed:
-        reg = getattr(item, "funcargs", {}).get("registry")
-        if isinstance(reg, Registry):
-            report.sections.append(("berth registry log (tail)", reg.log_tail()))
+        for name, value in getattr(item, "funcargs", {}).items():
+            for reg in _registries_in(value):
+                report.sections.append((f"berth registry log of {name} {reg.host} (tail)", reg.log_tail()))
+
+
+def _registries_in(value: object) -> list[Registry]:
+    """The registries a fixture value is or holds (in a list, or as attributes `registry`/`registries`)."""
+    if isinstance(value, Registry):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [r for v in value for r in _registries_in(v)]
+    found = []
+    for attribute in ("registry", "registries"):
+        if attribute in getattr(value, "__dict__", {}):
+            found += _registries_in(getattr(value, attribute))
+    return found
 
 
 # --- dockerd --------------------------------------------------------------------------------------------------
@@ -236,6 +292,26 @@ def built_image(docker: Docker, e2e_dir: Path) -> BuiltImage:
     )
 
 
+def restore_built_image(docker: Docker, built_image: BuiltImage, *refs: str) -> None:
+    """Untags `refs` and leaves the built image known to dockerd by `built_image.name` alone, as the other e2e
+    tests expect (test_docker tags it, and checks that removing its own names removes the image)."""
+    if not docker.has_image(built_image.name):
+        if docker.has_image(built_image.image_id):
+            docker("tag", built_image.image_id, built_image.name)
+        else:
+            assert built_image.archive is not None
+            docker("load", "-i", built_image.archive)
+    for ref in refs:
+        if ref != built_image.name and docker.has_image(ref):
+            docker("rmi", ref)
+    info = docker.inspect(built_image.image_id)
+    for name in [*(info.get("RepoTags") or []), *(info.get("RepoDigests") or [])]:
+        if name != built_image.name:
+            docker("rmi", name, check=False)  # a digest name may go with the tag of its repository
+    info = docker.inspect(built_image.image_id)
+    assert info["RepoTags"] == [built_image.name] and not info.get("RepoDigests"), info["RepoDigests"]
+
+
 # --- podman, buildah, skopeo ----------------------------------------------------------------------------------
 
 
@@ -249,7 +325,9 @@ class ContainerTools:
     def _storage_flags(self) -> list[str]:
         return ["--root", str(self.root / "storage"), "--runroot", str(self.root / "run"), "--storage-driver", "vfs"]
 
-    def podman(self, *args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    def podman(
+        self, *args: str | os.PathLike[str], check: bool = True, stdin: bytes | None = None
+    ) -> subprocess.CompletedProcess[str]:
         flags = [
             *self._storage_flags(),
             "--tmpdir",
@@ -261,7 +339,7 @@ class ContainerTools:
             "--network-config-dir",
             str(self.root / "networks"),
         ]
-        return run(["podman", *flags, *args], env=self.env, check=check)
+        return run(["podman", *flags, *args], env=self.env, check=check, stdin=stdin)
 
     def buildah(self, *args: str | os.PathLike[str], check: bool = True) -> subprocess.CompletedProcess[str]:
         return run(["buildah", *self._storage_flags(), *args], env=self.env, check=check)
@@ -323,4 +401,13 @@ def buildah(container_tools: ContainerTools) -> ContainerTools:
     return container_tools
 
 
-__all__ = ["BuiltImage", "CommandFailed", "ContainerTools", "Docker", "Registry"]
+__all__ = [
+    "BuiltImage",
+    "CommandFailed",
+    "ContainerTools",
+    "Docker",
+    "Registry",
+    "berth_admin",
+    "launch_registry",
+    "restore_built_image",
+]
