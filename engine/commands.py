@@ -46,13 +46,12 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
     from client.errors import ClientError
     from engine.cgroups import CgroupUnavailable
     from engine.container import ContainerNotFound, NameInUse
-    from engine.init import ExecError
+    from engine.init import StartError
     from engine.lifecycle import ContainerStateError, UsageError
     from engine.store import ImageNotFound, PlatformMismatch
-    from engine.supervisor import StartError
     from engine.unpack import DigestMismatch, UnsafeLayer
 
-    if isinstance(exc, StartError | ExecError):
+    if isinstance(exc, StartError):
         return exc.code, exc.message
     if isinstance(exc, ContainerNotFound | ContainerStateError):
         return 1, str(exc).strip("'\"")

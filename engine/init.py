@@ -1,7 +1,8 @@
 """The container's first process: set up inside the new namespaces, then become the command.
 
 Runs in the child forked by the supervisor, so PID 1 of the new PID namespace. It
-joins the cgroup, unshares the other namespaces, builds the root filesystem, sets the
+unshares the other namespaces, builds the root filesystem, waits to be moved into its
+cgroup, enters a cgroup namespace rooted there, sets the
 hostname and network, resolves the user in the image's own /etc/passwd, drops to
 docker's default capabilities with no_new_privs, and finally execve()s the image's
 entrypoint+cmd, so that PID 1 *is* the image's process (or, with --init, a tiny reaper
@@ -54,8 +55,9 @@ NOT_FOUND = 127
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
 
 
-class ExecError(Exception):
-    """A failure with the exit code docker uses for it (125 setup, 126 not executable, 127 not found)."""
+class StartError(Exception):
+    """The process did not reach exec: the exit code docker uses (125 setup, 126 not executable, 127
+    not found) and the message. Raised in the child, reported over the pipe, re-raised by the parent."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
@@ -89,7 +91,7 @@ def resolve_user(spec: str) -> User:
     elif user_part.isdigit():
         uid, gid, home, name = int(user_part), 0, "/", None
     else:
-        raise ExecError(SETUP_FAILED, f"unable to find user {user_part}: no matching entries in passwd file")
+        raise StartError(SETUP_FAILED, f"unable to find user {user_part}: no matching entries in passwd file")
     groups_db = [e for e in _read_db("/etc/group") if len(e) >= 4]
     if group_part:
         group = next((g for g in groups_db if g[0] == group_part or g[2] == group_part), None)
@@ -98,7 +100,7 @@ def resolve_user(spec: str) -> User:
         elif group_part.isdigit():
             gid = int(group_part)
         else:
-            raise ExecError(SETUP_FAILED, f"unable to find group {group_part}: no matching entries in group file")
+            raise StartError(SETUP_FAILED, f"unable to find group {group_part}: no matching entries in group file")
     extra = tuple(int(g[2]) for g in groups_db if name and name in g[3].split(",") and g[2].isdigit())
     return User(uid, gid, tuple(dict.fromkeys((gid, *extra))), home)
 
@@ -122,10 +124,10 @@ def find_executable(command: str, path: str) -> str:
             if os.access(candidate, os.X_OK):
                 return candidate
             if "/" in command:
-                raise ExecError(NOT_EXECUTABLE, f'exec: "{command}": permission denied')
+                raise StartError(NOT_EXECUTABLE, f'exec: "{command}": permission denied')
     if "/" in command:
-        raise ExecError(NOT_FOUND, f'exec: "{command}": no such file or directory')
-    raise ExecError(NOT_FOUND, f'exec: "{command}": executable file not found in $PATH')
+        raise StartError(NOT_FOUND, f'exec: "{command}": no such file or directory')
+    raise StartError(NOT_FOUND, f'exec: "{command}": executable file not found in $PATH')
 
 
 def drop_privileges(user: User, keep_mknod: bool) -> None:
@@ -165,7 +167,7 @@ def execute(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
         os.execve(path, args, env)
     except OSError as exc:
         code = NOT_FOUND if exc.errno == errno.ENOENT else NOT_EXECUTABLE
-        raise ExecError(code, f'exec: "{args[0]}": {exc.strerror}') from None
+        raise StartError(code, f'exec: "{args[0]}": {exc.strerror}') from None
 
 
 def container_main(
@@ -189,7 +191,7 @@ def container_main(
         _socket.sethostname(spec.hostname)
         network.setup(spec.network)
         if os.read(joined_fd, 1) != b"j":
-            raise ExecError(SETUP_FAILED, "the supervisor could not move the container into its cgroup")
+            raise StartError(SETUP_FAILED, "the supervisor could not move the container into its cgroup")
         sc.unshare(sc.CLONE_NEWCGROUP)
         user = resolve_user(spec.user)
         env = environment(spec.env, user, spec.hostname)
@@ -197,13 +199,13 @@ def container_main(
         try:
             os.chdir(spec.cwd)
         except OSError as exc:
-            raise ExecError(SETUP_FAILED, f"cannot enter working directory {spec.cwd}: {exc.strerror}") from None
+            raise StartError(SETUP_FAILED, f"cannot enter working directory {spec.cwd}: {exc.strerror}") from None
         path = find_executable(spec.args[0], env["PATH"])
         if spec.init:
             run_init(path, spec.args, env, error_fd)
         sc.set_parent_death_signal(signal.SIGKILL)
         execute(path, spec.args, env)
-    except ExecError as exc:
+    except StartError as exc:
         report(error_fd, exc.code, exc.message)
         os._exit(exc.code)
     except BaseException as exc:  # noqa: B036 - anything at all must reach the supervisor, then _exit
@@ -220,7 +222,7 @@ def run_init(path: str, args: list[str], env: dict[str, str], error_fd: int) -> 
         try:
             sc.set_parent_death_signal(signal.SIGKILL)
             execute(path, args, env)
-        except ExecError as exc:
+        except StartError as exc:
             report(ready_w, exc.code, exc.message)
             os._exit(exc.code)
     os.close(ready_w)

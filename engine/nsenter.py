@@ -19,7 +19,7 @@ from engine.container import Container
 from engine.init import (
     FORWARDED_SIGNALS,
     SETUP_FAILED,
-    ExecError,
+    StartError,
     drop_privileges,
     environment,
     execute,
@@ -76,7 +76,7 @@ def exec_in(
             path = find_executable(args[0], environ["PATH"])
             sc.set_parent_death_signal(signal.SIGKILL)
             execute(path, args, environ)
-        except ExecError as exc:
+        except StartError as exc:
             report(write_end, exc.code, exc.message)
             os._exit(exc.code)
         except BaseException as exc:  # noqa: B036 - the child must never return into the CLI

@@ -23,19 +23,10 @@ from pathlib import Path
 from engine import cgroups, network
 from engine import syscalls as sc
 from engine.container import Container, Status, process_start_time, remove_tree
-from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, container_main
+from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, StartError, container_main
 
 Stdio = tuple[int, int, int]
 TTY_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
-
-
-class StartError(RuntimeError):
-    """The container did not reach exec; `code` is the exit code to end with."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
 
 
 def etc_files(container: Container) -> dict[str, str]:
