@@ -63,7 +63,8 @@ class Paths:
 
     @classmethod
     def default(cls) -> Paths:
-        return cls(berth_root())
+        """Absolute, so that the detached supervisor's chdir("/") changes nothing."""
+        return cls(berth_root().absolute())
 
 
 def berth_root() -> Path:

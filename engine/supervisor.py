@@ -203,6 +203,7 @@ def start_detached(container: Container, layers: list[Path]) -> None:
             os.setsid()
             if os.fork() != 0:
                 os._exit(0)
+            os.chdir("/")  # a daemon must not keep the caller's directory busy
             log = os.open(container.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             for target in (0, 1, 2):
