@@ -109,3 +109,15 @@ class StillReferenced(RegistryError):
 
 class PaginationInvalid(RegistryError):
     code, status, default_message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
+class QuotaExceeded(RegistryError):
+    """A push that would take a namespace over its storage quota."""
+
+    code, status, default_message = "DENIED", 403, "storage quota exceeded"
+
+
+class TagImmutable(RegistryError):
+    """Moving or deleting a tag that a policy declares immutable."""
+
+    code, status, default_message = "DENIED", 409, "the tag is immutable"

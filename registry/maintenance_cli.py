@@ -1,20 +1,47 @@
-"""`berth gc`: garbage collection on demand, on the same registry as `berth serve`."""
+"""Operating commands on the same registry as `berth serve`: gc, usage, quota, retention, immutable."""
 
 from __future__ import annotations
+
+import re
+from typing import Any
 
 import click
 
 from registry.cli_options import server_options
 from registry.config import Settings, parse_duration
 
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
+POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
-def human(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+
+def parse_size(text: str) -> int:
+    """`50GiB`, `500MB`, `1073741824`: binary units with `i`, decimal without."""
+    match = SIZE.match(text)
+    if not match:
+        raise click.BadParameter(f"{text!r} is not a size like 50GiB or 500MB")
+    number, unit = float(match.group(1)), (match.group(2) or "").upper()
+    if "I" in unit:
+        return int(number * 1024 ** ("BKMGT".index(unit[0])))
+    return int(number * POWERS[unit[:1]])
+
+
+def policies(settings: Settings) -> Any:
+    from registry.metadata.db import make_engine
+    from registry.metadata.policies import Policies
+    from registry.migrate import upgrade
+    from registry.service.policies import PolicyService
+
+    upgrade(settings.effective_database_url)
+    return PolicyService(Policies(make_engine(settings.effective_database_url)))
+
+
+def duration_seconds(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(parse_duration(text).total_seconds())
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()
@@ -23,21 +50,22 @@ def human(size: int) -> str:
 @click.option("--grace", help="Spare anything touched more recently than this (default 24h, env BERTH_GC_GRACE).")
 @server_options
 def gc(settings: Settings, dry_run: bool, untagged: bool | None, grace: str | None) -> None:
-    """Remove unreferenced blobs, expired uploads and (with --untagged) untagged manifests."""
+    """Remove unreferenced blobs, expired uploads, tags retention drops and (with --untagged) untagged manifests."""
     from registry.metadata.collect import Collector
     from registry.metadata.db import make_engine
-    from registry.migrate import upgrade
     from registry.service.gc import GarbageCollector
+    from registry.service.policies import human
     from registry.storage import open_storage
 
     try:
         period = parse_duration(grace or settings.gc_grace)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--grace") from None
-    upgrade(settings.effective_database_url)
+    service = policies(settings)
     collector = GarbageCollector(
         Collector(make_engine(settings.effective_database_url)),
         open_storage(settings.effective_storage, settings.s3_endpoint or None),
+        service,
     )
     report = collector.run(period, untagged=settings.gc_untagged if untagged is None else untagged, dry_run=dry_run)
     if report is None:
@@ -45,14 +73,155 @@ def gc(settings: Settings, dry_run: bool, untagged: bool | None, grace: str | No
     verb = "would remove" if dry_run else "removed"
     for upload_id in report.uploads:
         click.echo(f"{verb} upload {upload_id}")
+    for tag in report.tags:
+        click.echo(f"{verb} tag {tag.repository}:{tag.tag}")
     for manifest in report.manifests:
         click.echo(f"{verb} manifest {manifest.name}@{manifest.digest}")
     for blob in report.blobs:
         click.echo(f"{verb} blob {blob.digest} ({human(blob.size)})")
     click.echo(
-        f"{verb} {len(report.blobs)} blobs, {len(report.manifests)} manifests, {len(report.uploads)} uploads: "
-        f"{human(report.bytes_reclaimed)} {'reclaimable' if dry_run else 'reclaimed'}"
+        f"{verb} {len(report.blobs)} blobs, {len(report.manifests)} manifests, {len(report.tags)} tags, "
+        f"{len(report.uploads)} uploads: {human(report.bytes_reclaimed)} {'reclaimable' if dry_run else 'reclaimed'}"
     )
 
 
-COMMANDS: list[click.Command] = [gc]
+@click.command()
+@click.option("--by", type=click.Choice(["repository", "namespace"]), default="repository", show_default=True)
+@click.option("--bytes", "exact", is_flag=True, help="Print exact byte counts.")
+@server_options
+def usage(settings: Settings, by: str, exact: bool) -> None:
+    """Storage per repository or namespace: deduplicated (unique blobs) and logical (as pulled)."""
+    from registry.service.policies import human
+
+    service = policies(settings)
+    fmt = str if exact else human
+    click.echo(f"{by.upper():40} {'UNIQUE':>12} {'LOGICAL':>12}")
+    for row in service.usage(by_namespace=by == "namespace"):
+        click.echo(f"{row.name:40} {fmt(row.unique_bytes):>12} {fmt(row.logical_bytes):>12}")
+    click.echo(f"{'stored (every blob once)':40} {fmt(service.policies.stored_bytes()):>12}")
+
+
+@click.group()
+def quota() -> None:
+    """Storage quotas per repository pattern."""
+
+
+@quota.command("set")
+@click.argument("pattern")
+@click.argument("size")
+@server_options
+def quota_set(settings: Settings, pattern: str, size: str) -> None:
+    """Limit the repositories matching PATTERN (`team/*`) to SIZE (`50GiB`)."""
+    policies(settings).policies.set_quota(pattern, parse_size(size))
+    click.echo(f"quota of {pattern} set to {size}")
+
+
+@quota.command("rm")
+@click.argument("pattern")
+@server_options
+def quota_rm(settings: Settings, pattern: str) -> None:
+    """Remove the quota of PATTERN."""
+    if not policies(settings).policies.remove_quota(pattern):
+        raise click.ClickException(f"no quota on {pattern}")
+    click.echo(f"quota of {pattern} removed")
+
+
+@quota.command("list")
+@server_options
+def quota_list(settings: Settings) -> None:
+    """Quotas with what they use now."""
+    from registry.service.policies import human
+
+    service = policies(settings)
+    for pattern, limit in service.policies.quotas():
+        click.echo(f"{pattern}\t{human(service.policies.pattern_usage(pattern))} of {human(limit)}")
+
+
+@click.group()
+def retention() -> None:
+    """Tag retention policies (applied by every garbage collection run)."""
+
+
+@retention.command("set")
+@click.argument("pattern")
+@click.option("--tags", "tag_pattern", default="*", show_default=True, help="Which tags the policy covers (a glob).")
+@click.option("--keep", "keep_last", type=click.IntRange(min=0), help="Keep the newest N matching tags.")
+@click.option("--max-age", help="Delete matching tags older than this (e.g. 30d).")
+@server_options
+def retention_set(
+    settings: Settings, pattern: str, tag_pattern: str, keep_last: int | None, max_age: str | None
+) -> None:
+    """Set the policy for repositories matching PATTERN."""
+    from registry.metadata.policies import Retention
+
+    if keep_last is None and max_age is None:
+        raise click.UsageError("give --keep, --max-age or both")
+    policies(settings).policies.set_retention(Retention(pattern, tag_pattern, keep_last, duration_seconds(max_age)))
+    click.echo(f"retention for {pattern} tags {tag_pattern} set")
+
+
+@retention.command("rm")
+@click.argument("pattern")
+@click.option("--tags", "tag_pattern", default="*", show_default=True)
+@server_options
+def retention_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
+    """Remove a retention policy."""
+    if not policies(settings).policies.remove_retention(pattern, tag_pattern):
+        raise click.ClickException(f"no retention policy for {pattern} tags {tag_pattern}")
+    click.echo("removed")
+
+
+@retention.command("list")
+@server_options
+def retention_list(settings: Settings) -> None:
+    """List retention policies."""
+    for p in policies(settings).policies.retention():
+        age = f" max-age {p.max_age_seconds}s" if p.max_age_seconds is not None else ""
+        keep = f" keep {p.keep_last}" if p.keep_last is not None else ""
+        click.echo(f"{p.pattern}\ttags {p.tag_pattern}{keep}{age}")
+
+
+@retention.command("apply")
+@click.option("--dry-run", is_flag=True)
+@server_options
+def retention_apply(settings: Settings, dry_run: bool) -> None:
+    """Delete the tags the policies no longer keep, now."""
+    for tag in policies(settings).apply_retention(dry_run):
+        click.echo(f"{'would remove' if dry_run else 'removed'} tag {tag.repository}:{tag.tag}")
+
+
+@click.group()
+def immutable() -> None:
+    """Tags that can never move or be deleted once pushed."""
+
+
+@immutable.command("add")
+@click.argument("pattern")
+@click.argument("tag_pattern")
+@server_options
+def immutable_add(settings: Settings, pattern: str, tag_pattern: str) -> None:
+    """Make tags matching TAG_PATTERN (`v*`) in repositories matching PATTERN immutable."""
+    policies(settings).policies.add_immutable(pattern, tag_pattern)
+    click.echo(f"tags {tag_pattern} of {pattern} are immutable")
+
+
+@immutable.command("rm")
+@click.argument("pattern")
+@click.argument("tag_pattern")
+@server_options
+def immutable_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
+    """Remove an immutability rule."""
+    if not policies(settings).policies.remove_immutable(pattern, tag_pattern):
+        raise click.ClickException("no such rule")
+    click.echo("removed")
+
+
+@immutable.command("list")
+@server_options
+def immutable_list(settings: Settings) -> None:
+    """List immutability rules."""
+    for pattern, tag_pattern in policies(settings).policies.immutable():
+        click.echo(f"{pattern}\t{tag_pattern}")
+
+
+COMMANDS: list[click.Command] = [gc, usage, quota, retention, immutable]

@@ -25,9 +25,11 @@ from registry.metadata.accounts import Accounts
 from registry.metadata.collect import Collector
 from registry.metadata.db import make_engine
 from registry.metadata.index import Index
+from registry.metadata.policies import Policies
 from registry.service.blobs import BlobService
 from registry.service.gc import GarbageCollector
 from registry.service.manifests import ManifestService
+from registry.service.policies import PolicyService
 from registry.service.uploads import HasherCache, UploadService
 from registry.storage import open_storage
 
@@ -43,7 +45,8 @@ def create_app(settings: Settings) -> Starlette:
     authority = TokenAuthority(
         accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service
     )
-    collector = GarbageCollector(Collector(engine), storage)
+    policies = PolicyService(Policies(engine))
+    collector = GarbageCollector(Collector(engine), storage, policies)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -63,8 +66,8 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth = Authenticator(accounts, authority, trust_proxy=settings.trust_proxy)
     app.state.services = Services(
         blobs=BlobService(index, storage),
-        uploads=UploadService(index, storage, HasherCache()),
-        manifests=ManifestService(index),
+        uploads=UploadService(index, storage, HasherCache(), policies),
+        manifests=ManifestService(index, policies),
     )
     return app
 

@@ -69,10 +69,10 @@ async def start_upload(request: Request) -> Response:
         body = await request.body()
         digest = await run_in_threadpool(svc.uploads.put_whole, name, digest, body, length)
         return _created(name, digest)
-    upload_id = await run_in_threadpool(svc.uploads.start, name)
+    upload_id = await run_in_threadpool(svc.uploads.start, name, length, digest)
     if not digest:
         return Response(status_code=202, headers=_session_headers(name, upload_id, 0))
-    writer = await run_in_threadpool(svc.uploads.open, name, upload_id, None)
+    writer = await run_in_threadpool(svc.uploads.open, name, upload_id, None, length)
     await _write_body(request, writer)
     digest = await run_in_threadpool(svc.uploads.complete, writer, digest)
     return _created(name, digest)
@@ -90,7 +90,7 @@ async def patch_upload(request: Request) -> Response:
     await require(request, name, "push")
     uploads = services(request).uploads
     start = _content_range_start(request)
-    writer = await run_in_threadpool(uploads.open, name, upload_id, start)
+    writer = await run_in_threadpool(uploads.open, name, upload_id, start, content_length(request))
     await _write_body(request, writer)
     offset = await run_in_threadpool(uploads.close, writer)
     return Response(status_code=202, headers=_session_headers(name, upload_id, offset))
@@ -104,7 +104,7 @@ async def finish_upload(request: Request) -> Response:
     if not digest:
         raise BlobUploadInvalid("the digest query parameter is required to complete an upload")
     start = _content_range_start(request)
-    writer = await run_in_threadpool(uploads.open, name, upload_id, start)
+    writer = await run_in_threadpool(uploads.open, name, upload_id, start, content_length(request))
     await _write_body(request, writer)
     digest = await run_in_threadpool(uploads.complete, writer, digest)
     return _created(name, digest)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from registry.metadata.db import WRITE
@@ -27,6 +27,10 @@ from registry.metadata.models import (
     Tag,
     Upload,
 )
+
+
+class TagLocked(Exception):
+    """The tag exists, points elsewhere, and must not move."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,13 +296,19 @@ class Index:
         return ManifestRow(row.digest, row.media_type, row.size, row.content if content else None)
 
     def put_manifest(
-        self, repository: str, manifest: NewManifest, tag: str | None, readable: Callable[[str], bool]
+        self,
+        repository: str,
+        manifest: NewManifest,
+        tag: str | None,
+        readable: Callable[[str], bool],
+        tag_locked: bool = False,
     ) -> tuple[list[str], list[str]]:
         """Index a manifest (and move `tag` to it) in one transaction.
 
         Blobs not yet in the repository are linked when a repository the caller may
         `readable` holds them. Returns the blobs and child manifests that are
-        missing; when any are, nothing is written.
+        missing; when any are, nothing is written. With `tag_locked`, an existing tag
+        that points at another manifest raises TagLocked (and nothing is written).
         """
         with self._write() as conn:
             repository_id = self._ensure_repository(conn, repository)
@@ -386,14 +396,22 @@ class Index:
                     {"parent_id": manifest_id, "child_id": child_id},
                     ["parent_id", "child_id"],
                 )
+            if tag is not None and tag_locked:
+                current = conn.execute(
+                    select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
+                ).scalar()
+                if current is not None and current != manifest_id:
+                    conn.rollback()
+                    raise TagLocked(tag)
             if tag is not None:
                 dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+                now = _now()  # sub-second, so retention can tell which tag is newest
                 conn.execute(
                     dialect.insert(Tag)
-                    .values(repository_id=repository_id, name=tag, manifest_id=manifest_id)
+                    .values(repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now)
                     .on_conflict_do_update(
                         index_elements=["repository_id", "name"],
-                        set_={"manifest_id": manifest_id, "updated_at": func.now()},
+                        set_={"manifest_id": manifest_id, "updated_at": now},
                     )
                 )
             return [], []

@@ -178,3 +178,29 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64), nullable=False)
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class Quota(Base):
+    """A storage limit for the repositories matching a name pattern (`team/*`)."""
+
+    __tablename__ = "quota"
+    pattern: Mapped[str] = mapped_column(String(255), primary_key=True)
+    limit_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class RetentionPolicy(Base):
+    """Which tags of matching repositories to keep: the newest N, and/or those younger than an age."""
+
+    __tablename__ = "retention_policy"
+    pattern: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tag_pattern: Mapped[str] = mapped_column(String(128), primary_key=True)
+    keep_last: Mapped[int | None] = mapped_column(Integer)
+    max_age_seconds: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class ImmutableTag(Base):
+    """Tags matching `tag_pattern` in repositories matching `pattern` never move once pushed."""
+
+    __tablename__ = "immutable_tag"
+    pattern: Mapped[str] = mapped_column(String(255), primary_key=True)
+    tag_pattern: Mapped[str] = mapped_column(String(128), primary_key=True)

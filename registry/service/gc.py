@@ -1,9 +1,9 @@
 """Online garbage collection driven by the index, safe while pushes run.
 
 One replica at a time (a lease row in the database). In order: expired upload sessions
-and storage leftovers; optionally untagged manifests (repeated until nothing more goes,
-since removing an index frees its children); then blobs no manifest references that
-nobody touched within the grace period.
+and storage leftovers; tags the retention policies no longer keep; optionally untagged
+manifests (repeated until nothing more goes, since removing an index frees its
+children); then blobs no manifest references that nobody touched within the grace period.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from registry.metadata.collect import Candidate, Collector
+from registry.service.policies import Expired, PolicyService
 from registry.storage.base import BlobStorage
 
 LEASE = "gc"
@@ -24,6 +25,7 @@ LEASE_SECONDS = 3600.0
 class GcReport:
     dry_run: bool
     uploads: list[str] = field(default_factory=list)
+    tags: list[Expired] = field(default_factory=list)
     manifests: list[Candidate] = field(default_factory=list)
     blobs: list[Candidate] = field(default_factory=list)
     leftover_bytes: int = 0
@@ -34,9 +36,10 @@ class GcReport:
 
 
 class GarbageCollector:
-    def __init__(self, collector: Collector, storage: BlobStorage):
+    def __init__(self, collector: Collector, storage: BlobStorage, policies: PolicyService):
         self.collector = collector
         self.storage = storage
+        self.policies = policies
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, grace: timedelta, untagged: bool = False, dry_run: bool = False) -> GcReport | None:
@@ -55,6 +58,7 @@ class GarbageCollector:
                 report.uploads.append(upload_id)
         if not dry_run:
             report.leftover_bytes = self.storage.sweep_uploads(cutoff.timestamp(), self.collector.active_upload_ids())
+        report.tags = self.policies.apply_retention(dry_run)
         if untagged:
             while candidates := self.collector.untagged_manifests(cutoff):
                 removed = (

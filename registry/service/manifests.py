@@ -12,13 +12,15 @@ from registry.errors import (
     ManifestUnknown,
     NameUnknown,
     StillReferenced,
+    TagImmutable,
     TagInvalid,
     Unsupported,
 )
-from registry.metadata.index import Index, ManifestRow, NewManifest, Referrer
+from registry.metadata.index import Index, ManifestRow, NewManifest, Referrer, TagLocked
 from registry.oci.digest import InvalidDigest, is_digest, parse_digest
-from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
+from registry.oci.manifest import InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import valid_tag
+from registry.service.policies import PolicyService
 
 CATALOG_PAGE = 1000
 
@@ -42,8 +44,9 @@ def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
 
 
 class ManifestService:
-    def __init__(self, index: Index):
+    def __init__(self, index: Index, policies: PolicyService):
         self.index = index
+        self.policies = policies
 
     def get(self, repository: str, reference: str, content: bool = True) -> ManifestRow:
         reference, by_digest = check_reference(reference)
@@ -70,7 +73,30 @@ class ManifestService:
         if by_digest and digest != reference:
             raise DigestInvalid(f"manifest digest is {digest}, not {reference}")
         subject = manifest.subject.digest if manifest.subject else None
-        missing_blobs, missing_children = self.index.put_manifest(
+        tag = None if by_digest else reference
+        try:
+            missing_blobs, missing_children = self._index(repository, manifest, body, digest, tag, readable)
+        except TagLocked:
+            raise TagImmutable(f"tag {reference} of {repository} is immutable and points at another manifest") from None
+        if missing_blobs or missing_children:
+            raise ManifestBlobUnknown(
+                f"manifest references unknown {'blobs' if missing_blobs else 'manifests'}: "
+                + ", ".join(missing_blobs + missing_children),
+                detail={"blobs": missing_blobs, "manifests": missing_children},
+            )
+        return digest, subject
+
+    def _index(
+        self,
+        repository: str,
+        manifest: Manifest,
+        body: bytes,
+        digest: str,
+        tag: str | None,
+        readable: Callable[[str], bool],
+    ) -> tuple[list[str], list[str]]:
+        subject = manifest.subject.digest if manifest.subject else None
+        return self.index.put_manifest(
             repository,
             NewManifest(
                 digest=digest,
@@ -83,20 +109,16 @@ class ManifestService:
                 blobs=tuple(d.digest for d in manifest.blobs),
                 children=tuple(d.digest for d in manifest.manifests),
             ),
-            None if by_digest else reference,
+            tag,
             readable,
+            tag_locked=tag is not None and self.policies.is_immutable(repository, tag),
         )
-        if missing_blobs or missing_children:
-            raise ManifestBlobUnknown(
-                f"manifest references unknown {'blobs' if missing_blobs else 'manifests'}: "
-                + ", ".join(missing_blobs + missing_children),
-                detail={"blobs": missing_blobs, "manifests": missing_children},
-            )
-        return digest, subject
 
     def delete(self, repository: str, reference: str) -> None:
         reference, by_digest = check_reference(reference)
         if not by_digest:
+            if self.policies.is_immutable(repository, reference):
+                raise TagImmutable(f"tag {reference} of {repository} is immutable")
             if not self.index.delete_tag(repository, reference):
                 raise ManifestUnknown(detail={"tag": reference})
             return

@@ -18,9 +18,17 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from registry.errors import BlobUploadInvalid, BlobUploadUnknown, DigestInvalid, RangeInvalid, SizeInvalid
+from registry.errors import (
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    QuotaExceeded,
+    RangeInvalid,
+    SizeInvalid,
+)
 from registry.metadata.index import Index
 from registry.oci.digest import InvalidDigest, parse_digest
+from registry.service.policies import PolicyService
 from registry.storage.base import BlobStorage
 
 LEASE_SECONDS = 300.0
@@ -36,7 +44,7 @@ class UploadStatus(Enum):
 
 TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
     UploadStatus.STARTED: frozenset({UploadStatus.WRITING, UploadStatus.COMMITTED, UploadStatus.CANCELLED}),
-    UploadStatus.WRITING: frozenset({UploadStatus.STARTED, UploadStatus.COMMITTED}),
+    UploadStatus.WRITING: frozenset({UploadStatus.STARTED, UploadStatus.COMMITTED, UploadStatus.CANCELLED}),
     UploadStatus.COMMITTED: frozenset(),
     UploadStatus.CANCELLED: frozenset(),
 }
@@ -99,12 +107,16 @@ def _check_digest(value: str | None) -> str:
 
 
 class UploadService:
-    def __init__(self, index: Index, storage: BlobStorage, hashers: HasherCache):
+    def __init__(self, index: Index, storage: BlobStorage, hashers: HasherCache, policies: PolicyService):
         self.index = index
         self.storage = storage
         self.hashers = hashers
+        self.policies = policies
 
-    def start(self, repository: str) -> str:
+    def start(self, repository: str, incoming: int | None = None, digest: str | None = None) -> str:
+        """Open a session; a known size (and digest) is checked against quotas first."""
+        if incoming:
+            self.policies.check_quota(repository, incoming, _check_digest(digest) if digest else None)
         upload_id = str(uuid.uuid4())
         state = self.storage.start_upload(upload_id)
         self.index.create_upload(repository, upload_id, state)
@@ -116,11 +128,16 @@ class UploadService:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         return row.offset
 
-    def open(self, repository: str, upload_id: str, start: int | None = None) -> UploadWriter:
-        """Lease the session for writing; `start` is the client's Content-Range start, if any."""
+    def open(
+        self, repository: str, upload_id: str, start: int | None = None, incoming: int | None = None
+    ) -> UploadWriter:
+        """Lease the session for writing; `start` is the client's Content-Range start and
+        `incoming` its Content-Length, when given (checked against quotas before any byte lands)."""
         row = self.index.get_upload(repository, upload_id)
         if row is None:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
+        if incoming:
+            self.policies.check_quota(repository, row.offset + incoming)
         if start is not None and start != row.offset:
             raise RangeInvalid(
                 f"chunk starts at {start}, the upload is at {row.offset}", headers=self.range_headers(row.offset)
@@ -156,6 +173,13 @@ class UploadService:
             writer.hasher = None
             self.close(writer)
             raise
+        try:
+            self.policies.check_quota(writer.repository, writer.offset, digest)
+        except QuotaExceeded:
+            writer.move(UploadStatus.CANCELLED)
+            if self.index.delete_upload(writer.upload_id):
+                self.storage.cancel_upload(writer.state)
+            raise
         writer.move(UploadStatus.COMMITTED)
         stored = self.index.finish_upload(
             writer.upload_id,
@@ -179,6 +203,7 @@ class UploadService:
         digest = _check_digest(digest_param)
         if length is not None and length != len(body):
             raise SizeInvalid(detail={"expected": length, "received": len(body)})
+        self.policies.check_quota(repository, len(body), digest)
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
             raise DigestInvalid(detail={"digest": digest})

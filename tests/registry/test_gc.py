@@ -17,7 +17,9 @@ import requests
 from registry.config import load_settings
 from registry.metadata.collect import Collector
 from registry.metadata.db import make_engine
+from registry.metadata.policies import Policies
 from registry.service.gc import GarbageCollector
+from registry.service.policies import PolicyService
 from registry.storage import open_storage
 from tests.conftest import BACKENDS, RegistryProcess, backend_args
 from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Api, sha256
@@ -49,9 +51,11 @@ def in_process_collector(server: RegistryProcess) -> GarbageCollector:
         storage=flags.get("--storage"),
         s3_endpoint=flags.get("--s3-endpoint"),
     )
+    engine = make_engine(settings.effective_database_url)
     return GarbageCollector(
-        Collector(make_engine(settings.effective_database_url)),
+        Collector(engine),
         open_storage(settings.effective_storage, settings.s3_endpoint or None),
+        PolicyService(Policies(engine)),
     )
 
 
