@@ -15,7 +15,7 @@ import requests
 
 from client.auth import RegistryAuth
 from client.credentials import Credentials, load_credentials
-from client.errors import AuthError, RegistryDenied, RegistryError, RegistryNotFound
+from client.errors import AuthError, ClientError, RegistryDenied, RegistryError, RegistryNotFound
 from client.transport import Transport
 from registry.oci import mediatypes as mt
 
@@ -149,7 +149,11 @@ class RegistryAPI:
         return response.headers.get("Docker-Content-Digest")
 
     def cancel_upload(self, location: str) -> None:
-        self._send("DELETE", location).close()
+        """Best effort: the registry expires abandoned sessions anyway, so a failure here is not reported."""
+        try:
+            self._send("DELETE", location).close()
+        except ClientError:
+            pass
 
     def _paged(self, path: str, key: str, page_size: int | None) -> Iterable[str]:
         params: dict[str, Any] | None = {"n": page_size} if page_size else None

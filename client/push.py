@@ -41,7 +41,8 @@ class RegistryTarget:
                 return "mounted"
         else:
             location = self.api.start_upload(self.repository)
-        for attempt in range(UPLOAD_ATTEMPTS):
+        attempts = 1
+        while True:
             counter = _Counter(progress)
             try:
                 self._upload(location, descriptor, source, counter)
@@ -49,11 +50,11 @@ class RegistryTarget:
             except (NetworkError, RegistryError) as exc:
                 progress(-counter.sent)
                 retryable = isinstance(exc, NetworkError) or exc.status >= 500
-                if not retryable or attempt + 1 == UPLOAD_ATTEMPTS:
+                if not retryable or attempts == UPLOAD_ATTEMPTS:
                     self.api.cancel_upload(location)
                     raise
-                location = self.api.start_upload(self.repository)
-        raise AssertionError("unreachable")
+            attempts += 1
+            location = self.api.start_upload(self.repository)
 
     def _upload(self, location: str, descriptor: Descriptor, source: ImageSource, progress: Progress) -> None:
         stream = source.open_blob(descriptor)
