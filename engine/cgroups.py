@@ -7,10 +7,12 @@ never escapes the limits it is itself under. On pure v2 it is `<mount>/berth/<id
 "no internal processes" rule forbids enabling controllers in the caller's own, populated
 cgroup, so the subtree hangs off the root as docker's cgroupfs driver does.
 
-The devices allow-list (docker's default) is what stops a container from opening a block
-device node it made with CAP_MKNOD. v2 has no devices files (it needs an eBPF program),
-so there the runtime drops CAP_MKNOD and mounts volumes nodev instead (image layers
-never carry device nodes: unpacking skips them); `Cgroup.restricts_devices` says which.
+The devices allow-list (engine/devices.py, docker's default) is what stops a container
+from opening a block device node it made with CAP_MKNOD: `devices.allow` rules on v1, a
+BPF program attached to the cgroup on v2. Where that program cannot be attached (a kernel
+without CONFIG_CGROUP_BPF), `restricts_devices` is False and the runtime drops CAP_MKNOD
+and mounts volumes nodev instead (image layers never carry device nodes: unpacking
+skips them).
 """
 
 from __future__ import annotations
@@ -22,14 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from engine import syscalls
+from engine.devices import ALLOWED, bpf_program
+
 CPU_PERIOD_US = 100_000
 _V1_CONTROLLERS = ("memory", "pids", "cpu", "devices")
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
-_ALLOWED_DEVICES = (
-    "c *:* m", "b *:* m",
-    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm",
-)
 
 
 class CgroupUnavailable(RuntimeError):
@@ -134,8 +134,8 @@ class CgroupV1:
             path.mkdir(parents=True, exist_ok=True)
         devices = self.paths["devices"]
         _write(devices / "devices.deny", "a")
-        for rule in _ALLOWED_DEVICES:
-            _write(devices / "devices.allow", rule)
+        for rule in ALLOWED:
+            _write(devices / "devices.allow", rule.v1())
         memory = self.paths["memory"]
         if limits.memory is not None:
             _write(memory / "memory.limit_in_bytes", str(limits.memory))
@@ -169,10 +169,9 @@ class CgroupV1:
 class CgroupV2:
     """One directory in the unified hierarchy."""
 
-    restricts_devices = False
-
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, restricts_devices: bool = True) -> None:
         self.path = Path(path)
+        self.restricts_devices = restricts_devices
 
     @classmethod
     def for_container(cls, container_id: str) -> CgroupV2 | None:
@@ -190,10 +189,19 @@ class CgroupV2:
         except FileNotFoundError:
             available = list(_V2_CONTROLLERS)
         enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS if c in available)
-        _write(parent.parent / "cgroup.subtree_control", enable)
+        if enable:
+            _write(parent.parent / "cgroup.subtree_control", enable)
         parent.mkdir(exist_ok=True)
-        _write(parent / "cgroup.subtree_control", enable)
+        if enable:
+            _write(parent / "cgroup.subtree_control", enable)
         self.path.mkdir(exist_ok=True)
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            syscalls.attach_device_filter(fd, bpf_program())
+        except OSError:
+            self.restricts_devices = False
+        finally:
+            os.close(fd)
         if limits.memory is not None:
             _write(self.path / "memory.max", str(limits.memory))
             if (self.path / "memory.swap.max").exists():
@@ -217,7 +225,7 @@ class CgroupV2:
         _rmdir(self.path)
 
     def to_json(self) -> dict[str, Any]:
-        return {"version": 2, "path": str(self.path)}
+        return {"version": 2, "path": str(self.path), "restricts_devices": self.restricts_devices}
 
 
 def for_container(container_id: str) -> Cgroup:
@@ -233,5 +241,5 @@ def for_container(container_id: str) -> Cgroup:
 
 def from_json(doc: dict[str, Any]) -> Cgroup:
     if doc.get("version") == 2:
-        return CgroupV2(doc["path"])
+        return CgroupV2(doc["path"], doc.get("restricts_devices", False))
     return CgroupV1(doc["paths"])

@@ -71,7 +71,7 @@ def exec_in(
             os.chroot(".")
             who = resolve_user(user if user is not None else spec.user)
             environ = environment(merge_env(spec.env, env), who, spec.hostname)
-            drop_privileges(who, keep_mknod=cgroup is None or cgroup.restricts_devices)
+            drop_privileges(who, keep_mknod=cgroup is not None and cgroup.restricts_devices)
             os.chdir(workdir or spec.cwd)
             path = find_executable(args[0], environ["PATH"])
             sc.set_parent_death_signal(signal.SIGKILL)

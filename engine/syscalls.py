@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+import struct
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -39,15 +40,14 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_KEEPCAPS = 8
 PR_CAPBSET_DROP = 24
-PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
 PR_CAP_AMBIENT_CLEAR_ALL = 4
 
-# Raw syscall numbers for the calls glibc does not export (pivot_root, capset).
+# Raw syscall numbers for the calls glibc does not export (pivot_root, capset, bpf).
 _SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "capset": 126},
-    "aarch64": {"pivot_root": 41, "capset": 91},
+    "x86_64": {"pivot_root": 155, "capset": 126, "bpf": 321},
+    "aarch64": {"pivot_root": 41, "capset": 91, "bpf": 280},
 }
 _MACHINE = platform.machine()
 
@@ -173,5 +173,33 @@ def set_parent_death_signal(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
 
 
-def set_child_subreaper() -> None:
-    prctl(PR_SET_CHILD_SUBREAPER, 1)
+_BPF_PROG_LOAD = 5
+_BPF_PROG_ATTACH = 8
+_BPF_PROG_TYPE_CGROUP_DEVICE = 15
+_BPF_CGROUP_DEVICE = 6
+_BPF_F_ALLOW_MULTI = 2
+_BPF_ATTR_SIZE = 128
+
+
+def _bpf(command: int, attr: bytes) -> int:
+    buffer = ctypes.create_string_buffer(attr.ljust(_BPF_ATTR_SIZE, b"\0"), _BPF_ATTR_SIZE)
+    result = _libc.syscall(ctypes.c_long(_raw("bpf")), ctypes.c_int(command), buffer, ctypes.c_uint(_BPF_ATTR_SIZE))
+    return _check(result, "bpf")
+
+
+def attach_device_filter(cgroup_fd: int, instructions: bytes) -> None:
+    """Load a BPF_PROG_TYPE_CGROUP_DEVICE program and attach it to a cgroup v2 directory.
+
+    The cgroup keeps the program alive; our descriptor to it is closed before returning.
+    """
+    program = ctypes.create_string_buffer(instructions, len(instructions))
+    license = ctypes.create_string_buffer(b"Apache-2.0")
+    load = struct.pack(
+        "=IIQQ", _BPF_PROG_TYPE_CGROUP_DEVICE, len(instructions) // 8,
+        ctypes.addressof(program), ctypes.addressof(license),
+    )
+    program_fd = _bpf(_BPF_PROG_LOAD, load)
+    try:
+        _bpf(_BPF_PROG_ATTACH, struct.pack("=IIII", cgroup_fd, program_fd, _BPF_CGROUP_DEVICE, _BPF_F_ALLOW_MULTI))
+    finally:
+        os.close(program_fd)

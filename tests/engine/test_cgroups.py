@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ def test_v2_writes_limits_and_enables_controllers(tmp_path: Path) -> None:
     (tmp_path / "berth/abc/memory.events").write_text("low 0\nhigh 0\nmax 9\noom 2\noom_kill 1\n")
     assert group.oom_killed()
     assert cgroups.from_json(group.to_json()).to_json() == group.to_json()
-    assert group.restricts_devices is False
+    assert group.restricts_devices is False  # a plain directory takes no BPF program
 
 
 def test_v1_writes_limits_per_hierarchy(tmp_path: Path) -> None:
@@ -35,7 +36,7 @@ def test_v1_writes_limits_per_hierarchy(tmp_path: Path) -> None:
     assert (tmp_path / "memory/berth/abc/memory.limit_in_bytes").read_text() == str(32 << 20)
     assert (tmp_path / "pids/berth/abc/pids.max").read_text() == "7"
     assert (tmp_path / "cpu/berth/abc/cpu.cfs_quota_us").read_text() == "25000"
-    assert (tmp_path / "devices/berth/abc/devices.allow").exists()
+    assert (tmp_path / "devices/berth/abc/devices.allow").read_text() == "c 10:200 rwm"  # the last rule
     (tmp_path / "memory/berth/abc/memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
     assert group.oom_killed()
     assert cgroups.from_json(group.to_json()).to_json() == group.to_json()
@@ -53,3 +54,49 @@ def test_real_cgroup_round_trip() -> None:
     finally:
         group.destroy()
     assert not where.exists()
+
+
+def _unified_mount() -> Path | None:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[fields.index("-") + 1] == "cgroup2":
+                return Path(fields[4])
+    return None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or _unified_mount() is None, reason="needs root and a cgroup2 mount")
+def test_v2_device_filter_allows_null_and_denies_block_devices(tmp_path: Path) -> None:
+    """The BPF program on a real cgroup2 directory (hybrid hosts have one beside v1)."""
+    unified = _unified_mount()
+    assert unified is not None
+    group = CgroupV2(str(unified / "berth-test" / os.urandom(4).hex()))
+    group.create(Limits())
+    assert group.restricts_devices, "the BPF device filter could not be attached"
+    loop = tmp_path / "loop0"  # a block device this host itself may open: the control
+    os.mknod(loop, stat.S_IFBLK | 0o600, os.makedev(7, 0))
+    try:
+        open(loop, "rb").close()
+    except OSError:
+        group.destroy()
+        group.path.parent.rmdir()
+        pytest.skip("this host cannot open loop0 itself, so a refusal would prove nothing")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            group.add()
+            with open("/dev/null", "wb") as f:
+                f.write(b"x")
+            try:
+                open(loop, "rb").close()
+                os._exit(1)
+            except PermissionError:
+                pass
+            os.mknod(tmp_path / "made", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # mknod stays allowed
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    group.destroy()
+    group.path.parent.rmdir()
+    assert os.waitstatus_to_exitcode(status) == 0
