@@ -34,6 +34,8 @@ _ALLOWED_XATTRS = ("user.", "security.capability")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+# Ownership is kept only when unpacking as root; anyone else gets their own files, as with tar.
+_AS_ROOT = os.geteuid() == 0
 
 
 class UnsafeLayer(ValueError):
@@ -259,7 +261,8 @@ def _write_file(dir_fd: int, name: str, archive: tarfile.TarFile, member: tarfil
         out.flush()
         for key, value in _xattrs(member):
             os.setxattr(fd, key, value)
-        os.fchown(fd, member.uid, member.gid)
+        if _AS_ROOT:
+            os.fchown(fd, member.uid, member.gid)
         os.fchmod(fd, stat.S_IMODE(member.mode))
         os.utime(fd, (member.mtime, member.mtime))
 
@@ -295,7 +298,8 @@ def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
 
 
 def _set_metadata(dir_fd: int, name: str, member: tarfile.TarInfo) -> None:
-    os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+    if _AS_ROOT:
+        os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
     if not member.issym():
         os.chmod(name, stat.S_IMODE(member.mode), dir_fd=dir_fd)
         if member.isdir():
