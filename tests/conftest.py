@@ -148,6 +148,19 @@ def new_bucket(endpoint: str) -> str:
     return name
 
 
+def new_database(server_url: str) -> str:
+    """A fresh database on the test cluster, so registries never see each other's rows."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"berth_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
+
+
 BACKENDS = ["sqlite-file", "postgres-s3"]
 
 
@@ -156,7 +169,7 @@ def backend_args(request: pytest.FixtureRequest, backend: str) -> tuple[str, ...
     if backend == "sqlite-file":
         return ()
     endpoint = request.getfixturevalue("s3_endpoint")
-    database = request.getfixturevalue("postgres_url")
+    database = new_database(request.getfixturevalue("postgres_url"))
     return ("--database-url", database, "--storage", f"s3://{new_bucket(endpoint)}/registry", "--s3-endpoint", endpoint)
 
 

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import create_engine, inspect
 
 from registry.metadata.models import Base
 from registry.migrate import current_revision, downgrade, upgrade
+from tests.conftest import new_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'index.db'}"
-    server = request.getfixturevalue("postgres_url")
-    name = f"migrations_{uuid.uuid4().hex[:8]}"
-    with create_engine(server, isolation_level="AUTOCOMMIT").connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    return make_url(server).set(database=name).render_as_string(hide_password=False)
+    return new_database(request.getfixturevalue("postgres_url"))
 
 
 def test_upgrade_matches_models_and_downgrade_empties(database_url: str) -> None:
