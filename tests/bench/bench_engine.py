@@ -10,8 +10,9 @@ image from a berth registry on a loopback port: `berth run` into an empty store 
 `docker pull` + `docker run`.
 
 dockerd is started here, private to the run (its own data root, exec root and socket,
-no iptables, no bridge); crun and podman are tried and their refusals reported (both
-refuse hybrid cgroup v1/v2 machines such as this one).
+no iptables, no bridge); crun and podman are tried and their refusals reported: crun
+refuses hybrid cgroup v1/v2 machines, and podman (through runc) could not set the nofile
+rlimit without CAP_SYS_RESOURCE in the sandbox these figures were first taken in.
 """
 
 from __future__ import annotations
