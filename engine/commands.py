@@ -104,13 +104,22 @@ def _stores() -> tuple[Any, Any]:
 @click.option("--cpus", type=float, help="CPU quota in cores (e.g. 0.5).")
 @click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
 @click.option("--init", is_flag=True, help="Run a small init as PID 1 that reaps zombies and forwards signals.")
+@click.option("-i", "--interactive", is_flag=True, help="Give the container this terminal's stdin.")
+@click.option("-t", "--tty", is_flag=True, help="Share this terminal with the container (stdin must be one).")
 @click.option("-q", "--quiet", is_flag=True, help="No pull progress.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_handled
-def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, quiet: bool, **kw: Any) -> None:
-    """Run COMMAND in a new container from IMAGE (pulled first if missing)."""
+def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, quiet: bool, interactive: bool,
+        tty: bool, **kw: Any) -> None:
+    """Run COMMAND in a new container from IMAGE (pulled first if missing).
+
+    Without -i the container reads /dev/null, as docker's does. With -t it shares this
+    terminal (berth allocates no pseudo-terminal of its own, so stdin must be a terminal).
+    """
     _require_root("berth run")
+    if tty and (detach or not sys.stdin.isatty()):
+        fail("the input device is not a TTY" if not detach else "-t with -d needs `attach`, which berth lacks")
     from engine import lifecycle, store, supervisor
 
     images, containers = _stores()
@@ -132,7 +141,8 @@ def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, qu
         supervisor.start_detached(container, layers)
         click.echo(container.id)
         return
-    code = supervisor.supervise(container, layers, stdio=None, forward_signals=True)
+    stdio = None if interactive or tty else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
+    code = supervisor.supervise(container, layers, stdio=stdio, forward_signals=True)
     if code == 137 and container.oom_killed:
         click.echo(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
     # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.

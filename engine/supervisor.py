@@ -129,7 +129,9 @@ def supervise(
     cgroup.create(container.spec.limits)
     container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process_start_time(me))
     target: list[int] = []
-    flush = _forward_to(target) if forward_signals else (lambda: None)
+    # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
+    shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
+    flush = _forward_to(target, shares_terminal) if forward_signals else (lambda: None)
     try:
         pid = spawn(container, layers, cgroup, stdio)
     except StartError as exc:
@@ -155,14 +157,13 @@ def supervise(
     return code
 
 
-def _forward_to(target: list[int]) -> Callable[[], None]:
+def _forward_to(target: list[int], shares_terminal: bool) -> Callable[[], None]:
     """Relay signals to PID 1 once `target` holds its pid; ones that come earlier wait for it.
 
     Installed before the fork: a signal landing between exec and the state write must not
     kill the supervisor. With a terminal, ^C and ^\\ already reach PID 1 (same process group).
     """
     pending: list[int] = []
-    tty = os.isatty(0)
 
     def flush() -> None:
         while target and pending:
@@ -176,7 +177,7 @@ def _forward_to(target: list[int]) -> Callable[[], None]:
         flush()
 
     for sig in FORWARDED_SIGNALS:
-        signal.signal(sig, (lambda _s, _f: None) if tty and sig in TTY_SIGNALS else relay)
+        signal.signal(sig, (lambda _s, _f: None) if shares_terminal and sig in TTY_SIGNALS else relay)
     return flush
 
 

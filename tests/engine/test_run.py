@@ -210,3 +210,10 @@ def test_missing_image_and_other_platform(berth: Berth, berth_root: Path) -> Non
     result = berth("run", "--rm", "-q", "127.0.0.1:9/test/absent", "true")
     assert result.returncode == 125
     assert "absent" in result.stderr
+
+
+def test_stdin_only_with_interactive(berth: Berth) -> None:
+    assert berth("run", "--rm", IMAGE, "cat", input="typed\n").stdout == ""
+    assert berth("run", "--rm", "-i", IMAGE, "cat", input="typed\n").stdout == "typed\n"
+    no_tty = berth("run", "--rm", "-t", IMAGE, "true", input="")
+    assert no_tty.returncode == 125 and "not a TTY" in no_tty.stderr
