@@ -238,6 +238,7 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
+@click.option("-i", "--interactive", is_flag=True, help="Give the process this terminal's stdin.")
 @click.option("-e", "--env", multiple=True)
 @click.option("-u", "--user")
 @click.option("-w", "--workdir")
@@ -245,13 +246,14 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_handled
 def exec_(container: str, command: tuple[str, ...], env: tuple[str, ...], user: str | None,
-          workdir: str | None) -> None:
+          workdir: str | None, interactive: bool) -> None:
     """Run COMMAND inside a running container."""
     _require_root("berth exec")
     from engine.nsenter import exec_in
 
     _, containers = _stores()
-    code = exec_in(containers.get(container), list(command), env=list(env), user=user, workdir=workdir)
+    code = exec_in(containers.get(container), list(command), env=list(env), user=user, workdir=workdir,
+                   interactive=interactive)
     sys.exit(code)
 
 

@@ -17,7 +17,6 @@ from engine import cgroups
 from engine import syscalls as sc
 from engine.container import Container
 from engine.init import (
-    FORWARDED_SIGNALS,
     SETUP_FAILED,
     StartError,
     drop_privileges,
@@ -29,7 +28,7 @@ from engine.init import (
     resolve_user,
 )
 from engine.lifecycle import ContainerStateError, merge_env
-from engine.supervisor import exit_code, read_all, start_error
+from engine.supervisor import exit_code, read_all, relay_signals, start_error
 
 _ORDER = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
           ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS))
@@ -42,8 +41,12 @@ def exec_in(
     env: list[str],
     user: str | None,
     workdir: str | None,
+    interactive: bool = False,
 ) -> int:
-    """Run `args` in the container, wait for it, and return its exit code (raises StartError)."""
+    """Run `args` in the container, wait for it, and return its exit code (raises StartError).
+
+    Without `interactive` the process reads /dev/null, as with docker exec.
+    """
     if not container.is_running():
         raise ContainerStateError(f"container {container.name} is not running")
     pid = container.pid
@@ -55,13 +58,20 @@ def exec_in(
     cgroup = cgroups.from_json(container.cgroup) if container.cgroup else None
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    shares_terminal = interactive and os.isatty(0)
+    target: list[int] = []
+    flush = relay_signals(target, shares_terminal)
     sc.setns(pid_ns, sc.CLONE_NEWPID)
     child = os.fork()
     if child == 0:
         try:
             reset_signals()
             os.close(read_end)
-            if not os.isatty(0):
+            if not interactive:
+                null = os.open(os.devnull, os.O_RDONLY)
+                os.dup2(null, 0)
+                os.close(null)
+            if not shares_terminal:
                 os.setsid()
             if cgroup is not None:
                 cgroup.add()
@@ -85,10 +95,9 @@ def exec_in(
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     for fd in (*fds.values(), pid_ns, root, own_pid_ns, write_end):
         os.close(fd)
+    target.append(child)
+    flush()
     failure = read_all(read_end)
-    if not os.isatty(0):
-        for sig in FORWARDED_SIGNALS:
-            signal.signal(sig, lambda signum, _frame: os.kill(child, signum))
     _, status = os.waitpid(child, 0)
     if failure:
         raise start_error(failure)

@@ -131,7 +131,7 @@ def supervise(
     target: list[int] = []
     # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
     shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
-    flush = _forward_to(target, shares_terminal) if forward_signals else (lambda: None)
+    flush = relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
     try:
         pid = spawn(container, layers, cgroup, stdio)
     except StartError as exc:
@@ -157,7 +157,7 @@ def supervise(
     return code
 
 
-def _forward_to(target: list[int], shares_terminal: bool) -> Callable[[], None]:
+def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None]:
     """Relay signals to PID 1 once `target` holds its pid; ones that come earlier wait for it.
 
     Installed before the fork: a signal landing between exec and the state write must not

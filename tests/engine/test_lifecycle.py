@@ -88,6 +88,8 @@ def test_exec_joins_the_namespaces(berth: Berth) -> None:
     assert berth("exec", "-u", "app", "-w", "/tmp", container_id, "sh", "-c", "id -u; pwd").stdout.split() == [
         "1000", "/tmp"]
     assert berth("exec", container_id, "sh", "-c", "exit 7").returncode == 7
+    assert berth("exec", container_id, "cat", input="typed\n").stdout == ""
+    assert berth("exec", "-i", container_id, "cat", input="typed\n").stdout == "typed\n"
     missing = berth("exec", container_id, "nope")
     assert missing.returncode == 127 and "not found" in missing.stderr
     assert berth("kill", container_id).returncode == 0
