@@ -23,7 +23,7 @@ from pathlib import Path
 from engine import cgroups, network
 from engine import syscalls as sc
 from engine.container import Container, Status, process_start_time, remove_tree
-from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, StartError, container_main
+from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, StartError, container_main, report
 
 Stdio = tuple[int, int, int]
 TTY_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
@@ -200,6 +200,7 @@ def start_detached(container: Container, layers: list[Path]) -> None:
     first = os.fork()
     if first == 0:
         os.close(read_end)
+        told: list[bool] = []
         try:
             os.setsid()
             if os.fork() != 0:
@@ -221,13 +222,16 @@ def start_detached(container: Container, layers: list[Path]) -> None:
             def started() -> None:
                 os.write(write_end, b'{"started": true}\n')
                 os.close(write_end)
+                told.append(True)
 
             supervise(container, layers, stdio=(null, log, log), forward_signals=False, on_started=started)
             os._exit(0)
         except StartError as exc:
-            _tell(write_end, exc.code, exc.message)
+            if not told:
+                report(write_end, exc.code, exc.message)
         except BaseException as exc:  # noqa: B036 - a daemon reports everything, then _exits
-            _tell(write_end, SETUP_FAILED, f"supervisor failed: {exc}")
+            if not told:
+                report(write_end, SETUP_FAILED, f"supervisor failed: {exc}")
         os._exit(1)
     os.close(write_end)
     os.waitpid(first, 0)
@@ -238,10 +242,3 @@ def start_detached(container: Container, layers: list[Path]) -> None:
         doc = {}
     if not doc.get("started"):
         raise StartError(int(doc.get("code", SETUP_FAILED)), str(doc.get("message", "the supervisor died")))
-
-
-def _tell(fd: int, code: int, message: str) -> None:
-    try:
-        os.write(fd, json.dumps({"code": code, "message": message}).encode() + b"\n")
-    except OSError:
-        pass

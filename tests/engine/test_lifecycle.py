@@ -145,3 +145,13 @@ def test_rmi_refuses_used_images_then_prunes(berth: Berth, berth_root: Path) -> 
     assert berth("rmi", name).returncode == 0
     assert len({p.name for p in (berth_root / "layers" / "sha256").iterdir()}) == len(layers_before) - 1
     assert berth("run", "--rm", IMAGE, "true").returncode == 0
+
+
+def test_detached_start_failures_reach_the_caller(berth: Berth) -> None:
+    result = berth("run", "-d", "--name", "never-started", IMAGE, "no-such-command")
+    assert result.returncode == 127
+    assert "executable file not found" in result.stderr
+    info = inspect(berth, "never-started")
+    assert info["State"]["Status"] == "exited" and info["State"]["ExitCode"] == 127
+    assert "executable file not found" in info["State"]["Error"]
+    assert berth("rm", "never-started").returncode == 0
