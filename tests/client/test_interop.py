@@ -6,9 +6,13 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from client.layout import Layout, store_name
 from tests.client.conftest import Berth, Registry, need
 from tests.client.images import build_image, build_index, random_bytes
+
+pytestmark = pytest.mark.e2e
 
 
 def skopeo(*args: str) -> str:
