@@ -39,7 +39,7 @@ def _parse(data: bytes, media_type: str | None, where: str) -> Manifest:
 
 
 @dataclass
-class _Plan:
+class CopyPlan:
     """Manifests to write (children first) and the blobs they need."""
 
     manifests: list[tuple[Descriptor, bytes]] = field(default_factory=list)
@@ -51,7 +51,7 @@ class _Plan:
 
 
 def _walk(source: ImageSource, descriptor: Descriptor, data: bytes, manifest: Manifest,
-          plan: _Plan, depth: int) -> None:
+          plan: CopyPlan, depth: int) -> None:
     if manifest.is_index:
         if depth >= MAX_DEPTH:
             raise ClientError(f"{source.name}: indexes nested deeper than {MAX_DEPTH}")
@@ -64,7 +64,7 @@ def _walk(source: ImageSource, descriptor: Descriptor, data: bytes, manifest: Ma
     plan.manifests.append((descriptor, data))
 
 
-def plan_copy(source: ImageSource, platform: Platform | None, all_platforms: bool) -> tuple[Descriptor, _Plan]:
+def plan_copy(source: ImageSource, platform: Platform | None, all_platforms: bool) -> tuple[Descriptor, CopyPlan]:
     data, media_type = source.root()
     manifest = _parse(data, media_type, source.name)
     descriptor = Descriptor(manifest.media_type, digest_bytes(data), len(data))
@@ -72,7 +72,7 @@ def plan_copy(source: ImageSource, platform: Platform | None, all_platforms: boo
         descriptor = select(manifest, platform or host_platform())
         data = source.manifest(descriptor)
         manifest = _parse(data, descriptor.media_type, f"{source.name}@{descriptor.digest}")
-    plan = _Plan()
+    plan = CopyPlan()
     _walk(source, descriptor, data, manifest, plan, 0)
     return descriptor, plan
 
