@@ -106,7 +106,7 @@ def resolve_user(spec: str) -> User:
 
 
 def environment(env: list[str], user: User, hostname: str) -> dict[str, str]:
-    out = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    out = {key: value for key, _, value in (item.partition("=") for item in env)}
     out.setdefault("PATH", DEFAULT_PATH)
     out.setdefault("HOSTNAME", hostname)
     out.setdefault("HOME", user.home)

@@ -140,9 +140,9 @@ def _remove(dir_fd: int, name: str, keep_dir: bool) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
-def open_layer(raw: BinaryIO) -> IO[bytes]:
+def open_layer(raw: io.RawIOBase) -> IO[bytes]:
     """A stream of the tar bytes, whatever the compression (sniffed from the magic)."""
-    buffered = io.BufferedReader(raw, 1 << 20) if not isinstance(raw, io.BufferedReader) else raw
+    buffered = io.BufferedReader(raw, 1 << 20)
     magic = buffered.peek(4)[:4]
     if magic.startswith(_GZIP_MAGIC):
         import gzip
@@ -169,7 +169,7 @@ def unpack_layer(
     algorithm = digest.split(":", 1)[0] if digest else "sha256"
     with open(blob, "rb", buffering=0) as raw:
         hashing = _HashingReader(raw, algorithm)
-        stream = open_layer(hashing)  # type: ignore[arg-type]
+        stream = open_layer(hashing)
         tree = _Tree(target)
         dir_times: list[tuple[list[str], int]] = []
         try:
