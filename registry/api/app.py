@@ -7,6 +7,7 @@ import logging
 import os
 import random
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
@@ -35,6 +36,7 @@ from registry.storage import open_storage
 
 SETTINGS_ENV = "BERTH_SETTINGS_JSON"
 LOG = logging.getLogger("berth.registry")
+THREADS = 32
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -48,6 +50,8 @@ def create_app(settings: Settings) -> Starlette:
     policies = PolicyService(Policies(engine))
     collector = GarbageCollector(Collector(engine), storage, policies)
 
+    executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="berth")
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(collect_periodically(collector, settings))
@@ -55,6 +59,7 @@ def create_app(settings: Settings) -> Starlette:
             yield
         finally:
             task.cancel()
+            executor.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
         routes=ROUTES,
@@ -68,6 +73,8 @@ def create_app(settings: Settings) -> Starlette:
         blobs=BlobService(index, storage),
         uploads=UploadService(index, storage, HasherCache(), policies),
         manifests=ManifestService(index, policies),
+        executor=executor,
+        inline_reads=index.inline_reads,
     )
     return app
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from threading import Lock
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from registry.api.base import call
 from registry.auth.access import ANONYMOUS, Access, Grants
 from registry.auth.passwords import verify_password
 from registry.auth.tokens import Claims, InvalidToken, TokenAuthority
@@ -55,8 +55,12 @@ class Authenticator:
 
     # -- the registry is open while it has no accounts (re-checked every few seconds)
 
+    def known_open(self) -> bool:
+        """Open, as checked within the last few seconds (no database access)."""
+        return self._open_until > time.monotonic()
+
     def is_open(self) -> bool:
-        if self._open_until > time.monotonic():
+        if self.known_open():
             return True
         if self.accounts.any_account():
             return False
@@ -176,12 +180,14 @@ def _authorize(auth: Authenticator, request: Request, repository: str | None, ac
 async def require(request: Request, repository: str | None, action: str) -> Principal:
     """Authorize `action` on `repository` (None: the registry itself), or raise 401/403."""
     auth: Authenticator = request.app.state.auth
+    if auth.known_open():
+        return Principal(ANONYMOUS, open_registry=True)
     header = request.headers.get("authorization", "")
     if repository is not None and header[:7].lower() == "bearer ":
         claims = auth.authority.cached(header[7:].strip())
         if claims is not None and claims.allows(repository, action):
             return Principal(claims.subject or ANONYMOUS, claims=claims)
-    return await run_in_threadpool(_authorize, auth, request, repository, action)
+    return await call(request, _authorize, auth, request, repository, action)
 
 
 def can_pull(request: Request, principal: Principal) -> Callable[[str], bool]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry.api.auth import require
-from registry.api.base import repository, services
+from registry.api.base import call, read, repository, services
 from registry.service.blobs import parse_range
 
 
@@ -15,7 +15,7 @@ async def get_blob(request: Request) -> Response:
     name, digest = repository(request), request.path_params["digest"]
     await require(request, name, "pull")
     blobs = services(request).blobs
-    size = await run_in_threadpool(blobs.size, name, digest)
+    size = await read(request, blobs.size, name, digest)
     headers = {
         "Docker-Content-Digest": digest,
         "Accept-Ranges": "bytes",
@@ -42,5 +42,5 @@ async def get_blob(request: Request) -> Response:
 async def delete_blob(request: Request) -> Response:
     name, digest = repository(request), request.path_params["digest"]
     await require(request, name, "delete")
-    await run_in_threadpool(services(request).blobs.delete, name, digest)
+    await call(request, services(request).blobs.delete, name, digest)
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import repository, services
+from registry.api.base import call, read, repository, services
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import MAX_MANIFEST_BYTES
@@ -19,7 +18,7 @@ async def get_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     await require(request, name, "pull")
     head = request.method == "HEAD"
-    row = await run_in_threadpool(services(request).manifests.get, name, reference, not head)
+    row = await read(request, services(request).manifests.get, name, reference, not head)
     headers = {
         "Content-Type": row.media_type,
         "Docker-Content-Digest": row.digest,
@@ -38,8 +37,14 @@ async def put_manifest(request: Request) -> Response:
         if len(body) > MAX_MANIFEST_BYTES:
             raise ManifestInvalid(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
     content_type = request.headers.get("content-type")
-    digest, subject = await run_in_threadpool(
-        services(request).manifests.put, name, reference, bytes(body), content_type, can_pull(request, principal)
+    digest, subject = await call(
+        request,
+        services(request).manifests.put,
+        name,
+        reference,
+        bytes(body),
+        content_type,
+        can_pull(request, principal),
     )
     headers = {
         "Location": f"/v2/{name}/manifests/{digest}",
@@ -54,7 +59,7 @@ async def put_manifest(request: Request) -> Response:
 async def delete_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     await require(request, name, "delete")
-    await run_in_threadpool(services(request).manifests.delete, name, reference)
+    await call(request, services(request).manifests.delete, name, reference)
     return Response(status_code=202, headers={"Content-Length": "0"})
 
 
@@ -64,7 +69,7 @@ async def referrers(request: Request) -> Response:
     if ":" not in digest:
         raise DigestInvalid(f"invalid digest {digest!r}")
     artifact_type = request.query_params.get("artifactType")
-    found = await run_in_threadpool(services(request).manifests.referrers, name, digest, artifact_type)
+    found = await call(request, services(request).manifests.referrers, name, digest, artifact_type)
     index = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_INDEX,

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 from urllib.parse import urlencode
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import repository, services
+from registry.api.base import call, repository, services
 from registry.errors import PaginationInvalid
 
 
@@ -33,12 +32,12 @@ async def list_tags(request: Request) -> Response:
     name = repository(request)
     await require(request, name, "pull")
     n, last = _page(request)
-    tags = await run_in_threadpool(services(request).manifests.tags, name, n, last)
+    tags = await call(request, services(request).manifests.tags, name, n, last)
     return _listing(request, {"name": name, "tags": tags}, tags, n)
 
 
 async def catalog(request: Request) -> Response:
     n, last = _page(request)
     principal = await require(request, None, "catalog")
-    names = await run_in_threadpool(services(request).manifests.repositories, n, last, can_pull(request, principal))
+    names = await call(request, services(request).manifests.repositories, n, last, can_pull(request, principal))
     return _listing(request, {"repositories": names}, names, n)

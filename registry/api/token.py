@@ -6,11 +6,11 @@ import json
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import Authenticator, client_address, decode_basic
+from registry.api.base import call
 from registry.auth.access import ACTIONS, ANONYMOUS, Access, Grants, parse_scopes
 from registry.auth.tokens import InvalidToken
 from registry.errors import RegistryError, Unauthorized
@@ -68,11 +68,11 @@ async def token(request: Request) -> Response:
         service, offline = fields.get("service"), fields.get("access_type") == "offline"
         grant_type = fields.get("grant_type")
         if grant_type == "password":
-            principal = await run_in_threadpool(
-                _login, auth, fields.get("username", ""), fields.get("password", ""), address
+            principal = await call(
+                request, _login, auth, fields.get("username", ""), fields.get("password", ""), address
             )
         elif grant_type == "refresh_token":
-            principal = await run_in_threadpool(_refresh, auth, fields.get("refresh_token", ""))
+            principal = await call(request, _refresh, auth, fields.get("refresh_token", ""))
         else:
             raise TokenRequestInvalid(f"unsupported grant_type {grant_type!r}")
     else:
@@ -83,8 +83,8 @@ async def token(request: Request) -> Response:
         header = request.headers.get("authorization", "")
         if header[:6].lower() == "basic ":
             name, password = decode_basic(header[6:])
-            principal = await run_in_threadpool(_login, auth, name, password, address)
+            principal = await call(request, _login, auth, name, password, address)
     if service and service != auth.authority.service:
         raise TokenRequestInvalid(f"this server issues tokens for service {auth.authority.service!r}, not {service!r}")
-    body = await run_in_threadpool(_issue, auth, principal, scopes, offline)
+    body = await call(request, _issue, auth, principal, scopes, offline)
     return Response(json.dumps(body).encode(), headers={"Content-Type": "application/json"})

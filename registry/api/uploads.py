@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import SMALL_BODY, content_length, repository, services, stream_into
+from registry.api.base import SMALL_BODY, call, content_length, repository, services, stream_into
 from registry.errors import BlobUploadInvalid, RangeInvalid
 from registry.service.uploads import UploadService, UploadWriter
 
@@ -48,7 +47,7 @@ async def _write_body(request: Request, writer: UploadWriter) -> None:
     try:
         await stream_into(request, writer)
     except ClientDisconnect:
-        await run_in_threadpool(uploads.close, writer)
+        await call(request, uploads.close, writer)
         raise BlobUploadInvalid("the client disconnected before the body was complete") from None
 
 
@@ -60,28 +59,28 @@ async def start_upload(request: Request) -> Response:
     mount = params.get("mount")
     if mount:
         readable = can_pull(request, principal)
-        mounted = await run_in_threadpool(svc.blobs.mount, name, mount, params.get("from"), readable)
+        mounted = await call(request, svc.blobs.mount, name, mount, params.get("from"), readable)
         if mounted:
             return _created(name, mount)
     digest = params.get("digest")
     length = content_length(request)
     if digest and length is not None and length <= SMALL_BODY:
         body = await request.body()
-        digest = await run_in_threadpool(svc.uploads.put_whole, name, digest, body, length)
+        digest = await call(request, svc.uploads.put_whole, name, digest, body, length)
         return _created(name, digest)
-    upload_id = await run_in_threadpool(svc.uploads.start, name, length, digest)
+    upload_id = await call(request, svc.uploads.start, name, length, digest)
     if not digest:
         return Response(status_code=202, headers=_session_headers(name, upload_id, 0))
-    writer = await run_in_threadpool(svc.uploads.open, name, upload_id, None, length)
+    writer = await call(request, svc.uploads.open, name, upload_id, None, length)
     await _write_body(request, writer)
-    digest = await run_in_threadpool(svc.uploads.complete, writer, digest)
+    digest = await call(request, svc.uploads.complete, writer, digest)
     return _created(name, digest)
 
 
 async def upload_status(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
     await require(request, name, "push")
-    offset = await run_in_threadpool(services(request).uploads.offset, name, upload_id)
+    offset = await call(request, services(request).uploads.offset, name, upload_id)
     return Response(status_code=204, headers=_session_headers(name, upload_id, offset))
 
 
@@ -90,9 +89,9 @@ async def patch_upload(request: Request) -> Response:
     await require(request, name, "push")
     uploads = services(request).uploads
     start = _content_range_start(request)
-    writer = await run_in_threadpool(uploads.open, name, upload_id, start, content_length(request))
+    writer = await call(request, uploads.open, name, upload_id, start, content_length(request))
     await _write_body(request, writer)
-    offset = await run_in_threadpool(uploads.close, writer)
+    offset = await call(request, uploads.close, writer)
     return Response(status_code=202, headers=_session_headers(name, upload_id, offset))
 
 
@@ -104,14 +103,14 @@ async def finish_upload(request: Request) -> Response:
     if not digest:
         raise BlobUploadInvalid("the digest query parameter is required to complete an upload")
     start = _content_range_start(request)
-    writer = await run_in_threadpool(uploads.open, name, upload_id, start, content_length(request))
+    writer = await call(request, uploads.open, name, upload_id, start, content_length(request))
     await _write_body(request, writer)
-    digest = await run_in_threadpool(uploads.complete, writer, digest)
+    digest = await call(request, uploads.complete, writer, digest)
     return _created(name, digest)
 
 
 async def cancel_upload(request: Request) -> Response:
     name, upload_id = repository(request), request.path_params["uuid"]
     await require(request, name, "push")
-    await run_in_threadpool(services(request).uploads.cancel, name, upload_id)
+    await call(request, services(request).uploads.cancel, name, upload_id)
     return Response(status_code=204, headers={"Content-Length": "0"})

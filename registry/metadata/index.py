@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, delete, insert, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from registry.metadata.db import WRITE
+from registry.metadata.db import WRITE, Prepared
 from registry.metadata.models import (
     Blob,
     Manifest,
@@ -83,9 +83,35 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _manifest_query(by_digest: bool, content: bool) -> Any:
+    columns = [Manifest.digest, Manifest.media_type, Manifest.size]
+    if content:
+        columns.append(Manifest.content)
+    query = select(*columns).join(Repository, Repository.id == Manifest.repository_id)
+    if by_digest:
+        return query.where(Repository.name == bindparam("repository"), Manifest.digest == bindparam("reference"))
+    return query.join(Tag, Tag.manifest_id == Manifest.id).where(
+        Repository.name == bindparam("repository"), Tag.name == bindparam("reference")
+    )
+
+
 class Index:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # Reads on SQLite take microseconds: callers may run them on the event loop.
+        self.inline_reads = engine.dialect.name == "sqlite"
+        self._manifest = {
+            (by_digest, content): Prepared(engine, _manifest_query(by_digest, content))
+            for by_digest in (False, True)
+            for content in (False, True)
+        }
+        self._blob_size = Prepared(
+            engine,
+            select(Blob.size)
+            .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
+            .join(Repository, Repository.id == RepositoryBlob.repository_id)
+            .where(Blob.digest == bindparam("digest"), Repository.name == bindparam("repository")),
+        )
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -211,14 +237,8 @@ class Index:
 
     def blob_size(self, repository: str, digest: str) -> int | None:
         """The blob's size if `repository` may serve it."""
-        query = (
-            select(Blob.size)
-            .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
-            .join(Repository, Repository.id == RepositoryBlob.repository_id)
-            .where(Blob.digest == digest, Repository.name == repository)
-        )
-        with self._read() as conn:
-            return conn.execute(query).scalar()
+        row = self._blob_size.first(digest=digest, repository=repository)
+        return None if row is None else row[0]
 
     def blob_repositories(self, digest: str) -> list[str]:
         """Every repository that may serve `digest` (for mounts without `from`)."""
@@ -279,21 +299,10 @@ class Index:
     def get_manifest(
         self, repository: str, reference: str, by_digest: bool, content: bool = True
     ) -> ManifestRow | None:
-        columns = [Manifest.digest, Manifest.media_type, Manifest.size]
-        if content:
-            columns.append(Manifest.content)
-        query = select(*columns).join(Repository, Repository.id == Manifest.repository_id)
-        if by_digest:
-            query = query.where(Repository.name == repository, Manifest.digest == reference)
-        else:
-            query = query.join(Tag, Tag.manifest_id == Manifest.id).where(
-                Repository.name == repository, Tag.name == reference
-            )
-        with self._read() as conn:
-            row = conn.execute(query).first()
+        row = self._manifest[(by_digest, content)].first(repository=repository, reference=reference)
         if row is None:
             return None
-        return ManifestRow(row.digest, row.media_type, row.size, row.content if content else None)
+        return ManifestRow(row[0], row[1], row[2], bytes(row[3]) if content else None)
 
     def put_manifest(
         self,
