@@ -22,7 +22,6 @@ from engine.cgroups import Limits
 from engine.container import Container, ContainerStore, Mount, Spec, Status, alive
 from engine.store import Image
 
-NAMESPACE_FILES = ("mnt", "pid", "uts", "ipc", "net", "cgroup")
 _UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MIN_MEMORY = 6 << 20
 
