@@ -155,9 +155,13 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
 
 
 def create(containers: ContainerStore, spec: Spec, name: str | None) -> Container:
+    """A new container in the created state; its hostname defaults as docker's does.
+
+    That is the short id, or on the host network the host's own name.
+    """
     container = containers.create(spec, name)
     if not spec.hostname:
-        spec.hostname = container.id[:12]
+        spec.hostname = os.uname().nodename if spec.network == "host" else container.id[:12]
         container.save()
     return container
 

@@ -57,9 +57,11 @@ def test_network_none_has_only_lo_up(berth: Berth) -> None:
 
 
 def test_network_host_sees_host_interfaces(berth: Berth) -> None:
-    code, out, _ = sh(berth, "ls /sys/class/net", "--network", "host")
+    code, out, _ = sh(berth, "ls /sys/class/net; hostname", "--network", "host")
     assert code == 0
-    assert sorted(out.split()) == sorted(os.listdir("/sys/class/net"))
+    *interfaces, hostname = out.split()
+    assert sorted(interfaces) == sorted(os.listdir("/sys/class/net"))
+    assert hostname == os.uname().nodename
 
 
 def test_layers_whiteouts_and_image_config(berth: Berth) -> None:
