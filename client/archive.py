@@ -42,7 +42,7 @@ def _same_image(tag: str, wanted: str) -> bool:
 
 
 class DockerArchiveSource:
-    mount_from = None
+    mount_from: tuple[str, str] | None = None
 
     def __init__(self, path: Path, reference: str | None) -> None:
         self.path = path
@@ -130,7 +130,7 @@ class DockerArchiveSource:
 
 
 class DockerArchiveTarget:
-    registry_host = None
+    registry_host: str | None = None
 
     def __init__(self, path: Path, reference: str | None) -> None:
         self.path = path
@@ -199,8 +199,7 @@ class DockerArchiveTarget:
         os.replace(self._tmp, self.path)
 
     def close(self) -> None:
-        if not self._tar.closed:
-            self._tar.close()
+        self._tar.close()
         self._tmp.unlink(missing_ok=True)
 
 

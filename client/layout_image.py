@@ -20,7 +20,7 @@ RESUME_ATTEMPTS = 4
 
 
 class LayoutSource:
-    mount_from = None
+    mount_from: tuple[str, str] | None = None
 
     def __init__(self, layout: Layout, name: str, display: str) -> None:
         self.layout = layout
@@ -44,7 +44,7 @@ class LayoutSource:
 
 
 class LayoutTarget:
-    registry_host = None
+    registry_host: str | None = None
 
     def __init__(self, layout: Layout, name: str | None, display: str) -> None:
         self.layout = layout

@@ -20,7 +20,7 @@ class RegistrySource:
         self.api = api
         self.reference = reference
         self.name = str(reference)
-        self.mount_from = (api.host, reference.repository)
+        self.mount_from: tuple[str, str] | None = (api.host, reference.repository)
 
     def root(self) -> tuple[bytes, str]:
         data, media_type = self.api.get_manifest(self.reference.repository, self.reference.reference)

@@ -68,17 +68,18 @@ class Distribution:
         self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        config = {
+        http: dict[str, Any] = {"addr": self.host, "secret": "berth-tests"}
+        if tls:
+            http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
+        config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "error", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True},
                         "cache": {"blobdescriptor": "inmemory"}},
-            "http": {"addr": self.host, "secret": "berth-tests"},
+            "http": http,
         }
         if auth:
             config["auth"] = auth
-        if tls:
-            config["http"]["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         path = root / "config.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
         self.process = subprocess.Popen([DISTRIBUTION, "serve", str(path)], stdout=subprocess.DEVNULL,
