@@ -84,7 +84,8 @@ def _from_auths(auths: Any, registry: str) -> Credentials | None:
     return None
 
 
-def _helper(name: str, action: str, payload: str) -> str:
+def _helper(name: str, action: str, payload: str) -> str | None:
+    """Run `docker-credential-NAME ACTION`; None when the helper has nothing for that registry."""
     try:
         done = subprocess.run(
             [f"docker-credential-{name}", action], input=payload, capture_output=True, text=True, timeout=60
@@ -93,15 +94,15 @@ def _helper(name: str, action: str, payload: str) -> str:
         raise AuthError(f"credential helper docker-credential-{name} is not installed") from None
     if done.returncode != 0:
         message = (done.stdout or done.stderr).strip()
-        if action == "get" and "credentials not found" in message.lower():
-            return ""
+        if "credentials not found" in message.lower():
+            return None
         raise AuthError(f"docker-credential-{name} {action} failed: {message}")
     return done.stdout
 
 
 def _helper_get(name: str, registry: str) -> Credentials | None:
     out = _helper(name, "get", server_key(registry))
-    if not out.strip():
+    if not out or not out.strip():
         return None
     data = json.loads(out)
     if data.get("Username") == "<token>":
@@ -170,8 +171,7 @@ def erase_credentials(registry: str) -> bool:
     helper = _helper_name(config, registry)
     found = False
     if helper:
-        _helper(helper, "erase", server_key(registry))
-        found = True
+        found = _helper(helper, "erase", server_key(registry)) is not None
     auths = config.get("auths") or {}
     kept = {k: v for k, v in auths.items() if _normalize(k) != _normalize(registry)}
     if len(kept) != len(auths):
