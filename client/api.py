@@ -160,7 +160,11 @@ class RegistryAPI:
         url = path
         while url:
             response = check(self._send("GET", url, params=params), 200)
-            yield from response.json().get(key) or []
+            try:
+                page = response.json()
+            except ValueError:
+                raise RegistryError(200, [{"message": f"{key} list is not JSON"}], response.url) from None
+            yield from page.get(key) or []
             link = response.links.get("next", {}).get("url")
             url = urljoin(response.url, link) if link else ""
             params = None
