@@ -20,7 +20,6 @@ from registry.service.uploads import UploadService, UploadWriter
 
 T = TypeVar("T")
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
-WRITE_BATCH = 4 * 1024 * 1024
 SMALL_BODY = 1024 * 1024
 
 
@@ -64,24 +63,26 @@ def content_length(request: Request) -> int | None:
 
 
 async def stream_into(request: Request, writer: UploadWriter) -> None:
-    """Copy the request body into an upload in large batches, one write in flight while
-    the next batch arrives, so hashing and disk overlap the network."""
+    """Copy the request body into an upload in batches of the storage's size, one batch
+    being written (and hashed) in a thread while the next arrives."""
     pending: asyncio.Future[None] | None = None
-    buffer = bytearray()
+    batch: list[bytes] = []
+    size, limit = 0, writer.storage.write_batch
     try:
         async for chunk in request.stream():
-            buffer += chunk
-            if len(buffer) >= WRITE_BATCH:
+            batch.append(chunk)
+            size += len(chunk)
+            if size >= limit:
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(call(request, writer.write, bytes(buffer)))
-                buffer.clear()
+                pending = asyncio.ensure_future(call(request, writer.write, batch))
+                batch, size = [], 0
     finally:
         # Also on a disconnect: what arrived is kept, so the client can resume.
         if pending is not None:
             await pending
-        if buffer:
-            await call(request, writer.write, bytes(buffer))
+        if batch:
+            await call(request, writer.write, batch)
 
 
 class ApiVersionHeader:

@@ -103,7 +103,12 @@ async def finish_upload(request: Request) -> Response:
     if not digest:
         raise BlobUploadInvalid("the digest query parameter is required to complete an upload")
     start = _content_range_start(request)
-    writer = await call(request, uploads.open, name, upload_id, start, content_length(request))
+    length = content_length(request)
+    if length is not None and length <= SMALL_BODY:
+        body = await request.body()
+        digest = await call(request, uploads.finish_small, name, upload_id, digest, body, start)
+        return _created(name, digest)
+    writer = await call(request, uploads.open, name, upload_id, start, length)
     await _write_body(request, writer)
     digest = await call(request, uploads.complete, writer, digest)
     return _created(name, digest)

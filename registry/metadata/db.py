@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -30,16 +33,48 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
+    writers = WriterLock(f"{parsed.database}.write-lock" if parsed.database not in (None, "", ":memory:") else None)
+
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        # A write transaction takes the write lock up front, so it waits on busy_timeout
-        # instead of failing when a read lock cannot be upgraded.
+        # A write transaction takes the write lock up front (queued on WriterLock, which
+        # wakes waiters at once, unlike SQLite's busy handler that sleeps up to 100 ms).
         # Reads run in autocommit: each statement sees one consistent snapshot, and a
         # read skips the BEGIN/ROLLBACK round trips on the hot path.
         if conn.get_execution_options().get("berth_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            writers.acquire()
+            try:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            except BaseException:
+                writers.release()
+                raise
+            conn.info["berth_writer"] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _end(conn: Any) -> None:
+        if conn.info.pop("berth_writer", False):
+            writers.release()
 
     return engine
+
+
+class WriterLock:
+    """Queues SQLite writers: a thread lock within the process, `flock` across processes."""
+
+    def __init__(self, path: str | None):
+        self.thread_lock = threading.Lock()
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path else None
+
+    def acquire(self) -> None:
+        self.thread_lock.acquire()
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        self.thread_lock.release()
 
 
 class Prepared:

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -85,11 +86,12 @@ class UploadWriter:
     status: UploadStatus = UploadStatus.WRITING
     leased_at: float = field(default_factory=time.monotonic)
 
-    def write(self, data: bytes) -> None:
-        self.state = self.storage.write_upload(self.state, self.offset, data)
-        if self.hasher is not None:
-            self.hasher.update(data)
-        self.offset += len(data)
+    def write(self, chunks: Sequence[bytes]) -> None:
+        self.state = self.storage.write_upload(self.state, self.offset, chunks)
+        for chunk in chunks:
+            if self.hasher is not None:
+                self.hasher.update(chunk)
+            self.offset += len(chunk)
 
     def move(self, target: UploadStatus) -> None:
         if target not in TRANSITIONS[self.status]:
@@ -200,6 +202,34 @@ class UploadService:
 
     def put_whole(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
         """A monolithic upload whose body is already in memory: no session row needed."""
+        digest = self._verify_body(repository, digest_param, body, length)
+        self.index.finish_upload(None, repository, digest, len(body), lambda: self._store_body(digest, body))
+        return digest
+
+    def finish_small(
+        self, repository: str, upload_id: str, digest_param: str | None, body: bytes, start: int | None
+    ) -> str:
+        """The final PUT of a session, its whole (small) body in memory. On a session with
+        nothing written yet this is one write transaction and no lease: deleting the
+        session row in `finish_upload` decides which request wins."""
+        row = self.index.get_upload(repository, upload_id)
+        if row is None:
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        if row.offset or (start is not None and start != row.offset):
+            writer = self.open(repository, upload_id, start, len(body))
+            writer.write([body])
+            return self.complete(writer, digest_param)
+        digest = self._verify_body(repository, digest_param, body, None)
+
+        def store() -> None:
+            self._store_body(digest, body)
+            self.storage.cancel_upload(row.state)
+
+        if not self.index.finish_upload(upload_id, repository, digest, len(body), store):
+            raise BlobUploadUnknown("the upload was completed or cancelled by another request")
+        return digest
+
+    def _verify_body(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
         digest = _check_digest(digest_param)
         if length is not None and length != len(body):
             raise SizeInvalid(detail={"expected": length, "received": len(body)})
@@ -207,20 +237,18 @@ class UploadService:
         algorithm, _, expected = digest.partition(":")
         if hashlib.new(algorithm, body).hexdigest() != expected:
             raise DigestInvalid(detail={"digest": digest})
-
-        def store() -> None:
-            if self.storage.stat(digest) == len(body):
-                return
-            state = self.storage.start_upload(str(uuid.uuid4()))
-            try:
-                state = self.storage.write_upload(state, 0, body)
-            except BaseException:
-                self.storage.cancel_upload(state)
-                raise
-            self.storage.commit_upload(state, len(body), digest)
-
-        self.index.finish_upload(None, repository, digest, len(body), store)
         return digest
+
+    def _store_body(self, digest: str, body: bytes) -> None:
+        if self.storage.stat(digest) == len(body):
+            return
+        state = self.storage.start_upload(str(uuid.uuid4()))
+        try:
+            state = self.storage.write_upload(state, 0, [body])
+        except BaseException:
+            self.storage.cancel_upload(state)
+            raise
+        self.storage.commit_upload(state, len(body), digest)
 
     def cancel(self, repository: str, upload_id: str) -> None:
         row = self.index.get_upload(repository, upload_id)

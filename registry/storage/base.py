@@ -7,13 +7,16 @@ keeps (in the database), so any replica can continue the upload.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 UploadState = dict[str, Any]
 
 
 class BlobStorage(Protocol):
+    write_batch: int
+    """How many bytes callers should gather before each `write_upload`."""
+
     def stat(self, digest: str) -> int | None:
         """The stored blob's size, or None when it is absent."""
 
@@ -29,8 +32,8 @@ class BlobStorage(Protocol):
     def start_upload(self, upload_id: str) -> UploadState:
         """Begin an upload session and return its opaque state."""
 
-    def write_upload(self, state: UploadState, offset: int, data: bytes) -> UploadState:
-        """Write `data` at `offset` (always the current end) and return the new state."""
+    def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
+        """Write `chunks` at `offset` (always the current end) and return the new state."""
 
     def read_upload(self, state: UploadState, size: int) -> Iterator[bytes]:
         """Stream the first `size` bytes written so far (to re-hash on another replica)."""

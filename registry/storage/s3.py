@@ -9,7 +9,7 @@ a failed commit aborts it. S3's 5 MiB and 5 GiB rules live only in this module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import boto3
@@ -30,6 +30,8 @@ def _missing(error: ClientError) -> bool:
 
 
 class S3Storage:
+    write_batch = 8 * 1024 * 1024
+
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, redirect: bool = False):
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
@@ -89,7 +91,8 @@ class S3Storage:
     def start_upload(self, upload_id: str) -> UploadState:
         return {"id": upload_id, "parts": []}
 
-    def write_upload(self, state: UploadState, offset: int, data: bytes) -> UploadState:
+    def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
+        data = b"".join(chunks)
         parts: list[int] = list(state["parts"])
         if offset != sum(parts):
             raise OSError(f"upload {state['id']} is at {sum(parts)} bytes, not {offset}")
