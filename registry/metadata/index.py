@@ -197,8 +197,7 @@ class Index:
     # blobs -----------------------------------------------------------------------
 
     def _touch_blob(self, conn: Connection, digest: str, size: int) -> int:
-        """Upsert the blob row and mark it used now. The row stays locked until commit, so
-        garbage collection (which locks it too) never deletes bytes under a writer."""
+        """Upsert the blob row and mark it used now (locked until commit)."""
         dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
         now = _now()
         statement = (
@@ -218,21 +217,27 @@ class Index:
             ["repository_id", "blob_id"],
         )
 
-    def finish_upload(
-        self, upload_id: str | None, repository: str, digest: str, size: int, store: Callable[[], None]
-    ) -> bool:
-        """Close the session (if any) and make the blob visible in the repository, atomically.
+    def touch_blob(self, digest: str) -> None:
+        """Mark an existing blob as used now, before its bytes are stored again.
 
-        `store` puts the verified bytes in place while the blob's row is locked. Returns
-        False (storing nothing) when the session was already finished by someone else.
+        Garbage collection deletes a blob's bytes only while holding its row with an old
+        `touched_at`; touching waits for such a collection and then finds the row gone
+        (so the bytes are stored afresh) or young (so they are kept). A blob without a row
+        is not collection's business, so the common case costs one read.
         """
+        with self._read() as conn:
+            exists = conn.execute(select(Blob.id).where(Blob.digest == digest)).first() is not None
+        if exists:
+            with self._write() as conn:
+                conn.execute(update(Blob).where(Blob.digest == digest).values(touched_at=_now()))
+
+    def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
+        """Close the session (if any) and make the stored blob visible in the repository,
+        atomically. False when the session was already finished by someone else."""
         with self._write() as conn:
             if upload_id is not None and conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount != 1:
                 return False
-            repository_id = self._ensure_repository(conn, repository)
-            self._touch_blob(conn, digest, size)
-            store()
-            self._link_blob(conn, repository_id, digest, size)
+            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
             return True
 
     def blob_size(self, repository: str, digest: str) -> int | None:

@@ -183,14 +183,9 @@ class UploadService:
                 self.storage.cancel_upload(writer.state)
             raise
         writer.move(UploadStatus.COMMITTED)
-        stored = self.index.finish_upload(
-            writer.upload_id,
-            writer.repository,
-            digest,
-            writer.offset,
-            lambda: self._store(writer.state, writer.offset, digest),
-        )
-        if not stored:
+        self.index.touch_blob(digest)
+        self._store(writer.state, writer.offset, digest)
+        if not self.index.finish_upload(writer.upload_id, writer.repository, digest, writer.offset):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
@@ -203,7 +198,9 @@ class UploadService:
     def put_whole(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
         """A monolithic upload whose body is already in memory: no session row needed."""
         digest = self._verify_body(repository, digest_param, body, length)
-        self.index.finish_upload(None, repository, digest, len(body), lambda: self._store_body(digest, body))
+        self.index.touch_blob(digest)
+        self._store_body(digest, body)
+        self.index.finish_upload(None, repository, digest, len(body))
         return digest
 
     def finish_small(
@@ -220,12 +217,10 @@ class UploadService:
             writer.write([body])
             return self.complete(writer, digest_param)
         digest = self._verify_body(repository, digest_param, body, None)
-
-        def store() -> None:
-            self._store_body(digest, body)
-            self.storage.cancel_upload(row.state)
-
-        if not self.index.finish_upload(upload_id, repository, digest, len(body), store):
+        self.index.touch_blob(digest)
+        self._store_body(digest, body)
+        self.storage.cancel_upload(row.state)
+        if not self.index.finish_upload(upload_id, repository, digest, len(body)):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
