@@ -114,9 +114,13 @@ def test_signals_reach_pid1(berth: Berth) -> None:
 
 
 def test_init_reaps_and_forwards(berth: Berth) -> None:
-    code, out, err = sh(berth, "sleep 0.1 & wait; cat /proc/1/cmdline | tr '\\0' ' '; exit 3", "--init")
+    # The subshell's sleep is orphaned: only an init that reaps keeps it from staying a zombie.
+    script = ("(sleep 0.1 &); sleep 0.6; echo zombies $(ps -o stat | grep -c Z); "
+              "cat /proc/1/cmdline | tr '\\0' ' '; exit 3")
+    code, out, err = sh(berth, script, "--init")
     assert code == 3, err
-    assert "python" in out.split()[0]
+    assert "zombies 0" in out
+    assert "python" in out.splitlines()[-1].split()[0]
 
 
 def host_readable(kind: str, major: int, minor: int, where: Path) -> bool:
