@@ -105,6 +105,7 @@ class Index:
             for by_digest in (False, True)
             for content in (False, True)
         }
+        self._repository_id = Prepared(engine, select(Repository.id).where(Repository.name == bindparam("name")))
         self._blob_size = Prepared(
             engine,
             select(Blob.size)
@@ -128,7 +129,15 @@ class Index:
 
     # repositories -----------------------------------------------------------------
 
-    def _ensure_repository(self, conn: Connection, name: str) -> int:
+    def _known_repository(self, name: str) -> int | None:
+        """A repository's id, read before a write transaction (repositories are never
+        deleted, so the id stays valid) to keep the write lock short."""
+        row = self._repository_id.first(name=name)
+        return None if row is None else row[0]
+
+    def _ensure_repository(self, conn: Connection, name: str, known: int | None = None) -> int:
+        if known is not None:
+            return known
         _upsert(conn, Repository.__table__, {"name": name}, ["name"])
         return conn.execute(select(Repository.id).where(Repository.name == name)).scalar_one()
 
@@ -148,8 +157,9 @@ class Index:
     # uploads ---------------------------------------------------------------------
 
     def create_upload(self, repository: str, upload_id: str, state: dict[str, Any]) -> None:
+        known = self._known_repository(repository)
         with self._write() as conn:
-            repository_id = self._ensure_repository(conn, repository)
+            repository_id = self._ensure_repository(conn, repository, known)
             conn.execute(
                 insert(Upload).values(
                     id=upload_id, repository_id=repository_id, offset=0, storage_state=json.dumps(state)
@@ -234,10 +244,11 @@ class Index:
     def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
         """Close the session (if any) and make the stored blob visible in the repository,
         atomically. False when the session was already finished by someone else."""
+        known = self._known_repository(repository)
         with self._write() as conn:
             if upload_id is not None and conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount != 1:
                 return False
-            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
+            self._link_blob(conn, self._ensure_repository(conn, repository, known), digest, size)
             return True
 
     def blob_size(self, repository: str, digest: str) -> int | None:
@@ -324,8 +335,9 @@ class Index:
         missing; when any are, nothing is written. With `tag_locked`, an existing tag
         that points at another manifest raises TagLocked (and nothing is written).
         """
+        known_repository = self._known_repository(repository)
         with self._write() as conn:
-            repository_id = self._ensure_repository(conn, repository)
+            repository_id = self._ensure_repository(conn, repository, known_repository)
             blob_ids: dict[str, int] = {}
             if manifest.blobs:
                 # Lock (in id order, against deadlocks) and touch the blobs, so a concurrent
@@ -396,20 +408,13 @@ class Index:
             manifest_id = conn.execute(
                 select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == manifest.digest)
             ).scalar_one()
-            for blob_id in set(blob_ids.values()):
-                _upsert(
-                    conn,
-                    ManifestBlob.__table__,
-                    {"manifest_id": manifest_id, "blob_id": blob_id},
-                    ["manifest_id", "blob_id"],
-                )
-            for child_id in set(child_ids.values()):
-                _upsert(
-                    conn,
-                    ManifestChild.__table__,
-                    {"parent_id": manifest_id, "child_id": child_id},
-                    ["parent_id", "child_id"],
-                )
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            if blob_ids:
+                rows = [{"manifest_id": manifest_id, "blob_id": b} for b in sorted(set(blob_ids.values()))]
+                conn.execute(dialect.insert(ManifestBlob).values(rows).on_conflict_do_nothing())
+            if child_ids:
+                rows = [{"parent_id": manifest_id, "child_id": c} for c in sorted(set(child_ids.values()))]
+                conn.execute(dialect.insert(ManifestChild).values(rows).on_conflict_do_nothing())
             if tag is not None and tag_locked:
                 current = conn.execute(
                     select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
@@ -418,7 +423,6 @@ class Index:
                     conn.rollback()
                     raise TagLocked(tag)
             if tag is not None:
-                dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
                 now = _now()  # sub-second, so retention can tell which tag is newest
                 conn.execute(
                     dialect.insert(Tag)
