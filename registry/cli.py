@@ -37,10 +37,23 @@ from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
     default=None,
     help="Build the token realm from X-Forwarded-Proto/Host (env BERTH_TRUST_PROXY).",
 )
+@click.option("--webhook-urls", metavar="URL,...", help="Deliver events to these URLs (env BERTH_WEBHOOK_URLS).")
+@click.option("--webhook-secret", help="HMAC-SHA256 key for X-Berth-Signature (env BERTH_WEBHOOK_SECRET).")
+@click.option("--gc-interval", help="Collect garbage this often, 0 to never (default 1h, env BERTH_GC_INTERVAL).")
+@click.option("--gc-grace", help="Spare what was touched more recently (default 24h, env BERTH_GC_GRACE).")
+@click.option("--gc-untagged/--no-gc-untagged", default=None, help="Scheduled runs remove untagged manifests too.")
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""
+    import shutil
+
     import uvicorn
+
+    # Before anything imports prometheus_client: every worker then writes its metrics here.
+    metrics = settings.data_dir / "metrics"
+    shutil.rmtree(metrics, ignore_errors=True)
+    metrics.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
 
     from registry.api.app import SETTINGS_ENV
     from registry.migrate import upgrade

@@ -60,4 +60,6 @@ SETTING_FLAGS = {
     "gc_interval",
     "gc_grace",
     "gc_untagged",
+    "webhook_urls",
+    "webhook_secret",
 }

@@ -40,6 +40,8 @@ class Settings:
     gc_interval: str = "1h"
     gc_grace: str = "24h"
     gc_untagged: bool = False
+    webhook_urls: str = ""
+    webhook_secret: str = ""
     log_level: str = "info"
 
     @property

@@ -10,14 +10,16 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
+from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from registry.api.auth import Authenticator
-from registry.api.base import ApiVersionHeader, Services
-from registry.api.errors import http_error, registry_error
+from registry.api.base import Services
+from registry.api.errors import http_error, registry_error, storage_error
+from registry.api.observe import GC_BYTES, GC_RUNS, Observe, configure_access_log
 from registry.api.routes import ROUTES
 from registry.auth.tokens import TokenAuthority, generate_key_pem
 from registry.config import Settings, parse_duration
@@ -25,14 +27,17 @@ from registry.errors import RegistryError
 from registry.metadata.accounts import Accounts
 from registry.metadata.collect import Collector
 from registry.metadata.db import make_engine
+from registry.metadata.events import Events
 from registry.metadata.index import Index
 from registry.metadata.policies import Policies
 from registry.service.blobs import BlobService
+from registry.service.events import EventService
 from registry.service.gc import GarbageCollector
 from registry.service.manifests import ManifestService
 from registry.service.policies import PolicyService
 from registry.service.uploads import HasherCache, UploadService
 from registry.storage import open_storage
+from registry.storage.base import BlobStorage
 
 SETTINGS_ENV = "BERTH_SETTINGS_JSON"
 LOG = logging.getLogger("berth.registry")
@@ -52,22 +57,33 @@ def create_app(settings: Settings) -> Starlette:
 
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="berth")
 
+    webhooks = [u.strip() for u in settings.webhook_urls.split(",") if u.strip()]
+    events = EventService(Events(engine), webhooks, settings.webhook_secret)
+
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        task = asyncio.create_task(collect_periodically(collector, settings))
+        tasks = [
+            asyncio.create_task(collect_periodically(collector, settings)),
+            asyncio.create_task(publish_events(events, executor)),
+        ]
         try:
             yield
         finally:
-            task.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.get_running_loop().run_in_executor(executor, events.flush_pulls)
             executor.shutdown(wait=False, cancel_futures=True)
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(ApiVersionHeader)],
-        exception_handlers={RegistryError: registry_error, HTTPException: http_error},
+        middleware=[Middleware(Observe, access_log=settings.log_level in ("info", "debug"))],
+        exception_handlers={RegistryError: registry_error, HTTPException: http_error, OSError: storage_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.events = events
+    app.state.readiness = lambda: readiness(engine, storage)
+    configure_access_log(settings.log_level in ("info", "debug"))
     app.state.auth = Authenticator(accounts, authority, trust_proxy=settings.trust_proxy)
     app.state.services = Services(
         blobs=BlobService(index, storage),
@@ -77,6 +93,34 @@ def create_app(settings: Settings) -> Starlette:
         inline_reads=index.inline_reads,
     )
     return app
+
+
+def readiness(engine: Engine, storage: BlobStorage) -> list[str]:
+    """Problems that make this replica unable to serve: the database and the blob store."""
+    problems = []
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except Exception as exc:
+        problems.append(f"database: {exc}")
+    try:
+        storage.stat("sha256:" + "0" * 64)
+    except Exception as exc:
+        problems.append(f"storage: {exc}")
+    return problems
+
+
+async def publish_events(events: EventService, executor: ThreadPoolExecutor) -> None:
+    """Write gathered pull events and deliver due webhooks, about once a second."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await loop.run_in_executor(executor, events.flush_pulls)
+            if events.webhooks:
+                await loop.run_in_executor(executor, events.deliver_due)
+        except Exception:
+            LOG.exception("publishing events failed")
 
 
 async def collect_periodically(collector: GarbageCollector, settings: Settings) -> None:
@@ -93,6 +137,8 @@ async def collect_periodically(collector: GarbageCollector, settings: Settings) 
             LOG.exception("garbage collection failed")
             continue
         if report is not None:
+            GC_RUNS.inc()
+            GC_BYTES.inc(report.bytes_reclaimed)
             LOG.info(
                 "garbage collection removed %d blobs, %d manifests, %d uploads (%d bytes)",
                 len(report.blobs),

@@ -179,6 +179,12 @@ def _authorize(auth: Authenticator, request: Request, repository: str | None, ac
 
 async def require(request: Request, repository: str | None, action: str) -> Principal:
     """Authorize `action` on `repository` (None: the registry itself), or raise 401/403."""
+    principal = await _require(request, repository, action)
+    request.scope["berth.user"] = principal.name
+    return principal
+
+
+async def _require(request: Request, repository: str | None, action: str) -> Principal:
     auth: Authenticator = request.app.state.auth
     if auth.known_open():
         return Principal(ANONYMOUS, open_registry=True)

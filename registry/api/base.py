@@ -10,7 +10,6 @@ from functools import partial
 from typing import Any, TypeVar
 
 from starlette.requests import Request
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from registry.errors import NameInvalid
 from registry.oci.reference import valid_name
@@ -19,7 +18,6 @@ from registry.service.manifests import ManifestService
 from registry.service.uploads import UploadService, UploadWriter
 
 T = TypeVar("T")
-API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 SMALL_BODY = 1024 * 1024
 
 
@@ -85,20 +83,12 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
             await call(request, writer.write, batch)
 
 
-class ApiVersionHeader:
-    """Adds `Docker-Distribution-API-Version` to every response, as docker expects."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_header(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
-            await send(message)
-
-        await self.app(scope, receive, send_with_header)
+def event(request: Request, action: str, name: str, **target: str | None) -> Callable[[], None]:
+    """A call that records an event for this request (who, from where, which request)."""
+    events = request.app.state.events
+    actor = request.scope.get("berth.user") or "anonymous"
+    address = request.client.host if request.client else "unknown"
+    request_id = request.scope.get("berth.request_id")
+    if action == "pull":
+        return partial(events.record_pull, name, actor, address, request_id=request_id, **target)
+    return partial(events.record, action, name, actor, address, request_id=request_id, **target)

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry.api.auth import require
-from registry.api.base import call, read, repository, services
+from registry.api.base import call, event, read, repository, services
 from registry.service.blobs import parse_range
 
 
@@ -43,4 +43,5 @@ async def delete_blob(request: Request) -> Response:
     name, digest = repository(request), request.path_params["digest"]
     await require(request, name, "delete")
     await call(request, services(request).blobs.delete, name, digest)
+    await call(request, event(request, "delete", name, digest=digest, media_type="blob"))
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.errors import RegistryError
+
+LOG = logging.getLogger("berth.registry")
 
 
 def error_response(request: Request, exc: RegistryError) -> Response:
@@ -33,4 +36,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
         b"" if request.method == "HEAD" else json.dumps(body).encode(),
         status_code=exc.status_code,
         headers={"Content-Type": "application/json", **(exc.headers or {})},
+    )
+
+
+async def storage_error(request: Request, exc: Exception) -> Response:
+    """An I/O failure underneath (disk, object store): counted, logged, and a 500 in the spec's shape."""
+    from registry.api.observe import STORAGE_ERRORS
+
+    endpoint = request.scope.get("endpoint")
+    STORAGE_ERRORS.labels(getattr(endpoint, "__name__", "unmatched")).inc()
+    LOG.error("storage failure in %s %s", request.method, request.url.path, exc_info=exc)
+    body = {"errors": [{"code": "UNKNOWN", "message": "storage failure; try again", "detail": None}]}
+    return Response(
+        b"" if request.method == "HEAD" else json.dumps(body).encode(),
+        status_code=500,
+        headers={"Content-Type": "application/json"},
     )

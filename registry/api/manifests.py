@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import call, read, repository, services
+from registry.api.base import call, event, read, repository, services
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import MAX_MANIFEST_BYTES
@@ -19,6 +19,9 @@ async def get_manifest(request: Request) -> Response:
     await require(request, name, "pull")
     head = request.method == "HEAD"
     row = await read(request, services(request).manifests.get, name, reference, not head)
+    if not head:
+        tag = None if ":" in reference else reference
+        event(request, "pull", name, digest=row.digest, tag=tag, media_type=row.media_type)()
     headers = {
         "Content-Type": row.media_type,
         "Docker-Content-Digest": row.digest,
@@ -46,6 +49,8 @@ async def put_manifest(request: Request) -> Response:
         content_type,
         can_pull(request, principal),
     )
+    tag = None if ":" in reference else reference
+    await call(request, event(request, "push", name, digest=digest, tag=tag, media_type=content_type))
     headers = {
         "Location": f"/v2/{name}/manifests/{digest}",
         "Docker-Content-Digest": digest,
@@ -60,6 +65,8 @@ async def delete_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     await require(request, name, "delete")
     await call(request, services(request).manifests.delete, name, reference)
+    target = {"digest": reference} if ":" in reference else {"tag": reference}
+    await call(request, event(request, "delete", name, **target))
     return Response(status_code=202, headers={"Content-Length": "0"})
 
 

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from registry.api import blobs, manifests, tags, token, uploads
+from registry.api import blobs, manifests, observe, tags, token, uploads
 from registry.api.auth import require
 
 NAME = "/v2/{name:path}"
@@ -20,6 +20,9 @@ async def api_base(request: Request) -> Response:
 ROUTES = [
     Route("/v2/", api_base, methods=["GET", "HEAD"]),
     Route("/token", token.token, methods=["GET", "POST"]),
+    Route("/healthz", observe.healthz, methods=["GET", "HEAD"]),
+    Route("/readyz", observe.readyz, methods=["GET", "HEAD"]),
+    Route("/metrics", observe.metrics, methods=["GET"]),
     Route("/v2/_catalog", tags.catalog, methods=["GET"]),
     Route(f"{NAME}/tags/list", tags.list_tags, methods=["GET"]),
     Route(f"{NAME}/manifests/{{reference}}", manifests.get_manifest, methods=["GET", "HEAD"]),

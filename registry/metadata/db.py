@@ -92,13 +92,23 @@ class Prepared:
         self.order = compiled.positiontup if compiled.positional else None
 
     def first(self, **params: Any) -> tuple[Any, ...] | None:
+        rows = self._run(params, one=True)
+        return rows[0] if rows else None
+
+    def all(self, **params: Any) -> list[tuple[Any, ...]]:
+        return self._run(params, one=False)
+
+    def _run(self, params: dict[str, Any], one: bool) -> list[tuple[Any, ...]]:
         arguments = tuple(params[name] for name in self.order) if self.order is not None else params
         connection = self.engine.raw_connection()
         try:
             cursor = connection.cursor()
             try:
                 cursor.execute(self.sql, arguments)
-                return cursor.fetchone()
+                if one:
+                    row = cursor.fetchone()
+                    return [row] if row is not None else []
+                return list(cursor.fetchall())
             finally:
                 cursor.close()
         finally:

@@ -105,6 +105,13 @@ class Index:
             for by_digest in (False, True)
             for content in (False, True)
         }
+        self._upload = Prepared(
+            engine,
+            select(Upload.id, Upload.repository_id, Upload.offset, Upload.storage_state)
+            .join(Repository, Repository.id == Upload.repository_id)
+            .where(Upload.id == bindparam("id"), Repository.name == bindparam("repository")),
+        )
+        self._blob_exists = Prepared(engine, select(Blob.id).where(Blob.digest == bindparam("digest")))
         self._repository_id = Prepared(engine, select(Repository.id).where(Repository.name == bindparam("name")))
         self._blob_size = Prepared(
             engine,
@@ -167,14 +174,8 @@ class Index:
             )
 
     def get_upload(self, repository: str, upload_id: str) -> UploadRow | None:
-        query = (
-            select(Upload.id, Upload.repository_id, Upload.offset, Upload.storage_state)
-            .join(Repository, Repository.id == Upload.repository_id)
-            .where(Upload.id == upload_id, Repository.name == repository)
-        )
-        with self._read() as conn:
-            row = conn.execute(query).first()
-        return None if row is None else UploadRow(row.id, row.repository_id, row.offset, json.loads(row.storage_state))
+        row = self._upload.first(id=upload_id, repository=repository)
+        return None if row is None else UploadRow(row[0], row[1], row[2], json.loads(row[3]))
 
     def lease_upload(self, upload_id: str, offset: int, seconds: float) -> bool:
         """Claim the session for one writer, if it is still at `offset` and nobody writes."""
@@ -235,9 +236,7 @@ class Index:
         (so the bytes are stored afresh) or young (so they are kept). A blob without a row
         is not collection's business, so the common case costs one read.
         """
-        with self._read() as conn:
-            exists = conn.execute(select(Blob.id).where(Blob.digest == digest)).first() is not None
-        if exists:
+        if self._blob_exists.first(digest=digest) is not None:
             with self._write() as conn:
                 conn.execute(update(Blob).where(Blob.digest == digest).values(touched_at=_now()))
 

@@ -204,3 +204,32 @@ class ImmutableTag(Base):
     __tablename__ = "immutable_tag"
     pattern: Mapped[str] = mapped_column(String(255), primary_key=True)
     tag_pattern: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class Event(Base):
+    """Who did what, when, from where: pushes, pulls, deletes and tag changes."""
+
+    __tablename__ = "event"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    repository: Mapped[str] = mapped_column(String(255), nullable=False)
+    digest: Mapped[str | None] = mapped_column(String(160))
+    tag: Mapped[str | None] = mapped_column(String(128))
+    media_type: Mapped[str | None] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255), nullable=False)
+    address: Mapped[str] = mapped_column(String(64), nullable=False)
+    request_id: Mapped[str | None] = mapped_column(String(64))
+
+
+class EventDelivery(Base):
+    """The outbox: one row per event and webhook until it is delivered, so nothing is lost on restart."""
+
+    __tablename__ = "event_delivery"
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), primary_key=True)
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Engine, delete, distinct, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from registry.metadata.db import WRITE
+from registry.metadata.db import WRITE, Prepared
 from registry.metadata.models import (
     Blob,
     ImmutableTag,
@@ -59,6 +59,11 @@ class TagRow:
 class Policies:
     def __init__(self, engine: Engine):
         self.engine = engine
+        # Read on every push: prepared, since they are usually empty and must cost nothing.
+        self._quotas = Prepared(engine, select(Quota.pattern, Quota.limit_bytes).order_by(Quota.pattern))
+        self._immutable = Prepared(
+            engine, select(ImmutableTag.pattern, ImmutableTag.tag_pattern).order_by(ImmutableTag.pattern)
+        )
 
     def _upsert(self, model: type, values: dict[str, object], keys: list[str]) -> None:
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
@@ -155,8 +160,7 @@ class Policies:
     # -- quotas
 
     def quotas(self) -> list[tuple[str, int]]:
-        with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(select(Quota.pattern, Quota.limit_bytes).order_by(Quota.pattern))]
+        return [(r[0], r[1]) for r in self._quotas.all()]
 
     def set_quota(self, pattern: str, limit: int) -> None:
         self._upsert(Quota, {"pattern": pattern, "limit_bytes": limit}, ["pattern"])
@@ -167,9 +171,7 @@ class Policies:
     # -- immutable tags
 
     def immutable(self) -> list[tuple[str, str]]:
-        with self.engine.connect() as conn:
-            query = select(ImmutableTag.pattern, ImmutableTag.tag_pattern).order_by(ImmutableTag.pattern)
-            return [tuple(r) for r in conn.execute(query)]
+        return [(r[0], r[1]) for r in self._immutable.all()]
 
     def add_immutable(self, pattern: str, tag_pattern: str) -> None:
         self._upsert(ImmutableTag, {"pattern": pattern, "tag_pattern": tag_pattern}, ["pattern", "tag_pattern"])

@@ -218,6 +218,8 @@ class UploadService:
             return self.complete(writer, digest_param)
         digest = self._verify_body(repository, digest_param, body, None)
         self.index.touch_blob(digest)
+        # A fresh file, not the session's: a concurrent request on the same session must
+        # never be able to change bytes this request verified.
         self._store_body(digest, body)
         self.storage.cancel_upload(row.state)
         if not self.index.finish_upload(upload_id, repository, digest, len(body)):

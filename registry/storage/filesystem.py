@@ -56,7 +56,7 @@ class FilesystemStorage:
 
     def start_upload(self, upload_id: str) -> UploadState:
         name = f"{upload_id}.part"
-        (self.uploads / name).touch()
+        os.close(os.open(self.uploads / name, os.O_WRONLY | os.O_CREAT, 0o644))
         return {"file": name}
 
     def _upload_path(self, state: UploadState) -> Path:

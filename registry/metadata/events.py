@@ -1,0 +1,128 @@
+"""Queries for the event log and the webhook outbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, insert, or_, select, update
+
+from registry.metadata.db import WRITE
+from registry.metadata.models import Event, EventDelivery
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    action: str
+    repository: str
+    actor: str
+    address: str
+    digest: str | None = None
+    tag: str | None = None
+    media_type: str | None = None
+    request_id: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    event_id: int
+    url: str
+    attempts: int
+    event: dict[str, Any]
+
+
+class Events:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def record(self, events: list[NewEvent], webhooks: list[str]) -> None:
+        """Store events and, in the same transaction, one outbox row per webhook."""
+        if not events:
+            return
+        now = datetime.now(UTC)
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            for event in events:
+                values = {k: getattr(event, k) for k in NewEvent.__dataclass_fields__}
+                values["at"] = event.at or now
+                event_id = conn.execute(insert(Event).values(**values).returning(Event.id)).scalar_one()
+                if webhooks:
+                    conn.execute(
+                        insert(EventDelivery).values(
+                            [
+                                {"event_id": event_id, "url": url, "attempts": 0, "next_attempt_at": now}
+                                for url in webhooks
+                            ]
+                        )
+                    )
+
+    def recent(self, limit: int = 100, repository: str | None = None) -> list[dict[str, Any]]:
+        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        if repository:
+            query = query.where(Event.repository == repository)
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(*Event.__table__.columns)
+                    .where(Event.id.in_(select(query.subquery().c.id)))
+                    .order_by(Event.id)
+                )
+                .mappings()
+                .all()
+            )
+        return [dict(row) for row in rows]
+
+    def claim(self, limit: int, lease: timedelta) -> list[Delivery]:
+        """Take due deliveries for this process; another replica skips claimed rows."""
+        now = datetime.now(UTC)
+        due = (
+            select(EventDelivery.event_id, EventDelivery.url, EventDelivery.attempts)
+            .where(
+                EventDelivery.delivered_at.is_(None),
+                EventDelivery.next_attempt_at <= now,
+                or_(EventDelivery.claimed_until.is_(None), EventDelivery.claimed_until < now),
+            )
+            .order_by(EventDelivery.event_id)
+            .limit(limit)
+        )
+        claimed = []
+        with self.engine.connect() as conn:
+            candidates = conn.execute(due).all()
+        for event_id, url, attempts in candidates:
+            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+                taken = conn.execute(
+                    update(EventDelivery)
+                    .where(
+                        EventDelivery.event_id == event_id,
+                        EventDelivery.url == url,
+                        EventDelivery.delivered_at.is_(None),
+                        or_(EventDelivery.claimed_until.is_(None), EventDelivery.claimed_until < now),
+                    )
+                    .values(claimed_until=now + lease)
+                ).rowcount
+                if taken:
+                    event = conn.execute(select(*Event.__table__.columns).where(Event.id == event_id)).mappings().one()
+                    claimed.append(Delivery(event_id, url, attempts, dict(event)))
+        return claimed
+
+    def delivered(self, delivery: Delivery) -> None:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                update(EventDelivery)
+                .where(EventDelivery.event_id == delivery.event_id, EventDelivery.url == delivery.url)
+                .values(delivered_at=datetime.now(UTC), claimed_until=None, attempts=delivery.attempts + 1)
+            )
+
+    def failed(self, delivery: Delivery, error: str, retry_in: timedelta) -> None:
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                update(EventDelivery)
+                .where(EventDelivery.event_id == delivery.event_id, EventDelivery.url == delivery.url)
+                .values(
+                    attempts=delivery.attempts + 1,
+                    next_attempt_at=datetime.now(UTC) + retry_in,
+                    claimed_until=None,
+                    last_error=error[:1000],
+                )
+            )
