@@ -91,6 +91,11 @@ class Prepared:
         self.sql = str(compiled)
         self.order = compiled.positiontup if compiled.positional else None
 
+    def execute(self, conn: Any, **params: Any) -> Any:
+        """Run inside a transaction of an SQLAlchemy Connection, skipping statement building."""
+        arguments = tuple(params[name] for name in self.order) if self.order is not None else params
+        return conn.exec_driver_sql(self.sql, arguments)
+
     def first(self, **params: Any) -> tuple[Any, ...] | None:
         rows = self._run(params, one=True)
         return rows[0] if rows else None

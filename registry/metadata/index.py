@@ -112,6 +112,32 @@ class Index:
             .where(Upload.id == bindparam("id"), Repository.name == bindparam("repository")),
         )
         self._blob_exists = Prepared(engine, select(Blob.id).where(Blob.digest == bindparam("digest")))
+        # The statements of every blob upload, compiled once for the write transaction.
+        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        self._upsert_blob = Prepared(
+            engine,
+            dialect.insert(Blob)
+            .values(digest=bindparam("digest"), size=bindparam("size"), touched_at=bindparam("now"))
+            .on_conflict_do_update(index_elements=["digest"], set_={"touched_at": bindparam("now")})
+            .returning(Blob.id),
+        )
+        self._link = Prepared(
+            engine,
+            dialect.insert(RepositoryBlob)
+            .values(repository_id=bindparam("repository_id"), blob_id=bindparam("blob_id"), created_at=bindparam("now"))
+            .on_conflict_do_nothing(index_elements=["repository_id", "blob_id"]),
+        )
+        self._insert_upload = Prepared(
+            engine,
+            insert(Upload).values(
+                id=bindparam("id"),
+                repository_id=bindparam("repository_id"),
+                offset=bindparam("start"),
+                storage_state=bindparam("state"),
+                started_at=bindparam("now"),
+            ),
+        )
+        self._delete_upload = Prepared(engine, delete(Upload).where(Upload.id == bindparam("id")))
         self._repository_id = Prepared(engine, select(Repository.id).where(Repository.name == bindparam("name")))
         self._blob_size = Prepared(
             engine,
@@ -167,10 +193,8 @@ class Index:
         known = self._known_repository(repository)
         with self._write() as conn:
             repository_id = self._ensure_repository(conn, repository, known)
-            conn.execute(
-                insert(Upload).values(
-                    id=upload_id, repository_id=repository_id, offset=0, storage_state=json.dumps(state)
-                )
+            self._insert_upload.execute(
+                conn, id=upload_id, repository_id=repository_id, start=0, state=json.dumps(state), now=_now()
             )
 
     def get_upload(self, repository: str, upload_id: str) -> UploadRow | None:
@@ -209,24 +233,11 @@ class Index:
 
     def _touch_blob(self, conn: Connection, digest: str, size: int) -> int:
         """Upsert the blob row and mark it used now (locked until commit)."""
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        now = _now()
-        statement = (
-            dialect.insert(Blob)
-            .values(digest=digest, size=size, touched_at=now)
-            .on_conflict_do_update(index_elements=["digest"], set_={"touched_at": now})
-            .returning(Blob.id)
-        )
-        return conn.execute(statement).scalar_one()
+        return self._upsert_blob.execute(conn, digest=digest, size=size, now=_now()).scalar_one()
 
     def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
         blob_id = self._touch_blob(conn, digest, size)
-        _upsert(
-            conn,
-            RepositoryBlob.__table__,
-            {"repository_id": repository_id, "blob_id": blob_id},
-            ["repository_id", "blob_id"],
-        )
+        self._link.execute(conn, repository_id=repository_id, blob_id=blob_id, now=_now())
 
     def touch_blob(self, digest: str) -> None:
         """Mark an existing blob as used now, before its bytes are stored again.
@@ -245,7 +256,7 @@ class Index:
         atomically. False when the session was already finished by someone else."""
         known = self._known_repository(repository)
         with self._write() as conn:
-            if upload_id is not None and conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount != 1:
+            if upload_id is not None and self._delete_upload.execute(conn, id=upload_id).rowcount != 1:
                 return False
             self._link_blob(conn, self._ensure_repository(conn, repository, known), digest, size)
             return True

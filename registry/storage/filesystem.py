@@ -55,9 +55,9 @@ class FilesystemStorage:
         return None
 
     def start_upload(self, upload_id: str) -> UploadState:
-        name = f"{upload_id}.part"
-        os.close(os.open(self.uploads / name, os.O_WRONLY | os.O_CREAT, 0o644))
-        return {"file": name}
+        # The file is made by the first write: a session finished by one small PUT never
+        # creates (and deletes) an empty file.
+        return {"file": f"{upload_id}.part"}
 
     def _upload_path(self, state: UploadState) -> Path:
         name = state["file"]
@@ -68,7 +68,7 @@ class FilesystemStorage:
     def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
         """One `pwritev` per batch of chunks: no joining copy in Python."""
         pending = [memoryview(c) for c in chunks if c]
-        fd = os.open(self._upload_path(state), os.O_WRONLY)
+        fd = os.open(self._upload_path(state), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             while pending:
                 written = os.pwritev(fd, pending[:IOV_MAX], offset)
@@ -82,6 +82,8 @@ class FilesystemStorage:
         return state
 
     def read_upload(self, state: UploadState, size: int) -> Iterator[bytes]:
+        if size == 0:
+            return
         with open(self._upload_path(state), "rb", buffering=0) as fh:
             remaining = size
             while remaining > 0:
@@ -93,7 +95,7 @@ class FilesystemStorage:
 
     def commit_upload(self, state: UploadState, size: int, digest: str) -> None:
         source = self._upload_path(state)
-        fd = os.open(source, os.O_WRONLY)
+        fd = os.open(source, os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             os.ftruncate(fd, size)
             os.fdatasync(fd)
