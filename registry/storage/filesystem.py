@@ -16,7 +16,7 @@ IOV_MAX = 1024
 
 
 class FilesystemStorage:
-    write_batch = 2 * 1024 * 1024
+    write_batch = 1024 * 1024
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
