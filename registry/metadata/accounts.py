@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
-from registry.metadata.db import WRITE
+from registry.metadata.db import WRITE, insert_for
 from registry.metadata.models import Account, Grant, LoginFailure, SigningKey
 
 
@@ -105,9 +104,9 @@ class Accounts:
                 select(Grant.actions).where(Grant.principal == principal, Grant.pattern == pattern)
             ).scalar()
             merged = ",".join(sorted(actions | (set(current.split(",")) if current else set())))
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             conn.execute(
-                dialect.insert(Grant)
+                dialect_insert(Grant)
                 .values(principal=principal, pattern=pattern, actions=merged)
                 .on_conflict_do_update(index_elements=["principal", "pattern"], set_={"actions": merged})
             )
@@ -135,9 +134,9 @@ class Accounts:
         if pem is not None:
             return pem
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             conn.execute(
-                dialect.insert(SigningKey)
+                dialect_insert(SigningKey)
                 .values(kid=kid, private_pem=generate())
                 .on_conflict_do_nothing(index_elements=["kid"])
             )
@@ -166,9 +165,9 @@ class Accounts:
                 .where(*where, LoginFailure.window_start < now - window)
                 .values(failures=0, window_start=now)
             )
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             conn.execute(
-                dialect.insert(LoginFailure)
+                dialect_insert(LoginFailure)
                 .values(principal=principal, address=address, failures=1, window_start=now)
                 .on_conflict_do_update(
                     index_elements=["principal", "address"], set_={"failures": LoginFailure.failures + 1}

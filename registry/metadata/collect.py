@@ -14,10 +14,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, exists, not_, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 
-from registry.metadata.db import WRITE
+from registry.metadata.db import WRITE, insert_for
 from registry.metadata.models import (
     Blob,
     Lease,
@@ -82,9 +81,9 @@ class Collector:
         now = datetime.now(UTC)
         until = now + timedelta(seconds=seconds)
         with self._write() as conn, conn.begin():
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             conn.execute(
-                dialect.insert(Lease)
+                dialect_insert(Lease)
                 .values(name=name, holder="", until=now)
                 .on_conflict_do_nothing(index_elements=["name"])
             )

@@ -5,13 +5,20 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 WRITE = {"berth_write": True}
+
+
+def insert_for(bind: Any) -> Callable[..., Any]:
+    """The dialect's INSERT, which has ON CONFLICT (PostgreSQL and SQLite alike)."""
+    return postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
 
 
 def make_engine(url: str) -> Engine:

@@ -14,9 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, Engine, and_, bindparam, delete, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from registry.metadata.db import WRITE, Prepared
+from registry.metadata.db import WRITE, Prepared, insert_for
 from registry.metadata.models import (
     Blob,
     Manifest,
@@ -75,8 +74,8 @@ class Referrer:
 
 def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str]) -> None:
     """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    conn.execute(dialect.insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
+    dialect_insert = insert_for(conn)
+    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
 
 
 def _now() -> datetime:
@@ -113,17 +112,17 @@ class Index:
         )
         self._blob_exists = Prepared(engine, select(Blob.id).where(Blob.digest == bindparam("digest")))
         # The statements of every blob upload, compiled once for the write transaction.
-        dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+        dialect_insert = insert_for(engine)
         self._upsert_blob = Prepared(
             engine,
-            dialect.insert(Blob)
+            dialect_insert(Blob)
             .values(digest=bindparam("digest"), size=bindparam("size"), touched_at=bindparam("now"))
             .on_conflict_do_update(index_elements=["digest"], set_={"touched_at": bindparam("now")})
             .returning(Blob.id),
         )
         self._link = Prepared(
             engine,
-            dialect.insert(RepositoryBlob)
+            dialect_insert(RepositoryBlob)
             .values(repository_id=bindparam("repository_id"), blob_id=bindparam("blob_id"), created_at=bindparam("now"))
             .on_conflict_do_nothing(index_elements=["repository_id", "blob_id"]),
         )
@@ -418,13 +417,13 @@ class Index:
             manifest_id = conn.execute(
                 select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == manifest.digest)
             ).scalar_one()
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             if blob_ids:
                 rows = [{"manifest_id": manifest_id, "blob_id": b} for b in sorted(set(blob_ids.values()))]
-                conn.execute(dialect.insert(ManifestBlob).values(rows).on_conflict_do_nothing())
+                conn.execute(dialect_insert(ManifestBlob).values(rows).on_conflict_do_nothing())
             if child_ids:
                 rows = [{"parent_id": manifest_id, "child_id": c} for c in sorted(set(child_ids.values()))]
-                conn.execute(dialect.insert(ManifestChild).values(rows).on_conflict_do_nothing())
+                conn.execute(dialect_insert(ManifestChild).values(rows).on_conflict_do_nothing())
             if tag is not None and tag_locked:
                 current = conn.execute(
                     select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
@@ -435,7 +434,7 @@ class Index:
             if tag is not None:
                 now = _now()  # sub-second, so retention can tell which tag is newest
                 conn.execute(
-                    dialect.insert(Tag)
+                    dialect_insert(Tag)
                     .values(repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now)
                     .on_conflict_do_update(
                         index_elements=["repository_id", "name"],

@@ -6,9 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import Engine, delete, distinct, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
-from registry.metadata.db import WRITE, Prepared
+from registry.metadata.db import WRITE, Prepared, insert_for
 from registry.metadata.models import (
     Blob,
     ImmutableTag,
@@ -67,9 +66,9 @@ class Policies:
 
     def _upsert(self, model: type, values: dict[str, object], keys: list[str]) -> None:
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            dialect_insert = insert_for(conn)
             updates = {k: v for k, v in values.items() if k not in keys}
-            statement = dialect.insert(model).values(**values)
+            statement = dialect_insert(model).values(**values)
             if updates:
                 conn.execute(statement.on_conflict_do_update(index_elements=keys, set_=updates))
             else:
