@@ -61,9 +61,9 @@ def content_length(request: Request) -> int | None:
 
 
 async def stream_into(request: Request, writer: UploadWriter) -> None:
-    """Copy the request body into an upload in batches of the storage's size, one batch
-    being written (and hashed) in a thread while the next arrives."""
-    pending: asyncio.Future[None] | None = None
+    """Copy the request body into an upload in batches of the storage's size: while the
+    next batch arrives, one thread writes the previous batch and another hashes it."""
+    pending: asyncio.Future[Any] | None = None
     batch: list[bytes] = []
     size, limit = 0, writer.storage.write_batch
     try:
@@ -73,14 +73,14 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
             if size >= limit:
                 if pending is not None:
                     await pending
-                pending = asyncio.ensure_future(call(request, writer.write, batch))
+                pending = asyncio.gather(call(request, writer.store, batch), call(request, writer.hash, batch))
                 batch, size = [], 0
     finally:
         # Also on a disconnect: what arrived is kept, so the client can resume.
         if pending is not None:
             await pending
         if batch:
-            await call(request, writer.write, batch)
+            await asyncio.gather(call(request, writer.store, batch), call(request, writer.hash, batch))
 
 
 def event(request: Request, action: str, name: str, **target: str | None) -> Callable[[], None]:

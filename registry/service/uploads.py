@@ -87,11 +87,18 @@ class UploadWriter:
     leased_at: float = field(default_factory=time.monotonic)
 
     def write(self, chunks: Sequence[bytes]) -> None:
+        self.hash(chunks)
+        self.store(chunks)
+
+    def store(self, chunks: Sequence[bytes]) -> None:
+        """Write the bytes; `hash` may run at the same time in another thread."""
         self.state = self.storage.write_upload(self.state, self.offset, chunks)
-        for chunk in chunks:
-            if self.hasher is not None:
+        self.offset += sum(len(chunk) for chunk in chunks)
+
+    def hash(self, chunks: Sequence[bytes]) -> None:
+        if self.hasher is not None:
+            for chunk in chunks:
                 self.hasher.update(chunk)
-            self.offset += len(chunk)
 
     def move(self, target: UploadStatus) -> None:
         if target not in TRANSITIONS[self.status]:
