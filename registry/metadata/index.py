@@ -443,9 +443,12 @@ class Index:
                 )
             return [], []
 
-    def delete_manifest(self, repository: str, digest: str) -> bool | str:
+    def delete_manifest(
+        self, repository: str, digest: str, locked: Callable[[str], bool] = lambda _tag: False
+    ) -> bool | str:
         """Delete a manifest and the tags on it. Returns False if absent, or the digest of
-        an index that still references it (and then changes nothing)."""
+        an index that still references it (and then changes nothing). Raises TagLocked
+        when one of its tags is `locked`."""
         with self._write() as conn:
             row = conn.execute(
                 select(Manifest.id)
@@ -463,6 +466,9 @@ class Index:
             ).scalar()
             if parent is not None:
                 return parent
+            for tag in conn.execute(select(Tag.name).where(Tag.manifest_id == manifest_id)).scalars().all():
+                if locked(tag):
+                    raise TagLocked(tag)
             conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
             conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
             conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))

@@ -122,7 +122,12 @@ class ManifestService:
             if not self.index.delete_tag(repository, reference):
                 raise ManifestUnknown(detail={"tag": reference})
             return
-        result = self.index.delete_manifest(repository, reference)
+        try:
+            result = self.index.delete_manifest(
+                repository, reference, lambda tag: self.policies.is_immutable(repository, tag)
+            )
+        except TagLocked as exc:
+            raise TagImmutable(f"manifest {reference} carries the immutable tag {exc}; it cannot be deleted") from None
         if result is False:
             raise ManifestUnknown(detail={"digest": reference})
         if isinstance(result, str):

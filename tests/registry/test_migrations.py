@@ -33,3 +33,16 @@ def test_upgrade_matches_models_and_downgrade_empties(database_url: str) -> None
     assert current_revision(database_url) is None
     upgrade(database_url)
     assert current_revision(database_url) is not None
+
+
+def test_berth_db_commands(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def berth(*args: str) -> str:
+        command = [sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(tmp_path)]
+        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+    assert berth("db", "current").strip() == "(empty database)"
+    assert "up to date" in berth("db", "upgrade")
+    assert berth("db", "current").strip() == current_revision(f"sqlite:///{tmp_path / 'registry.db'}")

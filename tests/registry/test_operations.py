@@ -119,8 +119,20 @@ def test_json_access_log(tmp_path: Path) -> None:
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d"),
-         "--workers", "1"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "registry",
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(tmp_path / "d"),
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_http(f"http://127.0.0.1:{port}/v2/", process)

@@ -83,6 +83,8 @@ def test_immutable_tags_never_move(server: RegistryProcess) -> None:
     assert api.http.get(api.url("manifests/v1")).content == first
     assert api.http.head(api.url(f"manifests/{sha256(second)}")).status_code == 404
     assert api.http.delete(api.url("manifests/v1")).status_code == 409
+    assert api.http.delete(api.url(f"manifests/{sha256(first)}")).status_code == 409
+    assert api.http.get(api.url("manifests/v1")).content == first
     assert api.put_manifest("latest", second).status_code == 201
     assert api.put_manifest("latest", first).status_code == 201
 

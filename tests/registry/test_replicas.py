@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.conftest import RegistryProcess, new_bucket
+from tests.conftest import RegistryProcess, new_bucket, new_database
 from tests.registry.conftest import Api, sha256
 
 
@@ -18,7 +18,7 @@ from tests.registry.conftest import Api, sha256
 def replicas(postgres_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     args = (
         "--database-url",
-        postgres_url,
+        new_database(postgres_url),
         "--storage",
         f"s3://{new_bucket(s3_endpoint)}/shared",
         "--s3-endpoint",
@@ -61,3 +61,29 @@ def test_push_on_one_pull_from_the_other(replicas: list[str]) -> None:
     for layer in json.loads(body)["layers"]:
         assert reader.http.head(reader.url(f"blobs/{layer['digest']}")).status_code == 200
     assert "replicas/image" in requests.get(f"{replicas[1]}/v2/_catalog").json()["repositories"]
+
+
+def test_blob_get_redirects_to_a_presigned_url(
+    postgres_url: str, s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    args = (
+        "--database-url",
+        new_database(postgres_url),
+        "--storage",
+        f"s3://{new_bucket(s3_endpoint)}/r",
+        "--s3-endpoint",
+        s3_endpoint,
+        "--s3-redirect",
+    )
+    server = RegistryProcess(tmp_path_factory.mktemp("redirect"), args=args)
+    try:
+        api = Api(server.url, "redirect/app", requests.Session())
+        data = os.urandom(10_000)
+        digest = api.push_blob(data)
+        response = requests.get(api.url(f"blobs/{digest}"), allow_redirects=False)
+        assert response.status_code == 307
+        assert response.headers["Location"].startswith(s3_endpoint)
+        assert requests.get(response.headers["Location"]).content == data
+        assert requests.head(api.url(f"blobs/{digest}")).headers["Content-Length"] == str(len(data))
+    finally:
+        server.stop()
