@@ -286,3 +286,19 @@ def test_timing_does_not_reveal_accounts(closed: RegistryProcess) -> None:
     missing = statistics.median(timed(f"ghost{i}") for i in range(3))
     assert existing > 0.02 and missing > 0.02
     assert 0.5 < existing / missing < 2.0
+
+
+def test_realm_follows_forwarded_headers_only_when_trusted(
+    closed: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "registry.example.com"}
+    untrusted = requests.get(f"{closed.url}/v2/", headers=forwarded).headers["WWW-Authenticate"]
+    assert f'realm="{closed.url}/token"' in untrusted
+    data = tmp_path_factory.mktemp("proxied")
+    berth(data, "user", "add", "someone", "--password-stdin", stdin="a-password\n")
+    proxied = RegistryProcess(data, args=("--trust-proxy",))
+    try:
+        challenge = requests.get(f"{proxied.url}/v2/", headers=forwarded).headers["WWW-Authenticate"]
+        assert 'realm="https://registry.example.com/token"' in challenge
+    finally:
+        proxied.stop()
