@@ -83,6 +83,10 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
         http="httptools",
+        # Forwarded headers are believed only when configured (they name the token realm
+        # and the client address that login throttling counts).
+        proxy_headers=settings.trust_proxy,
+        forwarded_allow_ips="*" if settings.trust_proxy else None,
         loop="uvloop",
     )
 
