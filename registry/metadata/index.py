@@ -126,6 +126,71 @@ class Index:
             .values(repository_id=bindparam("repository_id"), blob_id=bindparam("blob_id"), created_at=bindparam("now"))
             .on_conflict_do_nothing(index_elements=["repository_id", "blob_id"]),
         )
+        # A manifest PUT's statements: one row each, compiled once, so the write lock is short.
+        self._touch_existing = Prepared(
+            engine,
+            update(Blob)
+            .where(Blob.digest == bindparam("digest"))
+            .values(touched_at=bindparam("now"))
+            .returning(Blob.id, Blob.size),
+        )
+        self._linked = Prepared(
+            engine,
+            select(RepositoryBlob.blob_id).where(
+                RepositoryBlob.repository_id == bindparam("repository_id"),
+                RepositoryBlob.blob_id == bindparam("blob_id"),
+            ),
+        )
+        self._manifest_id = Prepared(
+            engine,
+            select(Manifest.id).where(
+                Manifest.repository_id == bindparam("repository_id"), Manifest.digest == bindparam("digest")
+            ),
+        )
+        manifest_insert = dialect_insert(Manifest).values(
+            repository_id=bindparam("repository_id"),
+            digest=bindparam("digest"),
+            media_type=bindparam("media_type"),
+            size=bindparam("size"),
+            content=bindparam("content"),
+            config_digest=bindparam("config_digest"),
+            subject_digest=bindparam("subject_digest"),
+            artifact_type=bindparam("artifact_type"),
+            annotations=bindparam("annotations"),
+            created_at=bindparam("now"),
+        )
+        self._upsert_manifest = Prepared(
+            engine,
+            manifest_insert.on_conflict_do_update(
+                index_elements=["repository_id", "digest"], set_={"digest": manifest_insert.excluded.digest}
+            ).returning(Manifest.id),
+        )
+        self._manifest_blob = Prepared(
+            engine,
+            dialect_insert(ManifestBlob)
+            .values(manifest_id=bindparam("manifest_id"), blob_id=bindparam("blob_id"))
+            .on_conflict_do_nothing(),
+        )
+        self._manifest_child = Prepared(
+            engine,
+            dialect_insert(ManifestChild)
+            .values(parent_id=bindparam("parent_id"), child_id=bindparam("child_id"))
+            .on_conflict_do_nothing(),
+        )
+        self._upsert_tag = Prepared(
+            engine,
+            dialect_insert(Tag)
+            .values(
+                repository_id=bindparam("repository_id"),
+                name=bindparam("name"),
+                manifest_id=bindparam("manifest_id"),
+                updated_at=bindparam("now"),
+            )
+            .on_conflict_do_update(
+                index_elements=["repository_id", "name"],
+                set_={"manifest_id": bindparam("manifest_id"), "updated_at": bindparam("now")},
+            ),
+        )
         self._insert_upload = Prepared(
             engine,
             insert(Upload).values(
@@ -160,6 +225,15 @@ class Index:
                 yield conn
 
     # repositories -----------------------------------------------------------------
+
+    def _holders(self, conn: Connection, blob_id: int) -> list[str]:
+        """Repositories that may serve a blob (to link it into another by a manifest)."""
+        query = (
+            select(Repository.name)
+            .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
+            .where(RepositoryBlob.blob_id == blob_id)
+        )
+        return list(conn.execute(query).scalars())
 
     def _known_repository(self, name: str) -> int | None:
         """A repository's id, read before a write transaction (repositories are never
@@ -345,85 +419,49 @@ class Index:
         that points at another manifest raises TagLocked (and nothing is written).
         """
         known_repository = self._known_repository(repository)
+        now = _now()
         with self._write() as conn:
             repository_id = self._ensure_repository(conn, repository, known_repository)
             blob_ids: dict[str, int] = {}
-            if manifest.blobs:
-                # Lock (in id order, against deadlocks) and touch the blobs, so a concurrent
-                # garbage collection re-checks them after this commit and keeps them.
-                rows = conn.execute(
-                    select(Blob.digest, Blob.id, Blob.size)
-                    .where(Blob.digest.in_(set(manifest.blobs)))
-                    .order_by(Blob.id)
-                    .with_for_update()
-                ).all()
-                if rows:
-                    conn.execute(update(Blob).where(Blob.id.in_([r.id for r in rows])).values(touched_at=_now()))
-                known = {r.digest: (r.id, r.size) for r in rows}
-                linked = set(
-                    conn.execute(
-                        select(RepositoryBlob.blob_id).where(
-                            RepositoryBlob.repository_id == repository_id,
-                            RepositoryBlob.blob_id.in_([v[0] for v in known.values()]),
-                        )
-                    ).scalars()
-                )
-                for digest, (blob_id, size) in known.items():
-                    if blob_id in linked:
-                        blob_ids[digest] = blob_id
-                        continue
-                    holders = (
-                        conn.execute(
-                            select(Repository.name)
-                            .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
-                            .where(RepositoryBlob.blob_id == blob_id)
-                        )
-                        .scalars()
-                        .all()
-                    )
-                    if any(readable(name) for name in holders):
-                        self._link_blob(conn, repository_id, digest, size)
-                        blob_ids[digest] = blob_id
-            missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))
+            for digest in sorted(set(manifest.blobs)):
+                # Touching locks the row (in digest order, against deadlocks): a concurrent
+                # garbage collection re-checks the blob after this commit and keeps it.
+                row = self._touch_existing.execute(conn, digest=digest, now=now).first()
+                if row is None:
+                    continue
+                blob_id, size = row
+                if self._linked.execute(conn, repository_id=repository_id, blob_id=blob_id).first() is not None:
+                    blob_ids[digest] = blob_id
+                elif any(readable(name) for name in self._holders(conn, blob_id)):
+                    self._link_blob(conn, repository_id, digest, size)
+                    blob_ids[digest] = blob_id
             child_ids: dict[str, int] = {}
-            if manifest.children:
-                child_ids = dict(
-                    conn.execute(
-                        select(Manifest.digest, Manifest.id).where(
-                            Manifest.repository_id == repository_id, Manifest.digest.in_(set(manifest.children))
-                        )
-                    ).all()
-                )
+            for digest in sorted(set(manifest.children)):
+                row = self._manifest_id.execute(conn, repository_id=repository_id, digest=digest).first()
+                if row is not None:
+                    child_ids[digest] = row[0]
+            missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))
             missing_children = sorted(set(manifest.children) - set(child_ids))
             if missing_blobs or missing_children:
                 conn.rollback()
                 return missing_blobs, missing_children
-            _upsert(
+            manifest_id = self._upsert_manifest.execute(
                 conn,
-                Manifest.__table__,
-                {
-                    "repository_id": repository_id,
-                    "digest": manifest.digest,
-                    "media_type": manifest.media_type,
-                    "size": len(manifest.content),
-                    "content": manifest.content,
-                    "config_digest": manifest.config_digest,
-                    "subject_digest": manifest.subject_digest,
-                    "artifact_type": manifest.artifact_type,
-                    "annotations": json.dumps(manifest.annotations) if manifest.annotations else None,
-                },
-                ["repository_id", "digest"],
-            )
-            manifest_id = conn.execute(
-                select(Manifest.id).where(Manifest.repository_id == repository_id, Manifest.digest == manifest.digest)
+                repository_id=repository_id,
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                size=len(manifest.content),
+                content=manifest.content,
+                config_digest=manifest.config_digest,
+                subject_digest=manifest.subject_digest,
+                artifact_type=manifest.artifact_type,
+                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
+                now=now,
             ).scalar_one()
-            dialect_insert = insert_for(conn)
-            if blob_ids:
-                rows = [{"manifest_id": manifest_id, "blob_id": b} for b in sorted(set(blob_ids.values()))]
-                conn.execute(dialect_insert(ManifestBlob).values(rows).on_conflict_do_nothing())
-            if child_ids:
-                rows = [{"parent_id": manifest_id, "child_id": c} for c in sorted(set(child_ids.values()))]
-                conn.execute(dialect_insert(ManifestChild).values(rows).on_conflict_do_nothing())
+            for blob_id in sorted(set(blob_ids.values())):
+                self._manifest_blob.execute(conn, manifest_id=manifest_id, blob_id=blob_id)
+            for child_id in sorted(set(child_ids.values())):
+                self._manifest_child.execute(conn, parent_id=manifest_id, child_id=child_id)
             if tag is not None and tag_locked:
                 current = conn.execute(
                     select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
@@ -432,15 +470,8 @@ class Index:
                     conn.rollback()
                     raise TagLocked(tag)
             if tag is not None:
-                now = _now()  # sub-second, so retention can tell which tag is newest
-                conn.execute(
-                    dialect_insert(Tag)
-                    .values(repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now)
-                    .on_conflict_do_update(
-                        index_elements=["repository_id", "name"],
-                        set_={"manifest_id": manifest_id, "updated_at": now},
-                    )
-                )
+                # updated_at from Python has sub-second precision: retention can tell the newest.
+                self._upsert_tag.execute(conn, repository_id=repository_id, name=tag, manifest_id=manifest_id, now=now)
             return [], []
 
     def delete_manifest(
