@@ -165,3 +165,31 @@ class BlobClient:
                 "sha256 of the received bytes differs",
             )
         return elapsed
+
+
+def push_chunked_alternating(clients: list[BlobClient], repo: str, data: memoryview, digest: str, chunk: int) -> float:
+    """POST on the first client, PATCH k on client k mod n, the completing PUT on the next one.
+
+    With two processes sharing one index and one store, no process ever holds the running
+    sha256 at the offset it is asked to continue from, so the completing PUT re-hashes the
+    whole upload from storage: the slow path of a chunked upload hopping between replicas.
+    """
+    started = time.perf_counter()
+    first = clients[0]
+    location = first.start(repo)
+    index = 0
+    for index, offset in enumerate(range(0, len(data), chunk)):
+        client = clients[index % len(clients)]
+        piece = data[offset : offset + chunk]
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+        }
+        response = client._send("PATCH", client._path(location), headers, piece, expect=(202,))
+        client._drain(response)
+        location = response.getheader("Location") or location
+    last = clients[(index + 1) % len(clients)]
+    response = last._send("PUT", last._with_digest(location, digest), {}, b"", expect=(201,))
+    last._drain(response)
+    last._check_digest(response, "PUT", digest)
+    return time.perf_counter() - started

@@ -58,10 +58,11 @@ class UnexpectedResponse(Exception):
 class Connection:
     """One keep-alive connection; requests are sequential on it."""
 
-    def __init__(self, server: str, host: str, port: int):
+    def __init__(self, server: str, host: str, port: int, auth: dict[str, str] | None = None):
         self.server = server
         self.host = host
         self.port = port
+        self.auth = auth or {}  # sent with every request (an Authorization header)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -90,7 +91,7 @@ class Connection:
         assert self.reader is not None and self.writer is not None
         headers = headers or {}
         head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-        for key, value in headers.items():
+        for key, value in (self.auth | headers).items():
             head += f"{key}: {value}\r\n"
         if body or method in ("PUT", "POST", "PATCH"):
             head += f"Content-Length: {len(body)}\r\n"

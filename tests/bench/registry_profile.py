@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -54,6 +55,43 @@ class CpuMeter:
         self.server_cores = (cpu_seconds(self.pids) - self.server0) / wall if wall else 0.0
         self.client_cores = (time.process_time() - self.client0) / wall if wall else 0.0
         self.machine_cores = (machine_busy_seconds() - self.machine0) / wall if wall else 0.0
+
+
+def tree_cpu_seconds(pids: list[int]) -> float:
+    """CPU seconds of these processes including their reaped children (cutime, cstime): a
+    PostgreSQL backend that exits moves its CPU into the postmaster's, so sums stay monotonic."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+    return total / TICKS
+
+
+class ServiceMeter:
+    """Cores used by services beside a server (PostgreSQL, moto), each by name; their pids are
+    listed afresh at the start and at the end, since backends come and go."""
+
+    def __init__(self, groups: dict[str, Callable[[], list[int]]]):
+        self.groups = groups
+        self.cores: dict[str, float] = {}
+
+    def __enter__(self) -> ServiceMeter:
+        self.start = {name: tree_cpu_seconds(pids()) for name, pids in self.groups.items()}
+        self.wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall = time.perf_counter() - self.wall0
+        for name, pids in self.groups.items():
+            used = tree_cpu_seconds(pids()) - self.start[name]
+            self.cores[name] = max(0.0, used / wall) if wall else 0.0
+
+    @property
+    def total(self) -> float:
+        return sum(self.cores.values())
 
 
 class Profiler:

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +62,16 @@ class Server:
     workdir: Path
     env: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    # Services whose CPU counts as the server's (PostgreSQL, moto): name -> their current pids.
+    backends: dict[str, Callable[[], list[int]]] = field(default_factory=dict)
+    # Credentials the workloads send: a Bearer token per repository (ours) or Basic (Distribution).
+    auth: str | None = None  # None, "token" or "basic"
+    token_service: str = "berth"
+
+    def cpu_pids(self) -> list[int]:
+        """The registry's own processes (the backends are metered apart: their pids come and go)."""
+        assert self.process is not None
+        return sorted({self.process.pid, *self.worker_pids()})
 
     @property
     def host(self) -> str:
@@ -89,7 +100,7 @@ class Server:
                 conn.request("GET", "/v2/")
                 status = conn.getresponse().status
                 conn.close()
-                if status == 200 and self._workers_ready():
+                if status in ((401,) if self.auth else (200,)) and self._workers_ready():
                     return
             except OSError:
                 pass
@@ -122,28 +133,51 @@ class Server:
             self.process.wait()
 
 
-def ours(scratch: Path, workers: int | None = None) -> Server:
-    workdir = scratch / "berth"
+def ours(
+    scratch: Path,
+    workers: int | None = None,
+    label: str = "berth",
+    data_dir: Path | None = None,
+    backend_args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Server:
+    """Our registry. `data_dir` may be shared by several processes (replicas on SQLite + files);
+    `backend_args` are `--database-url/--storage/--s3-endpoint` for PostgreSQL + S3."""
+    workdir = scratch / "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
     workdir.mkdir()
     port = free_port()
-    command = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{port}", "--data-dir", str(workdir / "data")]
+    data = data_dir or workdir / "data"
+    command = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)]
+    command += backend_args or []
     if workers:
         command += ["--workers", str(workers)]
     expected = workers or os.cpu_count() or 1
-    env = {"BENCH_EXPECT_WORKERS": str(expected), "PYTHONPATH": str(REPO_ROOT)}
-    return Server("berth", command, port, workdir, env)
+    full_env = {"BENCH_EXPECT_WORKERS": str(expected), "PYTHONPATH": str(REPO_ROOT), **(env or {})}
+    return Server(label, command, port, workdir, full_env)
 
 
-def distribution(scratch: Path) -> Server:
+DISTRIBUTION_HTPASSWD = """auth:
+  htpasswd:
+    realm: bench
+    path: {path}
+"""
+
+
+def distribution(scratch: Path, label: str = "distribution", htpasswd: Path | None = None) -> Server:
     binary = shutil.which("docker-registry") or "/usr/bin/docker-registry"
     if not os.access(binary, os.X_OK):
         raise RuntimeError("docker-registry is not installed: apt-get install -y docker-registry")
-    workdir = scratch / "distribution"
+    workdir = scratch / "".join(c if c.isalnum() or c in "-_" else "_" for c in label)
     workdir.mkdir()
     port = free_port()
     config = workdir / "config.yml"
-    config.write_text(DISTRIBUTION_CONFIG.format(root=workdir / "data", port=port))
-    return Server("distribution", [binary, "serve", str(config)], port, workdir)
+    text = DISTRIBUTION_CONFIG.format(root=workdir / "data", port=port)
+    if htpasswd is not None:
+        text += DISTRIBUTION_HTPASSWD.format(path=htpasswd)
+    config.write_text(text)
+    server = Server(label, [binary, "serve", str(config)], port, workdir)
+    server.auth = "basic" if htpasswd is not None else None
+    return server
 
 
 def scratch_dir() -> Path:

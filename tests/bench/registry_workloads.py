@@ -128,9 +128,11 @@ async def mount(conn: Connection, repo: str, digest: str, source: str) -> None:
     await conn.request("POST", f"/v2/{repo}/blobs/uploads/?mount={digest}&from={source}", expect=(201,))
 
 
-async def install_fixture(server: str, host: str, port: int, fixture: Fixture) -> None:
+async def install_fixture(
+    server: str, host: str, port: int, fixture: Fixture, auth: dict[str, str] | None = None
+) -> None:
     """The manifest every manifest workload uses, tagged `latest` in FIXTURE_REPO."""
-    conn = Connection(server, host, port)
+    conn = Connection(server, host, port, auth)
     try:
         await push_blob_two_step(conn, FIXTURE_REPO, fixture.config)
         await push_blob_two_step(conn, FIXTURE_REPO, fixture.layer)
