@@ -28,7 +28,7 @@ from registry.metadata.accounts import Accounts
 from registry.metadata.collect import Collector
 from registry.metadata.db import make_engine
 from registry.metadata.events import Events
-from registry.metadata.index import Index
+from registry.metadata.manifests import ManifestIndex
 from registry.metadata.policies import Policies
 from registry.service.blobs import BlobService
 from registry.service.events import EventService
@@ -47,7 +47,7 @@ THREADS = 32
 def create_app(settings: Settings) -> Starlette:
     storage = open_storage(settings.effective_storage, settings.s3_endpoint or None, settings.s3_redirect)
     engine = make_engine(settings.effective_database_url)
-    index = Index(engine)
+    index = ManifestIndex(engine)
     accounts = Accounts(engine)
     authority = TokenAuthority(
         accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service

@@ -16,7 +16,7 @@ from registry.errors import (
     TagInvalid,
     Unsupported,
 )
-from registry.metadata.index import Index, ManifestRow, NewManifest, Referrer, TagLocked
+from registry.metadata.manifests import ManifestIndex, ManifestRow, NewManifest, Referrer, TagLocked
 from registry.oci.digest import InvalidDigest, is_digest, parse_digest
 from registry.oci.manifest import InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import valid_tag
@@ -44,7 +44,7 @@ def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
 
 
 class ManifestService:
-    def __init__(self, index: Index, policies: PolicyService):
+    def __init__(self, index: ManifestIndex, policies: PolicyService):
         self.index = index
         self.policies = policies
 
