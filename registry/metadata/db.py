@@ -24,7 +24,9 @@ def insert_for(bind: Any) -> Callable[..., Any]:
 def make_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+        # No pre-ping: it costs a round trip per checkout; a dead connection is discarded
+        # when it fails, and recycling bounds how long one lives.
+        return create_engine(url, pool_size=20, max_overflow=20, pool_recycle=300)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, pool_size=32, max_overflow=32, connect_args={"timeout": 30})
@@ -96,6 +98,9 @@ class Prepared:
         compiled = statement.compile(dialect=engine.dialect)
         self.engine = engine
         self.sql = str(compiled)
+        # A lone SELECT needs no transaction: on PostgreSQL, autocommit saves the BEGIN and
+        # ROLLBACK round trips (psycopg switches it on the client side).
+        self.autocommit = engine.dialect.name == "postgresql" and statement.is_select
         self.order = compiled.positiontup if compiled.positional else None
 
     def execute(self, conn: Any, **params: Any) -> Any:
@@ -113,6 +118,8 @@ class Prepared:
     def _run(self, params: dict[str, Any], one: bool) -> list[tuple[Any, ...]]:
         arguments = tuple(params[name] for name in self.order) if self.order is not None else params
         connection = self.engine.raw_connection()
+        if self.autocommit:
+            connection.driver_connection.autocommit = True
         try:
             cursor = connection.cursor()
             try:
@@ -124,4 +131,6 @@ class Prepared:
             finally:
                 cursor.close()
         finally:
+            if self.autocommit:
+                connection.driver_connection.autocommit = False
             connection.close()
