@@ -83,12 +83,22 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
             await asyncio.gather(call(request, writer.store, batch), call(request, writer.hash, batch))
 
 
+def _who(request: Request) -> tuple[str, str, str | None]:
+    actor = request.scope.get("berth.user") or "anonymous"
+    address = request.client.host if request.client else "unknown"
+    return actor, address, request.scope.get("berth.request_id")
+
+
 def event(request: Request, action: str, name: str, **target: str | None) -> Callable[[], None]:
     """A call that records an event for this request (who, from where, which request)."""
     events = request.app.state.events
-    actor = request.scope.get("berth.user") or "anonymous"
-    address = request.client.host if request.client else "unknown"
-    request_id = request.scope.get("berth.request_id")
+    actor, address, request_id = _who(request)
     if action == "pull":
         return partial(events.record_pull, name, actor, address, request_id=request_id, **target)
     return partial(events.record, action, name, actor, address, request_id=request_id, **target)
+
+
+def event_in_transaction(request: Request, action: str, name: str, **target: str | None) -> Callable[[Any, str], None]:
+    """An event the service writes inside the transaction of the change it makes."""
+    actor, address, request_id = _who(request)
+    return request.app.state.events.in_transaction(action, name, actor, address, request_id=request_id, **target)

@@ -8,7 +8,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import call, event, read, repository, services
+from registry.api.base import call, event, event_in_transaction, read, repository, services
 from registry.errors import DigestInvalid, ManifestInvalid
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import MAX_MANIFEST_BYTES
@@ -40,6 +40,7 @@ async def put_manifest(request: Request) -> Response:
         if len(body) > MAX_MANIFEST_BYTES:
             raise ManifestInvalid(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
     content_type = request.headers.get("content-type")
+    tag = None if ":" in reference else reference
     digest, subject = await call(
         request,
         services(request).manifests.put,
@@ -48,9 +49,8 @@ async def put_manifest(request: Request) -> Response:
         bytes(body),
         content_type,
         can_pull(request, principal),
+        event_in_transaction(request, "push", name, tag=tag, media_type=content_type),
     )
-    tag = None if ":" in reference else reference
-    await call(request, event(request, "push", name, digest=digest, tag=tag, media_type=content_type))
     headers = {
         "Location": f"/v2/{name}/manifests/{digest}",
         "Docker-Content-Digest": digest,

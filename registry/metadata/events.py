@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, insert, or_, select, update
+from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from registry.metadata.db import WRITE
 from registry.metadata.models import Event, EventDelivery
@@ -41,21 +41,24 @@ class Events:
         """Store events and, in the same transaction, one outbox row per webhook."""
         if not events:
             return
-        now = datetime.now(UTC)
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            for event in events:
-                values = {k: getattr(event, k) for k in NewEvent.__dataclass_fields__}
-                values["at"] = event.at or now
-                event_id = conn.execute(insert(Event).values(**values).returning(Event.id)).scalar_one()
-                if webhooks:
-                    conn.execute(
-                        insert(EventDelivery).values(
-                            [
-                                {"event_id": event_id, "url": url, "attempts": 0, "next_attempt_at": now}
-                                for url in webhooks
-                            ]
-                        )
-                    )
+            self.insert(conn, events, webhooks)
+
+    def insert(self, conn: Connection, events: list[NewEvent], webhooks: list[str]) -> None:
+        """The writes of `record`, inside a transaction someone else holds (a push's).
+        One multi-row statement per table, since pulls arrive by the thousand."""
+        now = datetime.now(UTC)
+        rows = [{**{k: getattr(e, k) for k in NewEvent.__dataclass_fields__}, "at": e.at or now} for e in events]
+        if not webhooks:
+            conn.execute(insert(Event), rows)
+            return
+        ids = conn.execute(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).scalars().all()
+        deliveries = [
+            {"event_id": event_id, "url": url, "attempts": 0, "next_attempt_at": now}
+            for event_id in ids
+            for url in webhooks
+        ]
+        conn.execute(insert(EventDelivery), deliveries)
 
     def recent(self, limit: int = 100, repository: str | None = None) -> list[dict[str, Any]]:
         query = select(Event).order_by(Event.id.desc()).limit(limit)

@@ -155,6 +155,7 @@ class ManifestIndex(Index):
         tag: str | None,
         readable: Callable[[str], bool],
         tag_locked: bool = False,
+        also: Callable[[Any, str], None] | None = None,
     ) -> tuple[list[str], list[str]]:
         """Index a manifest (and move `tag` to it) in one transaction.
 
@@ -162,6 +163,7 @@ class ManifestIndex(Index):
         `readable` holds them. Returns the blobs and child manifests that are
         missing; when any are, nothing is written. With `tag_locked`, an existing tag
         that points at another manifest raises TagLocked (and nothing is written).
+        `also(connection, digest)` adds writes of its own to the same transaction.
         """
         known_repository = self._known_repository(repository)
         now = _now()
@@ -217,6 +219,8 @@ class ManifestIndex(Index):
             if tag is not None:
                 # updated_at from Python has sub-second precision: retention can tell the newest.
                 self._upsert_tag.execute(conn, repository_id=repository_id, name=tag, manifest_id=manifest_id, now=now)
+            if also is not None:
+                also(conn, manifest.digest)
             return [], []
 
     def delete_manifest(

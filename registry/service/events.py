@@ -15,6 +15,7 @@ import hmac
 import json
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -62,6 +63,18 @@ class EventService:
     def record(self, action: str, repository: str, actor: str, address: str, **target: str | None) -> None:
         """Record a push, delete or tag change now (`target`: digest, tag, media_type, request_id)."""
         self.events.record([NewEvent(action, repository, actor, address, **target)], self.webhooks)
+
+    def in_transaction(
+        self, action: str, repository: str, actor: str, address: str, **target: str | None
+    ) -> Callable[[Any, str], None]:
+        """An event to write inside the transaction of the change itself (given the
+        connection and the digest, known only then), so the change and its event commit together."""
+
+        def write(conn: Any, digest: str) -> None:
+            event = NewEvent(action, repository, actor, address, digest=digest, **target)
+            self.events.insert(conn, [event], self.webhooks)
+
+        return write
 
     def record_pull(self, repository: str, actor: str, address: str, **target: str | None) -> None:
         """Remember a pull; `flush_pulls` writes it within a second."""

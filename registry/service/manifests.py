@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from typing import Any
 
 from registry.errors import (
     DigestInvalid,
@@ -58,9 +59,16 @@ class ManifestService:
         return row
 
     def put(
-        self, repository: str, reference: str, body: bytes, content_type: str | None, readable: Callable[[str], bool]
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        readable: Callable[[str], bool],
+        also: Callable[[Any, str], None] | None = None,
     ) -> tuple[str, str | None]:
-        """Validate and index a manifest; returns its digest and subject digest."""
+        """Validate and index a manifest; returns its digest and subject digest. `also` adds
+        writes (the push event) to the indexing transaction."""
         reference, by_digest = check_reference(reference, writing=True)
         try:
             manifest = parse_manifest(body, content_type)
@@ -75,7 +83,7 @@ class ManifestService:
         subject = manifest.subject.digest if manifest.subject else None
         tag = None if by_digest else reference
         try:
-            missing_blobs, missing_children = self._index(repository, manifest, body, digest, tag, readable)
+            missing_blobs, missing_children = self._index(repository, manifest, body, digest, tag, readable, also)
         except TagLocked:
             raise TagImmutable(f"tag {reference} of {repository} is immutable and points at another manifest") from None
         if missing_blobs or missing_children:
@@ -94,6 +102,7 @@ class ManifestService:
         digest: str,
         tag: str | None,
         readable: Callable[[str], bool],
+        also: Callable[[Any, str], None] | None,
     ) -> tuple[list[str], list[str]]:
         subject = manifest.subject.digest if manifest.subject else None
         return self.index.put_manifest(
@@ -112,6 +121,7 @@ class ManifestService:
             tag,
             readable,
             tag_locked=tag is not None and self.policies.is_immutable(repository, tag),
+            also=also,
         )
 
     def delete(self, repository: str, reference: str) -> None:
