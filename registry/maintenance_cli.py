@@ -224,4 +224,26 @@ def immutable_list(settings: Settings) -> None:
         click.echo(f"{pattern}\t{tag_pattern}")
 
 
-COMMANDS: list[click.Command] = [gc, usage, quota, retention, immutable]
+@click.command()
+@click.option("--repository", help="Only events of this repository.")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@server_options
+def events(settings: Settings, repository: str | None, limit: int, output: str) -> None:
+    """The newest events: who pushed, pulled or deleted what, when, from where."""
+    import json
+
+    from registry.metadata.db import make_engine
+    from registry.metadata.events import Events
+    from registry.migrate import upgrade
+
+    upgrade(settings.effective_database_url)
+    for row in Events(make_engine(settings.effective_database_url)).recent(limit, repository):
+        if output == "json":
+            click.echo(json.dumps(row, default=str))
+            continue
+        target = row["tag"] or row["digest"] or ""
+        click.echo(f"{row['at']}  {row['action']:<6} {row['repository']}:{target}  {row['actor']}@{row['address']}")
+
+
+COMMANDS: list[click.Command] = [gc, usage, quota, retention, immutable, events]

@@ -169,6 +169,12 @@ class Index:
         with self._write() as conn:
             return conn.execute(query).rowcount == 1
 
+    def renew_lease(self, upload_id: str, seconds: float) -> None:
+        """Extend the lease of a writer that is still streaming."""
+        query = update(Upload).where(Upload.id == upload_id).values(lease_until=_now() + timedelta(seconds=seconds))
+        with self._write() as conn:
+            conn.execute(query)
+
     def release_upload(self, upload_id: str, offset: int, state: dict[str, Any]) -> None:
         query = (
             update(Upload)

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -33,6 +33,7 @@ from registry.service.policies import PolicyService
 from registry.storage.base import BlobStorage
 
 LEASE_SECONDS = 300.0
+RENEW_AFTER = 60.0
 RUNNING_HASH = "sha256"
 
 
@@ -83,6 +84,7 @@ class UploadWriter:
     state: dict[str, Any]
     offset: int
     hasher: Any | None
+    renew: Callable[[], None] | None = None
     status: UploadStatus = UploadStatus.WRITING
     leased_at: float = field(default_factory=time.monotonic)
 
@@ -91,9 +93,13 @@ class UploadWriter:
         self.store(chunks)
 
     def store(self, chunks: Sequence[bytes]) -> None:
-        """Write the bytes; `hash` may run at the same time in another thread."""
+        """Write the bytes; `hash` may run at the same time in another thread. A long body
+        renews the lease now and then, so a slow upload keeps its session."""
         self.state = self.storage.write_upload(self.state, self.offset, chunks)
         self.offset += sum(len(chunk) for chunk in chunks)
+        if self.renew is not None and time.monotonic() - self.leased_at > RENEW_AFTER:
+            self.renew()
+            self.leased_at = time.monotonic()
 
     def hash(self, chunks: Sequence[bytes]) -> None:
         if self.hasher is not None:
@@ -156,7 +162,15 @@ class UploadService:
         hasher = self.hashers.take(upload_id, row.offset)
         if hasher is None and row.offset == 0:
             hasher = hashlib.new(RUNNING_HASH)
-        return UploadWriter(self.storage, upload_id, repository, row.state, row.offset, hasher)
+        return UploadWriter(
+            self.storage,
+            upload_id,
+            repository,
+            row.state,
+            row.offset,
+            hasher,
+            renew=lambda: self.index.renew_lease(upload_id, LEASE_SECONDS),
+        )
 
     def close(self, writer: UploadWriter) -> int:
         """Record what was written (also after a client disconnect) and release the lease."""
