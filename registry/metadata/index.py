@@ -81,6 +81,23 @@ class Index:
                 started_at=bindparam("now"),
             ),
         )
+        # Every chunk of a chunked upload takes and releases the session's lease.
+        self._lease = Prepared(
+            engine,
+            update(Upload)
+            .where(
+                Upload.id == bindparam("id"),
+                Upload.offset == bindparam("offset"),
+                (Upload.lease_until.is_(None)) | (Upload.lease_until < bindparam("now")),
+            )
+            .values(lease_until=bindparam("until")),
+        )
+        self._release = Prepared(
+            engine,
+            update(Upload)
+            .where(Upload.id == bindparam("id"))
+            .values(offset=bindparam("new_offset"), storage_state=bindparam("state"), lease_until=bindparam("cleared")),
+        )
         self._delete_upload = Prepared(engine, delete(Upload).where(Upload.id == bindparam("id")))
         self._repository_id = Prepared(engine, select(Repository.id).where(Repository.name == bindparam("name")))
         self._blob_size = Prepared(
@@ -157,17 +174,11 @@ class Index:
     def lease_upload(self, upload_id: str, offset: int, seconds: float) -> bool:
         """Claim the session for one writer, if it is still at `offset` and nobody writes."""
         now = _now()
-        query = (
-            update(Upload)
-            .where(
-                Upload.id == upload_id,
-                Upload.offset == offset,
-                (Upload.lease_until.is_(None)) | (Upload.lease_until < now),
-            )
-            .values(lease_until=now + timedelta(seconds=seconds))
-        )
         with self._write() as conn:
-            return conn.execute(query).rowcount == 1
+            taken = self._lease.execute(
+                conn, id=upload_id, offset=offset, now=now, until=now + timedelta(seconds=seconds)
+            )
+            return taken.rowcount == 1
 
     def renew_lease(self, upload_id: str, seconds: float) -> None:
         """Extend the lease of a writer that is still streaming."""
@@ -176,13 +187,8 @@ class Index:
             conn.execute(query)
 
     def release_upload(self, upload_id: str, offset: int, state: dict[str, Any]) -> None:
-        query = (
-            update(Upload)
-            .where(Upload.id == upload_id)
-            .values(offset=offset, storage_state=json.dumps(state), lease_until=None)
-        )
         with self._write() as conn:
-            conn.execute(query)
+            self._release.execute(conn, id=upload_id, new_offset=offset, state=json.dumps(state), cleared=None)
 
     def delete_upload(self, upload_id: str) -> bool:
         with self._write() as conn:
