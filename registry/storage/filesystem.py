@@ -115,7 +115,10 @@ class FilesystemStorage:
         freed = 0
         for entry in os.scandir(self.uploads):
             upload_id = entry.name.removesuffix(".part")
-            info = entry.stat(follow_symlinks=False)
+            try:
+                info = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # completed (renamed away) while we looked
+                continue
             if upload_id not in active and info.st_mtime < older_than:
                 try:
                     os.unlink(entry.path)
