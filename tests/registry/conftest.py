@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import requests
+
+from tests.conftest import BACKENDS, RegistryProcess, backend_args
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -68,3 +73,23 @@ def error_code(response: requests.Response) -> str:
 @pytest.fixture
 def api(registry_url: str) -> Api:
     return Api(registry_url, f"test/{uuid.uuid4().hex[:12]}", requests.Session())
+
+
+def berth(*args: str, stdin: str | None = None) -> str:
+    """Run a `berth` command (as its console script would) and return its output."""
+    result = subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """A registry of the module's own on each backend, for tests that run admin commands on it."""
+    process = RegistryProcess(tmp_path_factory.mktemp("server"), args=backend_args(request, request.param))
+    yield process
+    process.stop()

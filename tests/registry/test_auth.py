@@ -6,8 +6,6 @@ import base64
 import json
 import sqlite3
 import statistics
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,30 +16,24 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.conftest import RegistryProcess
-from tests.registry.conftest import Api, error_code, sha256
+from tests.registry.conftest import Api, berth, error_code, sha256
 
 PASSWORDS = {"alice": "alice-secret", "reader": "reader-secret", "ops": "ops-secret"}
 
 
-def berth(data_dir: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(data_dir)],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+def admin(data_dir: Path, *args: str, stdin: str | None = None) -> str:
+    return berth(*args, "--data-dir", str(data_dir), stdin=stdin)
 
 
 @pytest.fixture(scope="module")
 def closed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     data = tmp_path_factory.mktemp("auth")
     for name, password in PASSWORDS.items():
-        berth(data, "user", "add", name, "--password-stdin", stdin=password + "\n")
-    berth(data, "grant", "alice", "team/*", "pull,push,delete")
-    berth(data, "grant", "reader", "team/*", "pull")
-    berth(data, "grant", "ops", "*", "pull")
-    berth(data, "grant", "anonymous", "public/*", "pull")
+        admin(data, "user", "add", name, "--password-stdin", stdin=password + "\n")
+    admin(data, "grant", "alice", "team/*", "pull,push,delete")
+    admin(data, "grant", "reader", "team/*", "pull")
+    admin(data, "grant", "ops", "*", "pull")
+    admin(data, "grant", "anonymous", "public/*", "pull")
     server = RegistryProcess(data)
     yield server
     server.stop()
@@ -156,9 +148,8 @@ def test_mount_needs_pull_on_the_source(closed: RegistryProcess) -> None:
     requests.post(f"{closed.url}/v2/team/src/blobs/uploads/?digest={digest}", data=b"mount me", auth=alice)
     mounted = requests.post(f"{closed.url}/v2/team/dst/blobs/uploads/?mount={digest}&from=team/src", auth=alice)
     assert mounted.status_code == 201
-    subprocess_data = closed.data_dir
-    berth(subprocess_data, "user", "add", "mallory", "--password-stdin", stdin="mallory-secret\n")
-    berth(subprocess_data, "grant", "mallory", "mallory/*", "pull,push")
+    admin(closed.data_dir, "user", "add", "mallory", "--password-stdin", stdin="mallory-secret\n")
+    admin(closed.data_dir, "grant", "mallory", "mallory/*", "pull,push")
     mallory = ("mallory", "mallory-secret")
     refused = requests.post(f"{closed.url}/v2/mallory/steal/blobs/uploads/?mount={digest}&from=team/src", auth=mallory)
     assert refused.status_code == 202
@@ -253,9 +244,9 @@ def test_forged_expired_and_foreign_tokens_are_refused(closed: RegistryProcess) 
 
 
 def test_robot_token(closed: RegistryProcess) -> None:
-    result = berth(closed.data_dir, "token", "create", "ci-bot", "--grant", "team/ci:pull,push", "--expires", "1d")
-    secret = result.stdout.strip()
-    assert secret.startswith("berth_") and "not shown again" in result.stderr
+    secret = admin(closed.data_dir, "token", "create", "ci-bot", "--grant", "team/ci:pull,push", "--expires", "1d")
+    secret = secret.strip()
+    assert secret.startswith("berth_") and "\n" not in secret  # only the secret on stdout, notes on stderr
     with sqlite3.connect(closed.data_dir / "registry.db") as conn:
         stored = conn.execute("select password_hash from account where name='ci-bot'").fetchone()[0]
     assert secret not in stored and stored.startswith("$2b$")
@@ -265,7 +256,7 @@ def test_robot_token(closed: RegistryProcess) -> None:
     assert response.status_code == 200
     api = Api(closed.url, "team/ci", bearer(response.json()["token"]))
     api.push_blob(b"from ci")
-    berth(closed.data_dir, "token", "revoke", "ci-bot")
+    admin(closed.data_dir, "token", "revoke", "ci-bot")
     assert requests.get(f"{closed.url}/token", auth=("ci-bot", secret)).status_code == 401
 
 
@@ -295,7 +286,7 @@ def test_realm_follows_forwarded_headers_only_when_trusted(
     untrusted = requests.get(f"{closed.url}/v2/", headers=forwarded).headers["WWW-Authenticate"]
     assert f'realm="{closed.url}/token"' in untrusted
     data = tmp_path_factory.mktemp("proxied")
-    berth(data, "user", "add", "someone", "--password-stdin", stdin="a-password\n")
+    admin(data, "user", "add", "someone", "--password-stdin", stdin="a-password\n")
     proxied = RegistryProcess(data, args=("--trust-proxy",))
     try:
         challenge = requests.get(f"{proxied.url}/v2/", headers=forwarded).headers["WWW-Authenticate"]

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
-import pytest
 import requests
 
 from registry.config import load_settings
@@ -21,25 +17,12 @@ from registry.metadata.policies import Policies
 from registry.service.gc import GarbageCollector
 from registry.service.policies import PolicyService
 from registry.storage import open_storage
-from tests.conftest import BACKENDS, RegistryProcess, backend_args
-from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Api, sha256
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    process = RegistryProcess(tmp_path_factory.mktemp("gc"), args=backend_args(request, request.param))
-    yield process
-    process.stop()
+from tests.conftest import RegistryProcess
+from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Api, berth, sha256
 
 
 def berth_gc(server: RegistryProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", "from engine.cli import main; main()", "gc", *args, *server.settings_flags()],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return result.stdout
+    return berth("gc", *args, *server.settings_flags())
 
 
 def in_process_collector(server: RegistryProcess) -> GarbageCollector:

@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, inspect
 from registry.metadata.models import Base
 from registry.migrate import current_revision, downgrade, upgrade
 from tests.conftest import new_database
+from tests.registry.conftest import berth
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -36,13 +37,7 @@ def test_upgrade_matches_models_and_downgrade_empties(database_url: str) -> None
 
 
 def test_berth_db_commands(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    def berth(*args: str) -> str:
-        command = [sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(tmp_path)]
-        return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-    assert berth("db", "current").strip() == "(empty database)"
-    assert "up to date" in berth("db", "upgrade")
-    assert berth("db", "current").strip() == current_revision(f"sqlite:///{tmp_path / 'registry.db'}")
+    where = ("--data-dir", str(tmp_path))
+    assert berth("db", "current", *where).strip() == "(empty database)"
+    assert "up to date" in berth("db", "upgrade", *where)
+    assert berth("db", "current", *where).strip() == current_revision(f"sqlite:///{tmp_path / 'registry.db'}")

@@ -16,7 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RegistryProcess
-from tests.registry.conftest import Api
+from tests.registry.conftest import Api, berth
 
 SECRET = "webhook-secret"
 
@@ -90,24 +90,7 @@ def test_events_reach_the_webhook_exactly_once_across_a_restart(tmp_path: Path, 
     push = next(e for e in receiver.events if e["action"] == "push")
     assert push["target"]["repository"] == "ops/events" and push["actor"]["name"] == "anonymous"
     assert push["request"]["addr"] == "127.0.0.1" and push["request"]["id"]
-    import subprocess
-    import sys
-
-    listed = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from engine.cli import main; main()",
-            "events",
-            "--format",
-            "json",
-            "--data-dir",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    listed = berth("events", "--format", "json", "--data-dir", str(tmp_path)).splitlines()
     assert [json.loads(line)["action"] for line in listed] == ["push", "pull", "delete"]
 
 

@@ -3,38 +3,23 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import requests
 
-from tests.conftest import BACKENDS, RegistryProcess, backend_args
-from tests.registry.conftest import Api, error_code, sha256
+from tests.conftest import RegistryProcess
+from tests.registry.conftest import Api, berth, error_code, sha256
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    process = RegistryProcess(tmp_path_factory.mktemp("policies"), args=backend_args(request, request.param))
-    yield process
-    process.stop()
-
-
-def berth(server: RegistryProcess, *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", "from engine.cli import main; main()", *args, *server.settings_flags()],
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+def on(server: RegistryProcess, *args: str) -> str:
+    """A `berth` admin command acting on this registry."""
+    return berth(*args, *server.settings_flags())
 
 
 def test_quota_refuses_before_storing_and_leaves_nothing(server: RegistryProcess) -> None:
-    berth(server, "quota", "set", "quota_team/*", "100KiB")
+    on(server, "quota", "set", "quota_team/*", "100KiB")
     api = Api(server.url, "quota_team/app", requests.Session())
     first = os.urandom(60 * 1024)
     api.push_blob(first)
@@ -51,13 +36,13 @@ def test_quota_refuses_before_storing_and_leaves_nothing(server: RegistryProcess
     other = Api(server.url, "quota_team/other", api.http)
     mounted = other.http.post(other.url(f"blobs/uploads/?mount={sha256(first)}&from={api.name}"))
     assert mounted.status_code == 201
-    assert "quota_team/*\t60.0 KiB of 100.0 KiB" in berth(server, "quota", "list")
-    berth(server, "quota", "rm", "quota_team/*")
+    assert "quota_team/*\t60.0 KiB of 100.0 KiB" in on(server, "quota", "list")
+    on(server, "quota", "rm", "quota_team/*")
     assert api.http.post(api.url(f"blobs/uploads/?digest={sha256(second)}"), data=second).status_code == 201
 
 
 def test_quota_checked_when_size_is_unknown_until_the_end(server: RegistryProcess) -> None:
-    berth(server, "quota", "set", "chunked_team/*", "10KiB")
+    on(server, "quota", "set", "chunked_team/*", "10KiB")
     api = Api(server.url, "chunked_team/app", requests.Session())
     data = os.urandom(20 * 1024)
     location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
@@ -73,7 +58,7 @@ def test_quota_checked_when_size_is_unknown_until_the_end(server: RegistryProces
 
 
 def test_immutable_tags_never_move(server: RegistryProcess) -> None:
-    berth(server, "immutable", "add", "release/*", "v*")
+    on(server, "immutable", "add", "release/*", "v*")
     api = Api(server.url, "release/app", requests.Session())
     first, second = api.image([b"one"]), api.image([b"two"])
     assert api.put_manifest("v1", first).status_code == 201
@@ -94,17 +79,17 @@ def test_retention_keeps_the_newest_and_spares_immutable(server: RegistryProcess
     for number in range(5):
         assert api.put_manifest(f"build-{number}", api.image([f"build {number}".encode()])).status_code == 201
     api.put_manifest("stable", api.image([b"stable"]))
-    berth(server, "immutable", "add", "retained/*", "build-0")
-    berth(server, "retention", "set", "retained/*", "--tags", "build-*", "--keep", "2")
-    dry = berth(server, "retention", "apply", "--dry-run")
+    on(server, "immutable", "add", "retained/*", "build-0")
+    on(server, "retention", "set", "retained/*", "--tags", "build-*", "--keep", "2")
+    dry = on(server, "retention", "apply", "--dry-run")
     assert "would remove tag retained/app:build-1" in dry and "build-0" not in dry
-    out = berth(server, "gc", "--grace", "1h")
+    out = on(server, "gc", "--grace", "1h")
     assert "removed tag retained/app:build-2" in out
     tags = api.http.get(api.url("tags/list")).json()["tags"]
     assert tags == ["build-0", "build-3", "build-4", "stable"]
-    berth(server, "retention", "set", "retained/*", "--tags", "stable", "--max-age", "1s")
+    on(server, "retention", "set", "retained/*", "--tags", "stable", "--max-age", "1s")
     time.sleep(2)
-    berth(server, "retention", "apply")
+    on(server, "retention", "apply")
     assert "stable" not in api.http.get(api.url("tags/list")).json()["tags"]
 
 
@@ -126,10 +111,10 @@ def test_bytes_on_disk_match_the_accounting_after_gc(server: RegistryProcess) ->
     api = Api(server.url, "accounting/app", requests.Session())
     api.put_manifest("v1", api.image([os.urandom(3000), os.urandom(5000)]))
     api.push_blob(os.urandom(7000))
-    berth(server, "gc", "--grace", "0", "--untagged")
+    on(server, "gc", "--grace", "0", "--untagged")
     on_disk = stored_bytes(server)
-    out = berth(server, "usage", "--bytes")
+    out = on(server, "usage", "--bytes")
     stored = int(out.strip().splitlines()[-1].split()[-1])
     assert stored == on_disk
-    by_namespace = berth(server, "usage", "--by", "namespace", "--bytes")
+    by_namespace = on(server, "usage", "--by", "namespace", "--bytes")
     assert "accounting" in by_namespace
