@@ -6,6 +6,9 @@ Only push and pull: podman run (crun/runc under these hybrid cgroups) is not wha
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -78,3 +81,30 @@ def test_podman_push_pull(
     podman.podman("pull", "--tls-verify=false", f"{registry.host}/e2e/podman@{digest}")
     assert f"{registry.host}/e2e/podman@{digest}" in _podman_image(podman, ref)["RepoDigests"]
     podman.podman("rmi", "--all", "--force")
+
+
+def test_berth_and_podman_exchange_images(
+    podman: ContainerTools, registry: Registry, built_image: BuiltImage, tmp_path: Path
+) -> None:
+    """What `berth copy` pushes, podman pulls with the same digest; what podman pushes, `berth pull` fetches."""
+    assert built_image.archive is not None
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path / "berth"), "DOCKER_CONFIG": str(tmp_path / "docker")}
+
+    def berth(*args: str) -> str:
+        command = [sys.executable, "-c", "from engine.cli import main; main()", *args]
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    pushed = f"{registry.host}/e2e/from-berth:1"
+    berth("copy", "--quiet", f"docker-archive:{built_image.archive}", f"docker://{pushed}")
+    digest = registry.get("/v2/e2e/from-berth/manifests/1", headers={"Accept": ACCEPT}).headers["Docker-Content-Digest"]
+    podman.podman("pull", "--tls-verify=false", pushed)
+    assert digest in _podman_image(podman, pushed)["RepoDigests"][0]
+
+    back = f"{registry.host}/e2e/from-podman:1"
+    podman.podman("push", "--tls-verify=false", "--format", "oci", pushed, f"docker://{back}")
+    served = registry.get("/v2/e2e/from-podman/manifests/1", headers={"Accept": ACCEPT})
+    berth("pull", "--quiet", back)
+    stored = tmp_path / "berth" / "images" / "blobs" / "sha256" / served.headers["Docker-Content-Digest"][7:]
+    assert stored.read_bytes() == served.content
