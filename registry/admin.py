@@ -5,30 +5,24 @@ from __future__ import annotations
 
 import re
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import click
 
-from registry.cli_options import server_options
-from registry.config import Settings, parse_duration
+from registry.cli_options import duration, open_database, server_options
+from registry.config import Settings
+
+if TYPE_CHECKING:
+    from registry.metadata.accounts import Accounts
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
-def accounts(settings: Settings):  # noqa: ANN201 - imported lazily to keep `berth` fast
+def accounts(settings: Settings) -> Accounts:
     from registry.metadata.accounts import Accounts
-    from registry.metadata.db import make_engine
-    from registry.migrate import upgrade
 
-    upgrade(settings.effective_database_url)
-    return Accounts(make_engine(settings.effective_database_url))
-
-
-def duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    return Accounts(open_database(settings))
 
 
 def read_password(password_stdin: bool, confirm: bool = True) -> str:

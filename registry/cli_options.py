@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from registry.config import load_settings
+from registry.config import Settings, load_settings, parse_duration
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,3 +67,20 @@ SETTING_FLAGS = {
     "webhook_urls",
     "webhook_secret",
 }
+
+
+def open_database(settings: Settings) -> Engine:
+    """The registry's database, migrated first, as `berth serve` would (imports stay lazy)."""
+    from registry.metadata.db import make_engine
+    from registry.migrate import upgrade
+
+    upgrade(settings.effective_database_url)
+    return make_engine(settings.effective_database_url)
+
+
+def duration(text: str) -> timedelta:
+    """A duration argument (`30d`, `12h`), as a usage error when malformed."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None

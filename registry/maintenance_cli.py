@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from registry.cli_options import server_options
-from registry.config import Settings, parse_duration
+from registry.cli_options import duration, open_database, server_options
+from registry.config import Settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from registry.service.policies import PolicyService
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
@@ -25,23 +30,11 @@ def parse_size(text: str) -> int:
     return int(number * POWERS[unit[:1]])
 
 
-def policies(settings: Settings) -> Any:
-    from registry.metadata.db import make_engine
+def policies(engine: Engine) -> PolicyService:
     from registry.metadata.policies import Policies
-    from registry.migrate import upgrade
     from registry.service.policies import PolicyService
 
-    upgrade(settings.effective_database_url)
-    return PolicyService(Policies(make_engine(settings.effective_database_url)))
-
-
-def duration_seconds(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        return int(parse_duration(text).total_seconds())
-    except ValueError as exc:
-        raise click.BadParameter(str(exc)) from None
+    return PolicyService(Policies(engine))
 
 
 @click.command()
@@ -52,20 +45,14 @@ def duration_seconds(text: str | None) -> int | None:
 def gc(settings: Settings, dry_run: bool, untagged: bool | None, grace: str | None) -> None:
     """Remove unreferenced blobs, expired uploads, tags retention drops and (with --untagged) untagged manifests."""
     from registry.metadata.collect import Collector
-    from registry.metadata.db import make_engine
     from registry.service.gc import GarbageCollector
     from registry.service.policies import human
     from registry.storage import open_storage
 
-    try:
-        period = parse_duration(grace or settings.gc_grace)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--grace") from None
-    service = policies(settings)
+    period = duration(grace or settings.gc_grace)
+    engine = open_database(settings)
     collector = GarbageCollector(
-        Collector(make_engine(settings.effective_database_url)),
-        open_storage(settings.effective_storage, settings.s3_endpoint or None),
-        service,
+        Collector(engine), open_storage(settings.effective_storage, settings.s3_endpoint or None), policies(engine)
     )
     report = collector.run(period, untagged=settings.gc_untagged if untagged is None else untagged, dry_run=dry_run)
     if report is None:
@@ -93,7 +80,7 @@ def usage(settings: Settings, by: str, exact: bool) -> None:
     """Storage per repository or namespace: deduplicated (unique blobs) and logical (as pulled)."""
     from registry.service.policies import human
 
-    service = policies(settings)
+    service = policies(open_database(settings))
     fmt = str if exact else human
     click.echo(f"{by.upper():40} {'UNIQUE':>12} {'LOGICAL':>12}")
     for row in service.usage(by_namespace=by == "namespace"):
@@ -112,7 +99,7 @@ def quota() -> None:
 @server_options
 def quota_set(settings: Settings, pattern: str, size: str) -> None:
     """Limit the repositories matching PATTERN (`team/*`) to SIZE (`50GiB`)."""
-    policies(settings).policies.set_quota(pattern, parse_size(size))
+    policies(open_database(settings)).policies.set_quota(pattern, parse_size(size))
     click.echo(f"quota of {pattern} set to {size}")
 
 
@@ -121,7 +108,7 @@ def quota_set(settings: Settings, pattern: str, size: str) -> None:
 @server_options
 def quota_rm(settings: Settings, pattern: str) -> None:
     """Remove the quota of PATTERN."""
-    if not policies(settings).policies.remove_quota(pattern):
+    if not policies(open_database(settings)).policies.remove_quota(pattern):
         raise click.ClickException(f"no quota on {pattern}")
     click.echo(f"quota of {pattern} removed")
 
@@ -132,7 +119,7 @@ def quota_list(settings: Settings) -> None:
     """Quotas with what they use now."""
     from registry.service.policies import human
 
-    service = policies(settings)
+    service = policies(open_database(settings))
     for pattern, limit in service.policies.quotas():
         click.echo(f"{pattern}\t{human(service.policies.pattern_usage(pattern))} of {human(limit)}")
 
@@ -156,7 +143,10 @@ def retention_set(
 
     if keep_last is None and max_age is None:
         raise click.UsageError("give --keep, --max-age or both")
-    policies(settings).policies.set_retention(Retention(pattern, tag_pattern, keep_last, duration_seconds(max_age)))
+    max_age_seconds = int(duration(max_age).total_seconds()) if max_age else None
+    policies(open_database(settings)).policies.set_retention(
+        Retention(pattern, tag_pattern, keep_last, max_age_seconds)
+    )
     click.echo(f"retention for {pattern} tags {tag_pattern} set")
 
 
@@ -166,7 +156,7 @@ def retention_set(
 @server_options
 def retention_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Remove a retention policy."""
-    if not policies(settings).policies.remove_retention(pattern, tag_pattern):
+    if not policies(open_database(settings)).policies.remove_retention(pattern, tag_pattern):
         raise click.ClickException(f"no retention policy for {pattern} tags {tag_pattern}")
     click.echo("removed")
 
@@ -175,7 +165,7 @@ def retention_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def retention_list(settings: Settings) -> None:
     """List retention policies."""
-    for p in policies(settings).policies.retention():
+    for p in policies(open_database(settings)).policies.retention():
         age = f" max-age {p.max_age_seconds}s" if p.max_age_seconds is not None else ""
         keep = f" keep {p.keep_last}" if p.keep_last is not None else ""
         click.echo(f"{p.pattern}\ttags {p.tag_pattern}{keep}{age}")
@@ -186,7 +176,7 @@ def retention_list(settings: Settings) -> None:
 @server_options
 def retention_apply(settings: Settings, dry_run: bool) -> None:
     """Delete the tags the policies no longer keep, now."""
-    for tag in policies(settings).apply_retention(dry_run):
+    for tag in policies(open_database(settings)).apply_retention(dry_run):
         click.echo(f"{'would remove' if dry_run else 'removed'} tag {tag.repository}:{tag.tag}")
 
 
@@ -201,7 +191,7 @@ def immutable() -> None:
 @server_options
 def immutable_add(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Make tags matching TAG_PATTERN (`v*`) in repositories matching PATTERN immutable."""
-    policies(settings).policies.add_immutable(pattern, tag_pattern)
+    policies(open_database(settings)).policies.add_immutable(pattern, tag_pattern)
     click.echo(f"tags {tag_pattern} of {pattern} are immutable")
 
 
@@ -211,7 +201,7 @@ def immutable_add(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def immutable_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Remove an immutability rule."""
-    if not policies(settings).policies.remove_immutable(pattern, tag_pattern):
+    if not policies(open_database(settings)).policies.remove_immutable(pattern, tag_pattern):
         raise click.ClickException("no such rule")
     click.echo("removed")
 
@@ -220,7 +210,7 @@ def immutable_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def immutable_list(settings: Settings) -> None:
     """List immutability rules."""
-    for pattern, tag_pattern in policies(settings).policies.immutable():
+    for pattern, tag_pattern in policies(open_database(settings)).policies.immutable():
         click.echo(f"{pattern}\t{tag_pattern}")
 
 
@@ -233,12 +223,9 @@ def events(settings: Settings, repository: str | None, limit: int, output: str) 
     """The newest events: who pushed, pulled or deleted what, when, from where."""
     import json
 
-    from registry.metadata.db import make_engine
     from registry.metadata.events import Events
-    from registry.migrate import upgrade
 
-    upgrade(settings.effective_database_url)
-    for row in Events(make_engine(settings.effective_database_url)).recent(limit, repository):
+    for row in Events(open_database(settings)).recent(limit, repository):
         if output == "json":
             click.echo(json.dumps(row, default=str))
             continue

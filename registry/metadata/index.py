@@ -34,12 +34,6 @@ class UploadRow:
     state: dict[str, Any]
 
 
-def _upsert(conn: Connection, table: Any, values: dict[str, Any], keys: list[str]) -> None:
-    """INSERT ... ON CONFLICT DO NOTHING, in the dialect at hand."""
-    dialect_insert = insert_for(conn)
-    conn.execute(dialect_insert(table).values(**values).on_conflict_do_nothing(index_elements=keys))
-
-
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -141,7 +135,7 @@ class Index:
     def _ensure_repository(self, conn: Connection, name: str, known: int | None = None) -> int:
         if known is not None:
             return known
-        _upsert(conn, Repository.__table__, {"name": name}, ["name"])
+        conn.execute(insert_for(conn)(Repository).values(name=name).on_conflict_do_nothing(index_elements=["name"]))
         return conn.execute(select(Repository.id).where(Repository.name == name)).scalar_one()
 
     def repository_exists(self, name: str) -> bool:
