@@ -20,11 +20,12 @@ import tarfile
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from client.errors import ClientError, NotFound, UsageError
-from client.image import CHUNK, BlobStream, ImageSource, Progress, StreamReader, verify_bytes
+from client.image import CHUNK, BlobOrigins, BlobStream, ImageSource, Progress, RegistryRepo, StreamReader, verify_bytes
 from client.layout import LAYOUT_VERSION, REF_NAME
 from registry.oci import mediatypes as mt
 from registry.oci.digest import digest_bytes
@@ -42,7 +43,8 @@ def _same_image(tag: str, wanted: str) -> bool:
 
 
 class DockerArchiveSource:
-    mount_from: tuple[str, str] | None = None
+    registry: RegistryRepo | None = None
+    origins: BlobOrigins | None = None
 
     def __init__(self, path: Path, reference: str | None) -> None:
         self.path = path
@@ -130,7 +132,8 @@ class DockerArchiveSource:
 
 
 class DockerArchiveTarget:
-    registry_host: str | None = None
+    registry: RegistryRepo | None = None
+    origins: BlobOrigins | None = None
 
     def __init__(self, path: Path, reference: str | None) -> None:
         self.path = path
@@ -160,7 +163,7 @@ class DockerArchiveTarget:
         return descriptor.digest in self._written
 
     def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: str | None) -> str:
+                 mount_from: Sequence[str]) -> str:
         with self._lock:
             stream = source.open_blob(descriptor)
             try:

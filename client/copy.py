@@ -1,13 +1,16 @@
 """Copying an image from any source to any target: the one algorithm behind pull, push and copy.
 
-Blobs move in parallel and are skipped when the target has them (or mounted when source and
-target share a registry); manifests follow, children before the index, the tagged root last,
-so a reader never sees a manifest whose blobs are missing. An index is kept whole with
-`all_platforms`; otherwise the platform's image manifest is copied alone.
+Blobs move in parallel and are skipped when the target has them, or mounted from another
+repository on the target's registry: the source's own (registry to registry) or one the local
+store recorded the blob in (see `mount_candidates`). Manifests follow, children before the
+index, the tagged root last, so a reader never sees a manifest whose blobs are missing. An
+index is kept whole with `all_platforms`; otherwise the platform's image manifest is copied
+alone. After a copy between a registry and the store, the store records where the blobs are.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -77,6 +80,30 @@ def plan_copy(source: ImageSource, platform: Platform | None, all_platforms: boo
     return descriptor, plan
 
 
+def mount_candidates(source: ImageSource, target: ImageTarget, digests: Iterable[str]) -> dict[str, list[str]]:
+    """Per blob, the repositories on the target's registry it could be mounted from, best first.
+
+    The source's repository when it is on that host, then those the source's record holds the
+    blob in there, most recent first. Hosts must match exactly (a mount names a repository of
+    the registry that receives it), so a push to another host never tries one.
+    """
+    if target.registry is None:
+        return {}
+    host = target.registry.host
+    own = [source.registry.repository] if source.registry and source.registry.host == host else []
+    recorded = source.origins.origins() if source.origins else {}
+    return {digest: list(dict.fromkeys(own + [r.repository for r in recorded.get(digest, ()) if r.host == host]))
+            for digest in digests}
+
+
+def record_origins(source: ImageSource, target: ImageTarget, digests: list[str]) -> None:
+    """Tell a layout side which registry repository now holds the blobs, for later mounts."""
+    if source.registry and target.origins:
+        target.origins.add_origins(digests, source.registry)
+    if target.registry and source.origins:
+        source.origins.add_origins(digests, target.registry)
+
+
 def copy_image(
     source: ImageSource,
     target: ImageTarget,
@@ -88,15 +115,13 @@ def copy_image(
 ) -> CopyResult:
     reporter = reporter or QuietReporter()
     root, plan = plan_copy(source, platform, all_platforms)
-    mount_from = None
-    if source.mount_from and target.registry_host and source.mount_from[0] == target.registry_host:
-        mount_from = source.mount_from[1]
+    mount_from = mount_candidates(source, target, plan.blobs)
 
     def transfer(blob: Descriptor) -> tuple[str, str]:
         if target.has_blob(blob):
             reporter.finish(blob, "exists")
             return blob.digest, "exists"
-        status = target.put_blob(blob, source, reporter.start(blob), mount_from)
+        status = target.put_blob(blob, source, reporter.start(blob), mount_from.get(blob.digest, []))
         reporter.finish(blob, status)
         return blob.digest, status
 
@@ -116,5 +141,6 @@ def copy_image(
         target.put_manifest(data, descriptor, is_root)
         result.manifests.append(descriptor.digest)
     target.commit()
+    record_origins(source, target, list(result.blobs))
     return result
 

@@ -2,13 +2,18 @@
 
 A source serves manifests and blob streams; a target receives blobs and manifests. Registry,
 OCI layout and docker-archive each implement both, so pull, push and copy are one algorithm.
+
+Both sides also say where they are on a registry (`registry`) and whether they keep a record
+of where their blobs came from or went (`origins`, the local store's): with those, a push from
+the store to a registry that already holds a blob in another repository mounts it there
+instead of uploading it, as docker does with its per-layer distribution metadata.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from client.errors import VerificationError
 from registry.oci.digest import digest_bytes, parse_digest
@@ -27,12 +32,38 @@ class BlobStream:
     close: Callable[[], None] = field(default=lambda: None)
 
 
+class RegistryRepo(NamedTuple):
+    """A repository on a registry, the host as `RegistryAPI.host` names it (what a mount must match)."""
+
+    host: str
+    repository: str
+
+
+class BlobOrigins(Protocol):
+    """A record of the registry repositories each blob was pulled from or pushed to.
+
+    It only saves uploads (a mount it suggests may be refused, and the blob is then sent), so
+    a record that is missing or unreadable reads as empty.
+    """
+
+    def origins(self) -> dict[str, list[RegistryRepo]]:
+        """digest -> repositories known to hold it, most recent first."""
+        ...
+
+    def add_origins(self, digests: Iterable[str], where: RegistryRepo) -> None:
+        """Remember that these blobs are in `where` now."""
+        ...
+
+
 class ImageSource(Protocol):
     name: str
     """Human-readable, for messages."""
 
-    mount_from: tuple[str, str] | None
-    """(registry host, repository) when blobs could be mounted from here instead of copied."""
+    registry: RegistryRepo | None
+    """Set for registries: a target on the same host can mount blobs from here, a layout records it."""
+
+    origins: BlobOrigins | None
+    """Set for layouts: where blobs were seen before, so a push can mount them; told where they went."""
 
     def root(self) -> tuple[bytes, str]:
         """The manifest or index the reference names, and its media type."""
@@ -47,14 +78,21 @@ class ImageSource(Protocol):
 
 class ImageTarget(Protocol):
     name: str
-    registry_host: str | None
-    """Set for registries: a source on the same host can be mounted from."""
+    registry: RegistryRepo | None
+    """Set for registries: blobs the source knows on the same host can be mounted; a layout source records it."""
+
+    origins: BlobOrigins | None
+    """Set for layouts: told which registry repository the blobs came from."""
 
     def has_blob(self, descriptor: Descriptor) -> bool: ...
 
     def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: str | None) -> str:
-        """Store the blob; return how ("pushed", "mounted", "stored")."""
+                 mount_from: Sequence[str]) -> str:
+        """Store the blob; return how ("pushed", "mounted", "stored").
+
+        `mount_from`: repositories on this target's registry that may hold the blob, best first;
+        only a registry uses them.
+        """
         ...
 
     def put_manifest(self, data: bytes, descriptor: Descriptor, root: bool) -> None:

@@ -11,6 +11,11 @@ engine runs images from it through this module's `Layout`:
 
 Blobs are written to a temp file, verified and renamed into place; `index.json` is
 rewritten atomically under an exclusive lock on the layout directory.
+
+The store also keeps `berth-origins.json` beside `index.json`: per blob, the few registry
+repositories it was last pulled from or pushed to, so a push can mount instead of upload
+(docker's distribution metadata). Other layouts (`oci:DIR`) are handed to other tools and
+keep no such record; the image-spec allows the extra file, and it is never under `blobs/`.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 from client.errors import NotFound, UsageError
 from client.files import atomic_write
+from client.image import RegistryRepo
 from client.platform import Platform, host_platform, select
 from registry.oci import mediatypes as mt
 from registry.oci.digest import InvalidDigest, digest_bytes, parse_digest
@@ -35,6 +41,9 @@ from registry.oci.reference import InvalidReference, parse_reference
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_VERSION = b'{"imageLayoutVersion":"1.0.0"}'
 PARTIAL_DIR = ".partial"
+ORIGINS_FILE = "berth-origins.json"
+MAX_ORIGINS = 5
+"""Repositories remembered per blob: enough to find one that still has it, bounded so the file stays small."""
 
 
 def berth_root() -> Path:
@@ -65,11 +74,13 @@ def _descriptor(entry: dict[str, Any]) -> Descriptor:
 
 
 class Layout:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, keeps_origins: bool = False) -> None:
         self.root = root
+        self.keeps_origins = keeps_origins
+        """Whether `origins()` and `add_origins()` use `berth-origins.json` (the local store) or do nothing."""
 
     @classmethod
-    def open(cls, root: Path | str, create: bool = False) -> Layout:
+    def open(cls, root: Path | str, create: bool = False, keeps_origins: bool = False) -> Layout:
         """Open the layout at `root`; with `create`, make an empty one if there is none."""
         path = Path(root)
         if not (path / "oci-layout").exists():
@@ -80,7 +91,7 @@ class Layout:
             if not (path / "index.json").exists():
                 atomic_write(path / "index.json", _index_bytes([]))
         (path / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
-        return cls(path)
+        return cls(path, keeps_origins)
 
     def _index(self) -> dict[str, Any]:
         try:
@@ -193,6 +204,40 @@ class Layout:
             atomic_write(self.root / "index.json", _index_bytes(kept))
             return True
 
+    def origins(self) -> dict[str, list[RegistryRepo]]:
+        """digest -> the registry repositories the blob was pulled from or pushed to, most recent first.
+
+        Empty when the record is missing or unreadable: it only saves uploads, so losing it costs
+        time, never correctness.
+        """
+        return self._recorded_origins() if self.keeps_origins else {}
+
+    def _recorded_origins(self) -> dict[str, list[RegistryRepo]]:
+        try:
+            return _parse_origins(json.loads((self.root / ORIGINS_FILE).read_bytes()))
+        except (OSError, ValueError):
+            return {}
+
+    def add_origins(self, digests: Iterable[str], where: RegistryRepo) -> None:
+        """Put `where` first in each blob's record, keeping the `MAX_ORIGINS` most recent."""
+        if not self.keeps_origins:
+            return
+        with self._locked():
+            recorded = self.origins()
+            changed = False
+            for digest in digests:
+                known = recorded.get(digest, [])
+                if known[:1] != [where]:
+                    recorded[digest] = [where, *(r for r in known if r != where)][:MAX_ORIGINS]
+                    changed = True
+            if changed:
+                self._write_origins(recorded)
+
+    def _write_origins(self, recorded: dict[str, list[RegistryRepo]]) -> None:
+        """Under the lock."""
+        data = {"version": 1, "blobs": {digest: [list(r) for r in repos] for digest, repos in recorded.items()}}
+        atomic_write(self.root / ORIGINS_FILE, json.dumps(data).encode())
+
     def reachable(self, roots: list[Descriptor]) -> dict[str, int]:
         """Every blob `roots` reference, manifests and indexes included: digest -> size."""
         seen: dict[str, int] = {}
@@ -209,7 +254,7 @@ class Layout:
         return seen
 
     def gc(self) -> list[str]:
-        """Delete blobs no index entry reaches; return their digests."""
+        """Delete blobs no index entry reaches, and what the store recorded of them; return their digests."""
         with self._locked():
             keep = self.reachable([e.descriptor for e in self.entries()])
             removed = []
@@ -219,6 +264,9 @@ class Layout:
                     if digest not in keep:
                         blob.unlink()
                         removed.append(digest)
+            recorded = self._recorded_origins()  # however this layout was opened (the engine's gc too)
+            if any(digest not in keep for digest in recorded):
+                self._write_origins({d: repos for d, repos in recorded.items() if d in keep})
             return removed
 
 
@@ -226,6 +274,20 @@ def _index_bytes(manifests: list[dict[str, Any]]) -> bytes:
     return json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": manifests}).encode()
 
 
+def _parse_origins(data: Any) -> dict[str, list[RegistryRepo]]:
+    """The record's blobs, skipping any entry that is not a digest with [host, repository] pairs."""
+    blobs = data.get("blobs") if isinstance(data, dict) else None
+    found: dict[str, list[RegistryRepo]] = {}
+    for digest, places in (blobs.items() if isinstance(blobs, dict) else ()):
+        if not isinstance(places, list):
+            continue
+        repos = [RegistryRepo(*place) for place in places
+                 if isinstance(place, list) and len(place) == 2 and all(isinstance(p, str) for p in place)]
+        if repos:
+            found[digest] = repos[:MAX_ORIGINS]
+    return found
+
+
 def open_store(create: bool = True) -> Layout:
-    """The local image store the engine runs from."""
-    return Layout.open(berth_root() / "images", create=create)
+    """The local image store the engine runs from; it records where its blobs came from and went."""
+    return Layout.open(berth_root() / "images", create=create, keeps_origins=True)

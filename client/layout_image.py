@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Sequence
 from typing import BinaryIO
 
 from client.errors import NetworkError, VerificationError
-from client.image import CHUNK, BlobStream, ImageSource, Progress, Verifier, verify_bytes
+from client.image import CHUNK, BlobOrigins, BlobStream, ImageSource, Progress, RegistryRepo, Verifier, verify_bytes
 from client.layout import Layout
 from registry.oci.manifest import Descriptor
 
@@ -20,10 +21,11 @@ RESUME_ATTEMPTS = 4
 
 
 class LayoutSource:
-    mount_from: tuple[str, str] | None = None
+    registry: RegistryRepo | None = None
 
     def __init__(self, layout: Layout, name: str, display: str) -> None:
         self.layout = layout
+        self.origins: BlobOrigins | None = layout
         self.ref_name = name
         self.name = display
 
@@ -44,10 +46,11 @@ class LayoutSource:
 
 
 class LayoutTarget:
-    registry_host: str | None = None
+    registry: RegistryRepo | None = None
 
     def __init__(self, layout: Layout, name: str | None, display: str) -> None:
         self.layout = layout
+        self.origins: BlobOrigins | None = layout
         self.ref_name = name
         self.name = display
 
@@ -55,7 +58,7 @@ class LayoutTarget:
         return self.layout.has_blob(descriptor.digest)
 
     def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: str | None) -> str:
+                 mount_from: Sequence[str]) -> str:
         """Download under an exclusive lock on the partial file; the rename happens before unlocking."""
         partial = self.layout.partial_path(descriptor.digest)
         partial.parent.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,7 @@ import requests
 
 from client.api import RegistryAPI
 from client.errors import NetworkError, VerificationError
-from client.image import CHUNK, BlobStream, verify_bytes
+from client.image import CHUNK, BlobOrigins, BlobStream, RegistryRepo, verify_bytes
 from registry.oci import mediatypes as mt
 from registry.oci.digest import digest_bytes
 from registry.oci.manifest import Descriptor
@@ -20,7 +20,8 @@ class RegistrySource:
         self.api = api
         self.reference = reference
         self.name = str(reference)
-        self.mount_from: tuple[str, str] | None = (api.host, reference.repository)
+        self.registry: RegistryRepo | None = RegistryRepo(api.host, reference.repository)
+        self.origins: BlobOrigins | None = None
 
     def root(self) -> tuple[bytes, str]:
         data, media_type = self.api.get_manifest(self.reference.repository, self.reference.reference)

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from client.cli import COMMANDS
-from client.layout import Layout
+from client.layout import Layout, open_store
 from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
 from tests.conftest import RegistryProcess
 
@@ -127,7 +127,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def store(isolated: Path) -> Layout:
-    return Layout.open(isolated / "berth" / "images", create=True)
+    """The local store as the commands open it (it records where its blobs came from and went)."""
+    return open_store()
 
 
 class Berth:

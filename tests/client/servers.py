@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 import warnings
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -115,8 +116,11 @@ def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
 class TokenServer:
     """A Docker token service: checks Basic credentials, grants what is asked, signs RS256 JWTs."""
 
-    def __init__(self, root: Path, users: dict[str, str], expires_in: int = 300) -> None:
+    def __init__(self, root: Path, users: dict[str, str], expires_in: int = 300,
+                 refuse: Callable[[str, str], bool] | None = None) -> None:
+        """`refuse(subject, repository)`: True to grant that subject nothing on that repository."""
         self.users = users
+        self.refuse = refuse or (lambda subject, repository: False)
         self.expires_in = expires_in
         self.requests: list[dict[str, Any]] = []
         self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -193,6 +197,8 @@ class TokenServer:
                     kind, _, rest = scope.partition(":")
                     name, _, actions = rest.rpartition(":")
                     allowed = actions.split(",") if subject else [a for a in actions.split(",") if a == "pull"]
+                    if kind == "repository" and server.refuse(subject, name):
+                        allowed = []
                     access.append({"type": kind, "name": name, "actions": allowed})
                 body = json.dumps({"access_token": server.sign(subject, access),
                                    "expires_in": server.expires_in}).encode()

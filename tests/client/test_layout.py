@@ -88,7 +88,7 @@ def _blob_server(cut_first_at: int | None) -> ScriptedServer:
 def _download(server: ScriptedServer, layout: Layout) -> None:
     source = RegistrySource(RegistryAPI.connect(server.host), parse_reference(f"{server.host}/r/blob:v1"))
     target = LayoutTarget(layout, None, "test")
-    target.put_blob(Descriptor("application/octet-stream", DIGEST, len(BLOB)), source, lambda n: None, None)
+    target.put_blob(Descriptor("application/octet-stream", DIGEST, len(BLOB)), source, lambda n: None, ())
 
 
 def test_a_dropped_download_resumes_with_range(tmp_path: Path) -> None:
@@ -122,7 +122,8 @@ class _Source:
     """A source that serves other bytes than its descriptors promise."""
 
     name = "liar"
-    mount_from = None
+    registry = None
+    origins = None
 
     def open_blob(self, descriptor: Descriptor, offset: int = 0) -> BlobStream:
         return BlobStream(iter([b"not what you asked for"]), 0)
@@ -132,7 +133,7 @@ def test_wrong_bytes_are_never_committed(tmp_path: Path) -> None:
     layout = Layout.open(tmp_path / "l", create=True)
     target = LayoutTarget(layout, None, "test")
     with pytest.raises(VerificationError):
-        target.put_blob(Descriptor("x/y", DIGEST, 22), _Source(), lambda n: None, None)  # type: ignore[arg-type]
+        target.put_blob(Descriptor("x/y", DIGEST, 22), _Source(), lambda n: None, ())  # type: ignore[arg-type]
     assert not layout.has_blob(DIGEST)
 
 
