@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import random
+import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -35,7 +36,7 @@ from registry.service.events import EventService
 from registry.service.gc import GarbageCollector
 from registry.service.manifests import ManifestService
 from registry.service.policies import PolicyService
-from registry.service.uploads import HasherCache, UploadService
+from registry.service.uploads import HasherCache, SessionIds, UploadService
 from registry.storage import open_storage
 from registry.storage.base import BlobStorage
 
@@ -53,7 +54,11 @@ def create_app(settings: Settings) -> Starlette:
         accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service
     )
     policies = PolicyService(Policies(engine))
-    collector = GarbageCollector(Collector(engine), storage, policies)
+    session_lifetime = parse_duration(settings.gc_grace)
+    session_ids = SessionIds(
+        accounts.signing_key("upload-sessions", lambda: secrets.token_hex(32)).encode(), session_lifetime
+    )
+    collector = GarbageCollector(Collector(engine), storage, policies, session_lifetime)
 
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="berth")
 
@@ -87,7 +92,7 @@ def create_app(settings: Settings) -> Starlette:
     app.state.auth = Authenticator(accounts, authority, trust_proxy=settings.trust_proxy)
     app.state.services = Services(
         blobs=BlobService(index, storage),
-        uploads=UploadService(index, storage, HasherCache(), policies),
+        uploads=UploadService(index, storage, HasherCache(), policies, session_ids),
         manifests=ManifestService(index, policies),
         executor=executor,
         inline_reads=index.inline_reads,

@@ -68,7 +68,9 @@ async def start_upload(request: Request) -> Response:
         body = await request.body()
         digest = await call(request, svc.uploads.put_whole, name, digest, body, length)
         return _created(name, digest)
-    upload_id = await call(request, svc.uploads.start, name, length, digest)
+    if length:
+        await call(request, svc.uploads.check_start, name, length, digest)
+    upload_id = svc.uploads.start(name)
     if not digest:
         return Response(status_code=202, headers=_session_headers(name, upload_id, 0))
     writer = await call(request, svc.uploads.open, name, upload_id, None, length)

@@ -101,24 +101,38 @@ class Collector:
     # -- upload sessions
 
     def expired_uploads(self, cutoff: datetime) -> list[tuple[str, dict[str, Any]]]:
+        """Open sessions started before `cutoff` that nobody is writing to."""
         now = datetime.now(UTC)
         query = select(Upload.id, Upload.storage_state).where(
-            Upload.started_at < cutoff, or_(Upload.lease_until.is_(None), Upload.lease_until < now)
+            Upload.started_at < cutoff,
+            Upload.closed.is_(False),
+            or_(Upload.lease_until.is_(None), Upload.lease_until < now),
         )
         with self.engine.connect() as conn:
             return [(r.id, json.loads(r.storage_state)) for r in conn.execute(query)]
 
-    def active_upload_ids(self) -> set[str]:
-        with self.engine.connect() as conn:
-            return set(conn.execute(select(Upload.id)).scalars())
+    def drop_tombstones(self, cutoff: datetime) -> int:
+        """Forget ended sessions whose ids are past their lifetime (their bytes are gone)."""
+        with self._write() as conn, conn.begin():
+            return conn.execute(delete(Upload).where(Upload.closed.is_(True), Upload.started_at < cutoff)).rowcount
 
-    def delete_upload(self, upload_id: str, drop_bytes: Callable[[], None]) -> bool:
+    def active_upload_ids(self) -> set[str]:
+        """Sessions whose bytes in storage are still wanted."""
+        with self.engine.connect() as conn:
+            return set(conn.execute(select(Upload.id).where(Upload.closed.is_(False))).scalars())
+
+    def expire_upload(self, upload_id: str, drop_bytes: Callable[[], None]) -> bool:
+        """Close an abandoned session (its id stays unknown) and drop its bytes."""
         now = datetime.now(UTC)
         with self._write() as conn, conn.begin():
             gone = conn.execute(
-                delete(Upload).where(
-                    Upload.id == upload_id, or_(Upload.lease_until.is_(None), Upload.lease_until < now)
+                update(Upload)
+                .where(
+                    Upload.id == upload_id,
+                    Upload.closed.is_(False),
+                    or_(Upload.lease_until.is_(None), Upload.lease_until < now),
                 )
+                .values(closed=True)
             )
             if gone.rowcount != 1:
                 return False

@@ -102,11 +102,16 @@ class Prepared:
         # ROLLBACK round trips (psycopg switches it on the client side).
         self.autocommit = engine.dialect.name == "postgresql" and statement.is_select
         self.order = compiled.positiontup if compiled.positional else None
+        # Values written into the statement (not `bindparam`s) are bound parameters too.
+        self.constants = {name: bind.effective_value for bind, name in compiled.bind_names.items() if not bind.required}
+
+    def _arguments(self, params: dict[str, Any]) -> Any:
+        params = {**self.constants, **params} if self.constants else params
+        return tuple(params[name] for name in self.order) if self.order is not None else params
 
     def execute(self, conn: Any, **params: Any) -> Any:
         """Run inside a transaction of an SQLAlchemy Connection, skipping statement building."""
-        arguments = tuple(params[name] for name in self.order) if self.order is not None else params
-        return conn.exec_driver_sql(self.sql, arguments)
+        return conn.exec_driver_sql(self.sql, self._arguments(params))
 
     def first(self, **params: Any) -> tuple[Any, ...] | None:
         rows = self._run(params, one=True)
@@ -116,7 +121,7 @@ class Prepared:
         return self._run(params, one=False)
 
     def _run(self, params: dict[str, Any], one: bool) -> list[tuple[Any, ...]]:
-        arguments = tuple(params[name] for name in self.order) if self.order is not None else params
+        arguments = self._arguments(params)
         connection = self.engine.raw_connection()
         if self.autocommit:
             connection.driver_connection.autocommit = True

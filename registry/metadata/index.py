@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 
 from registry.metadata.db import WRITE, Prepared, insert_for
 from registry.metadata.models import (
@@ -29,9 +29,9 @@ from registry.metadata.models import (
 @dataclass(frozen=True, slots=True)
 class UploadRow:
     id: str
-    repository_id: int
     offset: int
     state: dict[str, Any]
+    closed: bool
 
 
 def _now() -> datetime:
@@ -45,7 +45,7 @@ class Index:
         self.inline_reads = engine.dialect.name == "sqlite"
         self._upload = Prepared(
             engine,
-            select(Upload.id, Upload.repository_id, Upload.offset, Upload.storage_state)
+            select(Upload.id, Upload.offset, Upload.storage_state, Upload.closed)
             .join(Repository, Repository.id == Upload.repository_id)
             .where(Upload.id == bindparam("id"), Repository.name == bindparam("repository")),
         )
@@ -65,14 +65,22 @@ class Index:
             .values(repository_id=bindparam("repository_id"), blob_id=bindparam("blob_id"), created_at=bindparam("now"))
             .on_conflict_do_nothing(index_elements=["repository_id", "blob_id"]),
         )
-        self._insert_upload = Prepared(
+        # A session's row appears with its first write, leased to that writer, and ends as
+        # a tombstone, whether it had a row or not: only one request closes it.
+        session_row = dialect_insert(Upload).values(
+            id=bindparam("id"),
+            repository_id=bindparam("repository_id"),
+            offset=0,
+            storage_state=bindparam("state"),
+            started_at=bindparam("started_at"),
+            lease_until=bindparam("until"),
+            closed=bindparam("closed"),
+        )
+        self._insert_upload = Prepared(engine, session_row.on_conflict_do_nothing(index_elements=["id"]))
+        self._close_upload = Prepared(
             engine,
-            insert(Upload).values(
-                id=bindparam("id"),
-                repository_id=bindparam("repository_id"),
-                offset=bindparam("start"),
-                storage_state=bindparam("state"),
-                started_at=bindparam("now"),
+            session_row.on_conflict_do_update(
+                index_elements=["id"], set_={"closed": True, "lease_until": None}, where=Upload.closed.is_(False)
             ),
         )
         # Every chunk of a chunked upload takes and releases the session's lease.
@@ -82,6 +90,7 @@ class Index:
             .where(
                 Upload.id == bindparam("id"),
                 Upload.offset == bindparam("offset"),
+                Upload.closed.is_(False),
                 (Upload.lease_until.is_(None)) | (Upload.lease_until < bindparam("now")),
             )
             .values(lease_until=bindparam("until")),
@@ -92,7 +101,6 @@ class Index:
             .where(Upload.id == bindparam("id"))
             .values(offset=bindparam("new_offset"), storage_state=bindparam("state"), lease_until=bindparam("cleared")),
         )
-        self._delete_upload = Prepared(engine, delete(Upload).where(Upload.id == bindparam("id")))
         self._repository_id = Prepared(engine, select(Repository.id).where(Repository.name == bindparam("name")))
         self._blob_size = Prepared(
             engine,
@@ -153,17 +161,27 @@ class Index:
 
     # uploads ---------------------------------------------------------------------
 
-    def create_upload(self, repository: str, upload_id: str, state: dict[str, Any]) -> None:
+    def get_upload(self, repository: str, upload_id: str) -> UploadRow | None:
+        row = self._upload.first(id=upload_id, repository=repository)
+        return None if row is None else UploadRow(row[0], row[1], json.loads(row[2]), bool(row[3]))
+
+    def create_upload(
+        self, repository: str, upload_id: str, state: dict[str, Any], started_at: datetime, seconds: float
+    ) -> bool:
+        """Give a session its row, leased to the caller; False when another request made it first."""
         known = self._known_repository(repository)
         with self._write() as conn:
             repository_id = self._ensure_repository(conn, repository, known)
-            self._insert_upload.execute(
-                conn, id=upload_id, repository_id=repository_id, start=0, state=json.dumps(state), now=_now()
+            created = self._insert_upload.execute(
+                conn,
+                id=upload_id,
+                repository_id=repository_id,
+                state=json.dumps(state),
+                started_at=started_at,
+                until=_now() + timedelta(seconds=seconds),
+                closed=False,
             )
-
-    def get_upload(self, repository: str, upload_id: str) -> UploadRow | None:
-        row = self._upload.first(id=upload_id, repository=repository)
-        return None if row is None else UploadRow(row[0], row[1], row[2], json.loads(row[3]))
+            return created.rowcount == 1
 
     def lease_upload(self, upload_id: str, offset: int, seconds: float) -> bool:
         """Claim the session for one writer, if it is still at `offset` and nobody writes."""
@@ -184,9 +202,17 @@ class Index:
         with self._write() as conn:
             self._release.execute(conn, id=upload_id, new_offset=offset, state=json.dumps(state), cleared=None)
 
-    def delete_upload(self, upload_id: str) -> bool:
+    def _close_session(self, conn: Connection, upload_id: str, repository_id: int, started_at: datetime) -> bool:
+        closed = self._close_upload.execute(
+            conn, id=upload_id, repository_id=repository_id, state="{}", started_at=started_at, until=None, closed=True
+        )
+        return closed.rowcount == 1
+
+    def close_upload(self, repository: str, upload_id: str, started_at: datetime) -> bool:
+        """End a session without a blob (cancel); False when it had already ended."""
+        known = self._known_repository(repository)
         with self._write() as conn:
-            return conn.execute(delete(Upload).where(Upload.id == upload_id)).rowcount == 1
+            return self._close_session(conn, upload_id, self._ensure_repository(conn, repository, known), started_at)
 
     # blobs -----------------------------------------------------------------------
 
@@ -210,14 +236,15 @@ class Index:
             with self._write() as conn:
                 conn.execute(update(Blob).where(Blob.digest == digest).values(touched_at=_now()))
 
-    def finish_upload(self, upload_id: str | None, repository: str, digest: str, size: int) -> bool:
-        """Close the session (if any) and make the stored blob visible in the repository,
-        atomically. False when the session was already finished by someone else."""
+    def finish_upload(self, session: tuple[str, datetime] | None, repository: str, digest: str, size: int) -> bool:
+        """Close the session (id, start), if any, and make the stored blob visible in the
+        repository, atomically. False when the session had already ended."""
         known = self._known_repository(repository)
         with self._write() as conn:
-            if upload_id is not None and self._delete_upload.execute(conn, id=upload_id).rowcount != 1:
+            repository_id = self._ensure_repository(conn, repository, known)
+            if session is not None and not self._close_session(conn, session[0], repository_id, session[1]):
                 return False
-            self._link_blob(conn, self._ensure_repository(conn, repository, known), digest, size)
+            self._link_blob(conn, repository_id, digest, size)
             return True
 
     def blob_size(self, repository: str, digest: str) -> int | None:

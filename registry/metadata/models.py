@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -15,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -113,19 +115,22 @@ class Tag(Base):
 
 
 class Upload(Base):
-    """A whole upload session, so any replica can continue it.
+    """An upload session that has bytes or has ended, so any replica can continue or refuse it.
 
-    `lease_until` is set while one request writes to the session: a second writer is
-    refused instead of interleaving bytes.
+    A session is born as a signed id and gets a row with its first byte; `closed` rows stay
+    as tombstones (until garbage collection drops them with the id's lifetime) so a
+    completed or cancelled id is unknown from then on. `lease_until` is set while one
+    request writes to the session: a second writer is refused instead of interleaving bytes.
     """
 
     __tablename__ = "upload"
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), nullable=False)
     offset: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
     storage_state: Mapped[str] = mapped_column(Text, nullable=False)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime] = _now()
+    closed: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 class Account(Base):
@@ -152,7 +157,7 @@ class Grant(Base):
 
 
 class SigningKey(Base):
-    """The key tokens are signed with, shared by every replica through the database."""
+    """Keys every replica shares through the database: the token signing key, the upload-id secret."""
 
     __tablename__ = "signing_key"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

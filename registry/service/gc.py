@@ -12,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from registry.metadata.collect import Candidate, Collector
 from registry.service.policies import Expired, PolicyService
@@ -36,10 +37,14 @@ class GcReport:
 
 
 class GarbageCollector:
-    def __init__(self, collector: Collector, storage: BlobStorage, policies: PolicyService):
+    def __init__(
+        self, collector: Collector, storage: BlobStorage, policies: PolicyService, session_lifetime: timedelta
+    ):
+        """`session_lifetime` is how long an upload id is valid: its tombstone is kept that long."""
         self.collector = collector
         self.storage = storage
         self.policies = policies
+        self.session_lifetime = session_lifetime
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
     def run(self, grace: timedelta, untagged: bool = False, dry_run: bool = False) -> GcReport | None:
@@ -54,9 +59,10 @@ class GarbageCollector:
     def _collect(self, cutoff: datetime, untagged: bool, dry_run: bool) -> GcReport:
         report = GcReport(dry_run)
         for upload_id, state in self.collector.expired_uploads(cutoff):
-            if dry_run or self.collector.delete_upload(upload_id, lambda s=state: self.storage.cancel_upload(s)):
+            if dry_run or self.collector.expire_upload(upload_id, partial(self.storage.cancel_upload, state)):
                 report.uploads.append(upload_id)
         if not dry_run:
+            self.collector.drop_tombstones(datetime.now(UTC) - self.session_lifetime)
             report.leftover_bytes = self.storage.sweep_uploads(cutoff.timestamp(), self.collector.active_upload_ids())
         report.tags = self.policies.apply_retention(dry_run)
         if untagged:

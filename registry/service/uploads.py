@@ -1,21 +1,26 @@
 """Blob upload sessions: started -> (writing -> started)* -> committed | cancelled.
 
-The session lives in the index (`upload` row) and its bytes in storage, so any replica
-can continue it. A writer leases the session, so two requests never interleave bytes.
-The running sha256 is kept in this process only as a bounded optimisation: when a
-chunk lands on another replica (or the digest uses another algorithm) the upload is
-re-hashed from storage at completion. Committed and cancelled sessions have no row.
+Opening a session writes nothing: its id is signed for the repository with a secret every
+replica shares, and carries its start time, so docker's POST-then-PUT of a small blob costs
+one write transaction, not two. The first byte gives the session its row in the index (and
+its bytes live in storage), so any replica can continue it; a writer leases the session, so
+two requests never interleave bytes. Ending a session leaves a closed row, a tombstone that
+keeps a used id unknown until the id expires. The running sha256 is kept in this process
+only as a bounded optimisation: when a chunk lands on another replica (or the digest uses
+another algorithm) the upload is re-hashed from storage at completion.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -27,7 +32,7 @@ from registry.errors import (
     RangeInvalid,
     SizeInvalid,
 )
-from registry.metadata.index import Index
+from registry.metadata.index import Index, UploadRow
 from registry.oci.digest import InvalidDigest, parse_digest
 from registry.service.policies import PolicyService
 from registry.storage.base import BlobStorage
@@ -50,6 +55,44 @@ TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
     UploadStatus.COMMITTED: frozenset(),
     UploadStatus.CANCELLED: frozenset(),
 }
+
+
+class SessionIds:
+    """Upload ids that prove where and when they were issued: `<uuid>.<start>.<mac>`."""
+
+    def __init__(self, secret: bytes, lifetime: timedelta):
+        self.secret = secret
+        self.lifetime = lifetime
+
+    def _mac(self, repository: str, body: str) -> str:
+        return hmac.new(self.secret, f"{repository}\n{body}".encode(), hashlib.sha256).hexdigest()[:32]
+
+    def issue(self, repository: str) -> str:
+        body = f"{uuid.uuid4()}.{int(time.time()):x}"
+        return f"{body}.{self._mac(repository, body)}"
+
+    def started(self, repository: str, upload_id: str) -> datetime | None:
+        """When the session began, or None for an id not issued for `repository` or expired."""
+        body, _, mac = upload_id.rpartition(".")
+        started = body.rpartition(".")[2]
+        if not hmac.compare_digest(mac.encode(), self._mac(repository, body).encode()):
+            return None
+        try:
+            moment = datetime.fromtimestamp(int(started, 16), UTC)
+        except ValueError:
+            return None
+        return moment if datetime.now(UTC) - moment < self.lifetime else None
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A live session: its row in the index, or a fresh one's (offset 0) when it has none yet."""
+
+    id: str
+    started: datetime
+    row: UploadRow | None
+    offset: int
+    state: dict[str, Any]
 
 
 class HasherCache:
@@ -80,6 +123,7 @@ class UploadWriter:
 
     storage: BlobStorage
     upload_id: str
+    started: datetime
     repository: str
     state: dict[str, Any]
     offset: int
@@ -122,52 +166,64 @@ def _check_digest(value: str | None) -> str:
 
 
 class UploadService:
-    def __init__(self, index: Index, storage: BlobStorage, hashers: HasherCache, policies: PolicyService):
+    def __init__(
+        self, index: Index, storage: BlobStorage, hashers: HasherCache, policies: PolicyService, ids: SessionIds
+    ):
         self.index = index
         self.storage = storage
         self.hashers = hashers
         self.policies = policies
+        self.ids = ids
 
-    def start(self, repository: str, incoming: int | None = None, digest: str | None = None) -> str:
-        """Open a session; a known size (and digest) is checked against quotas first."""
-        if incoming:
-            self.policies.check_quota(repository, incoming, _check_digest(digest) if digest else None)
-        upload_id = str(uuid.uuid4())
-        state = self.storage.start_upload(upload_id)
-        self.index.create_upload(repository, upload_id, state)
-        return upload_id
+    def check_start(self, repository: str, incoming: int, digest: str | None = None) -> None:
+        """A session opened with a known size (and digest) is checked against quotas first."""
+        self.policies.check_quota(repository, incoming, _check_digest(digest) if digest else None)
+
+    def start(self, repository: str) -> str:
+        """A new session's id: no storage and no index write until bytes arrive."""
+        return self.ids.issue(repository)
+
+    def _session(self, repository: str, upload_id: str) -> Session:
+        started = self.ids.started(repository, upload_id)
+        row = self.index.get_upload(repository, upload_id) if started is not None else None
+        if started is None or (row is not None and row.closed):
+            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        if row is None:
+            return Session(upload_id, started, None, 0, self.storage.start_upload(upload_id))
+        return Session(upload_id, started, row, row.offset, row.state)
 
     def offset(self, repository: str, upload_id: str) -> int:
-        row = self.index.get_upload(repository, upload_id)
-        if row is None:
-            raise BlobUploadUnknown(detail={"uuid": upload_id})
-        return row.offset
+        return self._session(repository, upload_id).offset
 
     def open(
         self, repository: str, upload_id: str, start: int | None = None, incoming: int | None = None
     ) -> UploadWriter:
         """Lease the session for writing; `start` is the client's Content-Range start and
         `incoming` its Content-Length, when given (checked against quotas before any byte lands)."""
-        row = self.index.get_upload(repository, upload_id)
-        if row is None:
-            raise BlobUploadUnknown(detail={"uuid": upload_id})
+        session = self._session(repository, upload_id)
         if incoming:
-            self.policies.check_quota(repository, row.offset + incoming)
-        if start is not None and start != row.offset:
+            self.policies.check_quota(repository, session.offset + incoming)
+        if start is not None and start != session.offset:
             raise RangeInvalid(
-                f"chunk starts at {start}, the upload is at {row.offset}", headers=self.range_headers(row.offset)
+                f"chunk starts at {start}, the upload is at {session.offset}",
+                headers=self.range_headers(session.offset),
             )
-        if not self.index.lease_upload(upload_id, row.offset, LEASE_SECONDS):
-            raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(row.offset))
-        hasher = self.hashers.take(upload_id, row.offset)
-        if hasher is None and row.offset == 0:
+        if session.row is None:
+            leased = self.index.create_upload(repository, upload_id, session.state, session.started, LEASE_SECONDS)
+        else:
+            leased = self.index.lease_upload(upload_id, session.offset, LEASE_SECONDS)
+        if not leased:
+            raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(session.offset))
+        hasher = self.hashers.take(upload_id, session.offset)
+        if hasher is None and session.offset == 0:
             hasher = hashlib.new(RUNNING_HASH)
         return UploadWriter(
             self.storage,
             upload_id,
+            session.started,
             repository,
-            row.state,
-            row.offset,
+            session.state,
+            session.offset,
             hasher,
             renew=lambda: self.index.renew_lease(upload_id, LEASE_SECONDS),
         )
@@ -200,13 +256,14 @@ class UploadService:
             self.policies.check_quota(writer.repository, writer.offset, digest)
         except QuotaExceeded:
             writer.move(UploadStatus.CANCELLED)
-            if self.index.delete_upload(writer.upload_id):
+            if self.index.close_upload(writer.repository, writer.upload_id, writer.started):
                 self.storage.cancel_upload(writer.state)
             raise
         writer.move(UploadStatus.COMMITTED)
         self.index.touch_blob(digest)
         self._store(writer.state, writer.offset, digest)
-        if not self.index.finish_upload(writer.upload_id, writer.repository, digest, writer.offset):
+        session = (writer.upload_id, writer.started)
+        if not self.index.finish_upload(session, writer.repository, digest, writer.offset):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
@@ -228,12 +285,10 @@ class UploadService:
         self, repository: str, upload_id: str, digest_param: str | None, body: bytes, start: int | None
     ) -> str:
         """The final PUT of a session, its whole (small) body in memory. On a session with
-        nothing written yet this is one write transaction and no lease: deleting the
-        session row in `finish_upload` decides which request wins."""
-        row = self.index.get_upload(repository, upload_id)
-        if row is None:
-            raise BlobUploadUnknown(detail={"uuid": upload_id})
-        if row.offset or (start is not None and start != row.offset):
+        nothing written yet this is one write transaction and no lease: closing the
+        session in `finish_upload` decides which request wins."""
+        session = self._session(repository, upload_id)
+        if session.offset or (start is not None and start != session.offset):
             writer = self.open(repository, upload_id, start, len(body))
             writer.write([body])
             return self.complete(writer, digest_param)
@@ -242,8 +297,9 @@ class UploadService:
         # A fresh file, not the session's: a concurrent request on the same session must
         # never be able to change bytes this request verified.
         self._store_body(digest, body)
-        self.storage.cancel_upload(row.state)
-        if not self.index.finish_upload(upload_id, repository, digest, len(body)):
+        if session.row is not None:
+            self.storage.cancel_upload(session.state)
+        if not self.index.finish_upload((upload_id, session.started), repository, digest, len(body)):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
@@ -269,10 +325,11 @@ class UploadService:
         self.storage.commit_upload(state, len(body), digest)
 
     def cancel(self, repository: str, upload_id: str) -> None:
-        row = self.index.get_upload(repository, upload_id)
-        if row is None or not self.index.delete_upload(upload_id):
+        session = self._session(repository, upload_id)
+        if not self.index.close_upload(repository, upload_id, session.started):
             raise BlobUploadUnknown(detail={"uuid": upload_id})
-        self.storage.cancel_upload(row.state)
+        if session.row is not None:
+            self.storage.cancel_upload(session.state)
 
     @staticmethod
     def range_headers(offset: int) -> dict[str, str]:

@@ -126,6 +126,38 @@ def test_cancel_upload(api: Api) -> None:
     assert again.status_code == 404
 
 
+def test_session_without_bytes_can_be_cancelled_and_is_then_unknown(api: Api) -> None:
+    """A session gets no row until its first byte: cancelling or finishing it must still end it."""
+    location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
+    assert api.http.get(f"{api.base}{location}").status_code == 204
+    assert api.http.delete(f"{api.base}{location}").status_code == 204
+    assert api.http.delete(f"{api.base}{location}").status_code == 404
+    refused = api.http.put(f"{api.base}{location}?digest={sha256(b'late')}", data=b"late")
+    assert refused.status_code == 404 and error_code(refused) == "BLOB_UPLOAD_UNKNOWN"
+    assert api.http.head(api.url(f"blobs/{sha256(b'late')}")).status_code == 404
+    location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
+    assert api.http.put(f"{api.base}{location}?digest={sha256(b'once')}", data=b"once").status_code == 201
+    again = api.http.put(f"{api.base}{location}?digest={sha256(b'twice')}", data=b"twice")
+    assert again.status_code == 404 and error_code(again) == "BLOB_UPLOAD_UNKNOWN"
+    assert api.http.patch(f"{api.base}{location}", data=b"more").status_code == 404
+
+
+def test_forged_or_foreign_session_ids_are_unknown(api: Api) -> None:
+    location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
+    upload_id = location.rsplit("/", 1)[1]
+    tampered = upload_id[:-1] + ("0" if upload_id[-1] != "0" else "1")
+    other = Api(api.base, api.name + "-other", api.http)
+    for url in (
+        f"{api.base}{location.replace(upload_id, tampered)}",
+        f"{api.base}{location.replace(upload_id, '11111111-2222-3333-4444-555555555555')}",
+        other.url(f"blobs/uploads/{upload_id}"),
+    ):
+        for method in ("GET", "PATCH", "PUT", "DELETE"):
+            response = api.http.request(method, url + ("?digest=" + sha256(b"x") if method == "PUT" else ""), data=b"x")
+            assert response.status_code == 404 and error_code(response) == "BLOB_UPLOAD_UNKNOWN", (method, url)
+    assert api.http.put(f"{api.base}{location}?digest={sha256(b'x')}", data=b"x").status_code == 201
+
+
 def test_put_without_digest_is_invalid(api: Api) -> None:
     location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
     response = api.http.put(f"{api.base}{location}", data=b"x")
