@@ -6,14 +6,16 @@ import fcntl
 import os
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 
 WRITE = {"berth_write": True}
+T = TypeVar("T")
 
 
 def insert_for(bind: Any) -> Callable[..., Any]:
@@ -84,6 +86,95 @@ class WriterLock:
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.thread_lock.release()
+
+
+@dataclass(eq=False)
+class _Work(Generic[T]):
+    run: Callable[[Connection], T]
+    result: T | None = None
+    error: BaseException | None = None
+    finished: bool = False
+    leads: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+class GroupCommit:
+    """Small write transactions of many threads committed together, on SQLite.
+
+    Under load, SQLite writers queue for its one write lock, and each holds it for a
+    BEGIN, a few statements and a COMMIT, stretched by the GIL and the scheduler. Here the
+    first writer to arrive leads: it runs its own work and whatever others queued
+    meanwhile, each in a savepoint, in one transaction, wakes them, and hands the lead to
+    the next writer waiting. A writer alone runs just its own work, as before. Work
+    functions only use the connection they are given; their results are returned (and
+    their errors raised) in their own threads after the commit. On PostgreSQL, which
+    commits concurrent transactions in groups itself, each runs in its own transaction.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.grouped = engine.dialect.name == "sqlite"
+        self._mutex = threading.Lock()
+        self._pending: list[_Work[Any]] = []
+        self._leading = False
+
+    def run(self, work: Callable[[Connection], T]) -> T:
+        if not self.grouped:
+            with self.engine.connect() as conn:
+                conn.execution_options(**WRITE)
+                with conn.begin():
+                    return work(conn)
+        item: _Work[T] = _Work(work)
+        with self._mutex:
+            self._pending.append(item)
+            if not self._leading:
+                self._leading = item.leads = True
+        while not item.finished:
+            if item.leads:
+                self._lead()
+            else:
+                item.wake.wait()
+                item.wake.clear()
+        if item.error is not None:
+            raise item.error
+        return item.result  # type: ignore[return-value]
+
+    def _lead(self) -> None:
+        with self._mutex:
+            batch, self._pending = self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._mutex:
+                if self._pending:
+                    self._pending[0].leads = True
+                    self._pending[0].wake.set()
+                else:
+                    self._leading = False
+            for item in batch:
+                item.finished = True
+                item.wake.set()
+
+    def _commit(self, batch: list[_Work[Any]]) -> None:
+        try:
+            with self.engine.connect() as conn:
+                conn.execution_options(**WRITE)
+                with conn.begin():
+                    if len(batch) == 1:
+                        batch[0].result = batch[0].run(conn)
+                        return
+                    for item in batch:
+                        savepoint = conn.begin_nested()
+                        try:
+                            item.result = item.run(conn)
+                        except Exception as exc:
+                            savepoint.rollback()
+                            item.error = exc
+                        else:
+                            savepoint.commit()
+        except BaseException as exc:
+            for item in batch:
+                item.result, item.error = None, item.error or exc
 
 
 class Prepared:

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, delete, select, update
 
-from registry.metadata.db import WRITE, Prepared, insert_for
+from registry.metadata.db import WRITE, GroupCommit, Prepared, insert_for
 from registry.metadata.models import (
     Blob,
     Manifest,
@@ -43,6 +43,8 @@ class Index:
         self.engine = engine
         # Reads on SQLite take microseconds: callers may run them on the event loop.
         self.inline_reads = engine.dialect.name == "sqlite"
+        # Every blob upload ends in one small write: under load they commit together.
+        self.group = GroupCommit(engine)
         self._upload = Prepared(
             engine,
             select(Upload.id, Upload.offset, Upload.storage_state, Upload.closed)
@@ -240,12 +242,15 @@ class Index:
         """Close the session (id, start), if any, and make the stored blob visible in the
         repository, atomically. False when the session had already ended."""
         known = self._known_repository(repository)
-        with self._write() as conn:
+
+        def finish(conn: Connection) -> bool:
             repository_id = self._ensure_repository(conn, repository, known)
             if session is not None and not self._close_session(conn, session[0], repository_id, session[1]):
                 return False
             self._link_blob(conn, repository_id, digest, size)
             return True
+
+        return self.group.run(finish)
 
     def blob_size(self, repository: str, digest: str) -> int | None:
         """The blob's size if `repository` may serve it."""

@@ -314,15 +314,8 @@ class UploadService:
         return digest
 
     def _store_body(self, digest: str, body: bytes) -> None:
-        if self.storage.stat(digest) == len(body):
-            return
-        state = self.storage.start_upload(str(uuid.uuid4()))
-        try:
-            state = self.storage.write_upload(state, 0, [body])
-        except BaseException:
-            self.storage.cancel_upload(state)
-            raise
-        self.storage.commit_upload(state, len(body), digest)
+        if self.storage.stat(digest) != len(body):
+            self.storage.put(digest, body)
 
     def cancel(self, repository: str, upload_id: str) -> None:
         session = self._session(repository, upload_id)

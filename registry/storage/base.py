@@ -29,6 +29,10 @@ class BlobStorage(Protocol):
     def redirect_url(self, digest: str) -> str | None:
         """A URL a client may fetch the blob from directly, or None to stream it."""
 
+    def put(self, digest: str, data: bytes) -> None:
+        """Store a whole blob already in memory (and verified), atomically: one step
+        where an upload session would take several."""
+
     def start_upload(self, upload_id: str) -> UploadState:
         """Begin an upload session and return its opaque state."""
 

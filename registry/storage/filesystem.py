@@ -1,10 +1,22 @@
 """Blobs as files under a root directory: `blobs/sha256/ab/abcd...`, uploads in `uploads/`.
 
-A blob becomes visible by one `rename` of a complete, fsynced upload file.
+A blob becomes visible by one `rename` of a complete, fsynced upload file, or for a blob
+stored whole by linking a complete, fsynced unnamed file (`O_TMPFILE`) into place, so a
+crash leaves nothing behind.
+
+The root and the digest-algorithm directories are marked as tops of directory hierarchies
+(ext4's `chattr +T`), so the directories below them are spread over the filesystem's
+block groups instead of packed into their parent's. New files are placed in their
+directory's group, and ext4 without a journal scans every inode deleted in the last
+minutes before it reuses one: in a group where something deleted thousands of files, each
+file creation took half a millisecond of CPU; spread out, it takes microseconds.
 """
 
 from __future__ import annotations
 
+import array
+import errno
+import fcntl
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,6 +25,10 @@ from registry.storage.base import UploadState
 
 READ_CHUNK = 4 * 1024 * 1024
 IOV_MAX = 1024
+ALGORITHMS = ("sha256", "sha512")
+FS_IOC_GETFLAGS = 0x80086601
+FS_IOC_SETFLAGS = 0x40086602
+FS_TOPDIR_FL = 0x00020000
 
 
 class FilesystemStorage:
@@ -20,8 +36,13 @@ class FilesystemStorage:
 
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        _spread_subdirectories(self.root)
+        for algorithm in ALGORITHMS:
+            (self.root / algorithm).mkdir(exist_ok=True)
+            _spread_subdirectories(self.root / algorithm)
         self.uploads = self.root / "_uploads"
-        self.uploads.mkdir(parents=True, exist_ok=True)
+        self.uploads.mkdir(exist_ok=True)
 
     def _path(self, digest: str) -> Path:
         algorithm, _, hexdigest = digest.partition(":")
@@ -54,6 +75,26 @@ class FilesystemStorage:
     def redirect_url(self, digest: str) -> str | None:
         return None
 
+    def put(self, digest: str, data: bytes) -> None:
+        target = self._path(digest)
+        try:
+            fd = _unnamed_file(target.parent)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR):  # no O_TMPFILE here: go through uploads/
+                raise
+            state = self.write_upload(self.start_upload(f"put-{os.urandom(8).hex()}"), 0, [data])
+            self.commit_upload(state, len(data), digest)
+            return
+        try:
+            self._write_at(fd, 0, [data])
+            os.fdatasync(fd)
+            try:
+                _link(fd, target)
+            except FileExistsError:  # stored meanwhile by another request: same digest, same bytes
+                pass
+        finally:
+            os.close(fd)
+
     def start_upload(self, upload_id: str) -> UploadState:
         # The file is made by the first write: a session finished by one small PUT never
         # creates (and deletes) an empty file.
@@ -66,20 +107,24 @@ class FilesystemStorage:
         return self.uploads / name
 
     def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
-        """One `pwritev` per batch of chunks: no joining copy in Python."""
-        pending = [memoryview(c) for c in chunks if c]
         fd = os.open(self._upload_path(state), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
-            while pending:
-                written = os.pwritev(fd, pending[:IOV_MAX], offset)
-                offset += written
-                while written and written >= len(pending[0]):
-                    written -= len(pending.pop(0))
-                if written:
-                    pending[0] = pending[0][written:]
+            self._write_at(fd, offset, chunks)
         finally:
             os.close(fd)
         return state
+
+    @staticmethod
+    def _write_at(fd: int, offset: int, chunks: Sequence[bytes]) -> None:
+        """One `pwritev` per batch of chunks: no joining copy in Python."""
+        pending = [memoryview(c) for c in chunks if c]
+        while pending:
+            written = os.pwritev(fd, pending[:IOV_MAX], offset)
+            offset += written
+            while written and written >= len(pending[0]):
+                written -= len(pending.pop(0))
+            if written:
+                pending[0] = pending[0][written:]
 
     def read_upload(self, state: UploadState, size: int) -> Iterator[bytes]:
         if size == 0:
@@ -126,3 +171,39 @@ class FilesystemStorage:
                     continue
                 freed += info.st_size
         return freed
+
+
+def _unnamed_file(directory: Path) -> int:
+    """A file in `directory`'s filesystem that has no name until it is linked."""
+    try:
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
+
+
+def _link(fd: int, target: Path) -> None:
+    """Give an unnamed file a name: `linkat` through /proc, following the fd's link."""
+    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.link(str(fd), target, src_dir_fd=fds, follow_symlinks=True)
+    finally:
+        os.close(fds)
+
+
+def _spread_subdirectories(directory: Path) -> None:
+    """Set the ext2/3/4 "top of directory hierarchy" flag; elsewhere a no-op."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        flags = array.array("l", [0])
+        fcntl.ioctl(fd, FS_IOC_GETFLAGS, flags, True)
+        if not flags[0] & FS_TOPDIR_FL:
+            flags[0] |= FS_TOPDIR_FL
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, flags, True)
+    except OSError:  # not ext*, or flags not settable here: placement is only a preference
+        pass
+    finally:
+        os.close(fd)

@@ -88,6 +88,9 @@ class S3Storage:
             "get_object", Params={"Bucket": self.bucket, "Key": self._key(digest)}, ExpiresIn=PRESIGN_SECONDS
         )
 
+    def put(self, digest: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(digest), Body=data)
+
     def start_upload(self, upload_id: str) -> UploadState:
         return {"id": upload_id, "parts": []}
 

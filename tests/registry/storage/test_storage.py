@@ -49,6 +49,18 @@ def test_upload_commit_read_delete(storage: BlobStorage) -> None:
     storage.delete(digest(data))
 
 
+def test_put_stores_a_whole_blob_and_tolerates_a_second_put(storage: BlobStorage, tmp_path: Path) -> None:
+    data = b"whole small blob"
+    storage.put(digest(data), data)
+    storage.put(digest(data), data)
+    assert storage.stat(digest(data)) == len(data)
+    assert b"".join(storage.read(digest(data))) == data
+    assert storage.sweep_uploads(float("inf"), set()) == 0  # nothing went through upload sessions
+    if (tmp_path / "blobs").exists():
+        files = [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
+        assert [p.name for p in files] == [digest(data).split(":")[1]]
+
+
 def test_cancel_leaves_nothing(storage: BlobStorage) -> None:
     state, size = upload(storage, "u2", [b"partial"])
     storage.cancel_upload(state)
