@@ -43,7 +43,8 @@ class Index:
         self.engine = engine
         # Reads on SQLite take microseconds: callers may run them on the event loop.
         self.inline_reads = engine.dialect.name == "sqlite"
-        # Every blob upload ends in one small write: under load they commit together.
+        # Blob uploads, mounts and manifest PUTs each end in one small write: under load
+        # they commit together.
         self.group = GroupCommit(engine)
         self._upload = Prepared(
             engine,
@@ -271,17 +272,19 @@ class Index:
 
     def link_blob(self, repository: str, digest: str, source: str) -> int | None:
         """Mount: link `digest` into `repository` if `source` may serve it; returns the size."""
-        with self._write() as conn:
-            size = conn.execute(
-                select(Blob.size)
-                .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
-                .join(Repository, Repository.id == RepositoryBlob.repository_id)
-                .where(Blob.digest == digest, Repository.name == source)
-            ).scalar()
-            if size is None:
+        size = self.blob_size(source, digest)
+        if size is None:
+            return None
+        known = self._known_repository(repository)
+
+        def link(conn: Connection) -> int | None:
+            # Checked again in the transaction: the source may have lost the blob meanwhile.
+            if self._blob_size.execute(conn, digest=digest, repository=source).first() is None:
                 return None
-            self._link_blob(conn, self._ensure_repository(conn, repository), digest, size)
+            self._link_blob(conn, self._ensure_repository(conn, repository, known), digest, size)
             return size
+
+        return self.group.run(link)
 
     def unlink_blob(self, repository: str, digest: str) -> bool | str:
         """Remove a blob from a repository. Returns False if absent, or the digest of a

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
 
 from registry.metadata.db import Prepared, insert_for
 from registry.metadata.index import Index, _now
@@ -63,6 +63,15 @@ def _manifest_query(by_digest: bool, content: bool) -> Any:
     return query.join(Tag, Tag.manifest_id == Manifest.id).where(
         Repository.name == bindparam("repository"), Tag.name == bindparam("reference")
     )
+
+
+class _Missing(Exception):
+    """A manifest's references are not all in the repository: its transaction writes nothing."""
+
+    def __init__(self, blobs: list[str], children: list[str]):
+        super().__init__(blobs, children)
+        self.blobs = blobs
+        self.children = children
 
 
 class ManifestIndex(Index):
@@ -167,7 +176,8 @@ class ManifestIndex(Index):
         """
         known_repository = self._known_repository(repository)
         now = _now()
-        with self._write() as conn:
+
+        def put(conn: Connection) -> None:
             repository_id = self._ensure_repository(conn, repository, known_repository)
             blob_ids: dict[str, int] = {}
             for digest in sorted(set(manifest.blobs)):
@@ -190,8 +200,7 @@ class ManifestIndex(Index):
             missing_blobs = sorted(set(manifest.blobs) - set(blob_ids))
             missing_children = sorted(set(manifest.children) - set(child_ids))
             if missing_blobs or missing_children:
-                conn.rollback()
-                return missing_blobs, missing_children
+                raise _Missing(missing_blobs, missing_children)
             manifest_id = self._upsert_manifest.execute(
                 conn,
                 repository_id=repository_id,
@@ -214,14 +223,18 @@ class ManifestIndex(Index):
                     select(Tag.manifest_id).where(Tag.repository_id == repository_id, Tag.name == tag)
                 ).scalar()
                 if current is not None and current != manifest_id:
-                    conn.rollback()
                     raise TagLocked(tag)
             if tag is not None:
                 # updated_at from Python has sub-second precision: retention can tell the newest.
                 self._upsert_tag.execute(conn, repository_id=repository_id, name=tag, manifest_id=manifest_id, now=now)
             if also is not None:
                 also(conn, manifest.digest)
-            return [], []
+
+        try:
+            self.group.run(put)
+        except _Missing as missing:
+            return missing.blobs, missing.children
+        return [], []
 
     def delete_manifest(
         self, repository: str, digest: str, locked: Callable[[str], bool] = lambda _tag: False
