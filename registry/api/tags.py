@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import call, repository, services
+from registry.api.base import call, read, repository, services
 from registry.errors import PaginationInvalid
 
 
@@ -32,7 +32,7 @@ async def list_tags(request: Request) -> Response:
     name = repository(request)
     await require(request, name, "pull")
     n, last = _page(request)
-    tags = await call(request, services(request).manifests.tags, name, n, last)
+    tags = await read(request, services(request).manifests.tags, name, n, last)
     return _listing(request, {"name": name, "tags": tags}, tags, n)
 
 

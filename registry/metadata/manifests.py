@@ -65,6 +65,10 @@ def _manifest_query(by_digest: bool, content: bool) -> Any:
     )
 
 
+ALL_ROWS = 2**62
+"""A LIMIT that never limits (SQLite and PostgreSQL spell 'no limit' differently)."""
+
+
 class _Missing(Exception):
     """A manifest's references are not all in the repository: its transaction writes nothing."""
 
@@ -83,6 +87,15 @@ class ManifestIndex(Index):
             for by_digest in (False, True)
             for content in (False, True)
         }
+        # A page of tags: `after` is '' for the first page (every tag name sorts after it).
+        self._tag_page = Prepared(
+            engine,
+            select(Tag.name)
+            .join(Repository, Repository.id == Tag.repository_id)
+            .where(Repository.name == bindparam("repository"), Tag.name > bindparam("after"))
+            .order_by(Tag.name)
+            .limit(bindparam("n")),
+        )
         # A manifest PUT's statements: one row each, compiled once, so the write lock is short.
         self._touch_existing = Prepared(
             engine,
@@ -278,16 +291,10 @@ class ManifestIndex(Index):
 
     def tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
         """Tag names in lexical order after `last`, or None when the repository is unknown."""
-        with self._read() as conn:
-            repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
-            if repository_id is None:
-                return None
-            query = select(Tag.name).where(Tag.repository_id == repository_id).order_by(Tag.name)
-            if last:
-                query = query.where(Tag.name > last)
-            if n is not None:
-                query = query.limit(n)
-            return list(conn.execute(query).scalars())
+        rows = self._tag_page.all(repository=repository, after=last or "", n=ALL_ROWS if n is None else n)
+        if not rows and self._known_repository(repository) is None:
+            return None
+        return [row[0] for row in rows]
 
     def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
         query = (
