@@ -65,6 +65,12 @@ class Settings:
     def effective_workers(self) -> int:
         return self.workers or os.cpu_count() or 1
 
+    @property
+    def upload_session_lifetime(self) -> timedelta:
+        """How long an upload id stays valid: the collection grace, but never under an hour,
+        so a short grace cannot expire a session between its POST and its PUT."""
+        return max(parse_duration(self.gc_grace), MIN_UPLOAD_SESSION)
+
     def to_json(self) -> str:
         values = asdict(self)
         values["data_dir"] = str(self.data_dir)
@@ -77,6 +83,7 @@ class Settings:
         return cls(**values)
 
 
+MIN_UPLOAD_SESSION = timedelta(hours=1)
 KEYS = {f.name for f in fields(Settings)}
 BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged"}
 DURATION = re.compile(r"^(\d+)([smhdw])$")

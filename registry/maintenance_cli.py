@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from registry.cli_options import duration, open_database, server_options
-from registry.config import Settings, parse_duration
+from registry.config import Settings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
@@ -55,7 +55,7 @@ def gc(settings: Settings, dry_run: bool, untagged: bool | None, grace: str | No
         Collector(engine),
         open_storage(settings.effective_storage, settings.s3_endpoint or None),
         policies(engine),
-        parse_duration(settings.gc_grace),
+        settings.upload_session_lifetime,
     )
     report = collector.run(period, untagged=settings.gc_untagged if untagged is None else untagged, dry_run=dry_run)
     if report is None:

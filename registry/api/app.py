@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> Starlette:
         accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service
     )
     policies = PolicyService(Policies(engine))
-    session_lifetime = parse_duration(settings.gc_grace)
+    session_lifetime = settings.upload_session_lifetime
     session_ids = SessionIds(
         accounts.signing_key("upload-sessions", lambda: secrets.token_hex(32)).encode(), session_lifetime
     )

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -27,3 +28,9 @@ def test_unknown_key_is_an_error(tmp_path: Path) -> None:
     config.write_text("colour = 'blue'\n")
     with pytest.raises(ValueError, match="colour"):
         load_settings(config)
+
+
+def test_upload_sessions_live_as_long_as_the_grace_but_at_least_an_hour() -> None:
+    assert load_settings(None, gc_grace="48h").upload_session_lifetime == timedelta(hours=48)
+    assert load_settings(None, gc_grace="0").upload_session_lifetime == timedelta(hours=1)
+    assert load_settings(None, gc_grace="5m").upload_session_lifetime == timedelta(hours=1)

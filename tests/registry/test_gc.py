@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import requests
 
-from registry.config import load_settings, parse_duration
+from registry.config import load_settings
 from registry.metadata.collect import Collector
 from registry.metadata.db import make_engine
 from registry.metadata.policies import Policies
@@ -39,7 +39,7 @@ def in_process_collector(server: RegistryProcess) -> GarbageCollector:
         Collector(engine),
         open_storage(settings.effective_storage, settings.s3_endpoint or None),
         PolicyService(Policies(engine)),
-        parse_duration(settings.gc_grace),
+        settings.upload_session_lifetime,
     )
 
 
