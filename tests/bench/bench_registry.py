@@ -39,7 +39,9 @@ Optional modes, each reported in its own table after the main one, as ratios fro
   sha256 stays in memory) versus alternating between two processes sharing one data directory
   (with postgres-s3 also one database and bucket), so the completing PUT re-hashes from storage.
 
-Request/s and small-blob runs alternate the servers twice and keep each one's best. Every figure
+Every measurement starts after sync(2), so no run pays for the writeback of data an earlier
+run (of either server) left dirty. Request/s and small-blob runs alternate the servers twice
+and keep each one's best. Every figure
 records the cores the server used, the cores the load generator used and the cores other
 processes on the machine used ("others": a noisy neighbour shows). `--profile DIR` samples our
 workers with py-spy during our half of each phase and prints where the samples went (such runs
@@ -51,6 +53,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import statistics
 import sys
@@ -211,6 +214,9 @@ class Bench:
         whose CPU counts as the server's (several replicas)."""
         label = label or server.label
         slug = "".join(c if c.isalnum() else "_" for c in row.name).strip("_")
+        # Dirty pages an earlier run left (Distribution does not fsync what it stores) are
+        # written back now, not by kernel threads in the middle of this measurement.
+        os.sync()
         profiling = self.profile_dir is not None and label == "berth"
         meter = CpuMeter(pids or server.cpu_pids())
         services = ServiceMeter(server.backends)
