@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 
 import requests
+from sqlalchemy import text
 
 from registry.config import load_settings
 from registry.metadata.collect import Collector
@@ -70,6 +71,28 @@ def test_expired_upload_sessions_are_removed(server: RegistryProcess) -> None:
     out = berth_gc(server, "--grace", "1s")
     assert f"removed upload {location.rsplit('/', 1)[1]}" in out
     assert api.http.get(f"{server.url}{location}").status_code == 404
+
+
+def test_ended_sessions_stay_unknown_until_their_ids_expire(server: RegistryProcess) -> None:
+    """A completed session leaves a tombstone that collection keeps for the id's lifetime."""
+    api = Api(server.url, "gc/tombstones", requests.Session())
+    location = api.http.post(api.url("blobs/uploads/")).headers["Location"]
+    upload_id = location.rsplit("/", 1)[1]
+    assert api.http.put(f"{server.url}{location}?digest={sha256(b'done')}", data=b"done").status_code == 201
+    collector = in_process_collector(server)
+
+    def rows() -> int:
+        with collector.collector.engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM upload WHERE id = :id"), {"id": upload_id}).scalar_one()
+
+    assert rows() == 1
+    collector.run(grace=timedelta(0))
+    assert rows() == 1
+    again = api.http.put(f"{server.url}{location}?digest={sha256(b'again')}", data=b"again")
+    assert again.status_code == 404
+    collector.session_lifetime = timedelta(0)
+    collector.run(grace=timedelta(0))
+    assert rows() == 0
 
 
 def test_untagged_cleanup_keeps_what_tagged_things_need(server: RegistryProcess) -> None:
