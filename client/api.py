@@ -44,8 +44,7 @@ def check(response: requests.Response, *expected: int) -> requests.Response:
     url = response.request.url or response.url
     response.close()
     if response.status_code == 401:
-        raise AuthError(f"authentication required for {url}" + (": " + errors[0].get("message", "")
-                                                                  if errors else ""))
+        raise AuthError(f"authentication required for {url}" + (": " + errors[0].get("message", "") if errors else ""))
     if response.status_code == 403:
         raise RegistryDenied(response.status_code, errors, url)
     if response.status_code == 404:
@@ -62,7 +61,12 @@ class RegistryAPI:
 
     @classmethod
     def connect(
-        cls, host: str, *, insecure: bool = False, ca_cert: str | None = None, pool_size: int = 16,
+        cls,
+        host: str,
+        *,
+        insecure: bool = False,
+        ca_cert: str | None = None,
+        pool_size: int = 16,
         credentials: Credentials | None = None,
     ) -> RegistryAPI:
         transport = Transport(host, insecure=insecure, ca_cert=ca_cert, pool_size=pool_size)
@@ -76,14 +80,12 @@ class RegistryAPI:
         check(self._send("GET", "/v2/"), 200)
 
     def get_manifest(self, repository: str, reference: str, accept: str = mt.ACCEPT_ALL) -> tuple[bytes, str]:
-        response = check(self._send("GET", f"/v2/{repository}/manifests/{reference}",
-                                    headers={"Accept": accept}), 200)
+        response = check(self._send("GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": accept}), 200)
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         return response.content, media_type
 
     def head_manifest(self, repository: str, reference: str) -> ManifestInfo | None:
-        response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}",
-                              headers={"Accept": mt.ACCEPT_ALL})
+        response = self._send("HEAD", f"/v2/{repository}/manifests/{reference}", headers={"Accept": mt.ACCEPT_ALL})
         if response.status_code == 404:
             return None
         check(response, 200)
@@ -94,8 +96,13 @@ class RegistryAPI:
         )
 
     def put_manifest(self, repository: str, reference: str, data: bytes, media_type: str) -> str | None:
-        response = check(self._send("PUT", f"/v2/{repository}/manifests/{reference}", data=data,
-                                    headers={"Content-Type": media_type}), 201, 200)
+        response = check(
+            self._send(
+                "PUT", f"/v2/{repository}/manifests/{reference}", data=data, headers={"Content-Type": media_type}
+            ),
+            201,
+            200,
+        )
         return response.headers.get("Docker-Content-Digest")
 
     def delete_manifest(self, repository: str, digest: str) -> None:
@@ -131,21 +138,26 @@ class RegistryAPI:
 
     def mount_blob(self, repository: str, digest: str, source: str) -> str | None:
         """Cross-repository mount: None when mounted, else the Location of a new upload session."""
-        response = check(self._send("POST", f"/v2/{repository}/blobs/uploads/",
-                                    params={"mount": digest, "from": source}), 201, 202)
+        response = check(
+            self._send("POST", f"/v2/{repository}/blobs/uploads/", params={"mount": digest, "from": source}), 201, 202
+        )
         return None if response.status_code == 201 else self._location(response)
 
     def upload_chunk(self, location: str, chunk: bytes, start: int) -> str:
         """PATCH one chunk at `start`; return the next Location."""
-        headers = {"Content-Type": "application/octet-stream",
-                   "Content-Range": f"{start}-{start + len(chunk) - 1}", "Content-Length": str(len(chunk))}
+        headers = {
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{start}-{start + len(chunk) - 1}",
+            "Content-Length": str(len(chunk)),
+        }
         return self._location(check(self._send("PATCH", location, data=chunk, headers=headers), 202))
 
     def finish_upload(self, location: str, digest: str, body: Any = None, length: int = 0) -> str | None:
         """PUT ?digest= closing the upload, with the whole blob (`body`) or nothing left to send."""
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
-        response = check(self._send("PUT", location, params={"digest": digest}, data=body or b"",
-                                    headers=headers), 201, 204)
+        response = check(
+            self._send("PUT", location, params={"digest": digest}, data=body or b"", headers=headers), 201, 204
+        )
         return response.headers.get("Docker-Content-Digest")
 
     def cancel_upload(self, location: str) -> None:

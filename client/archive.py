@@ -61,8 +61,12 @@ class DockerArchiveSource:
         config_descriptor = Descriptor(mt.OCI_CONFIG, digest_bytes(config), len(config))
         self._paths[config_descriptor.digest] = entry["Config"]
         layers = [self._layer(name) for name in entry.get("Layers") or []]
-        manifest = {"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST, "config": config_descriptor.to_json(),
-                    "layers": [d.to_json() for d in layers]}
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": config_descriptor.to_json(),
+            "layers": [d.to_json() for d in layers],
+        }
         self._manifest = json.dumps(manifest, separators=(",", ":")).encode()
 
     def _read(self, tar: tarfile.TarFile, name: str) -> bytes:
@@ -162,8 +166,9 @@ class DockerArchiveTarget:
     def has_blob(self, descriptor: Descriptor) -> bool:
         return descriptor.digest in self._written
 
-    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: Sequence[str]) -> str:
+    def put_blob(
+        self, descriptor: Descriptor, source: ImageSource, progress: Progress, mount_from: Sequence[str]
+    ) -> str:
         with self._lock:
             stream = source.open_blob(descriptor)
             try:
@@ -188,15 +193,20 @@ class DockerArchiveTarget:
         if self._root is None:
             raise ClientError("no image was written to the archive")
         descriptor, manifest = self._root
-        entry = {"Config": _blob_name(manifest["config"]["digest"]),
-                 "RepoTags": [self.repo_tag] if self.repo_tag else [],
-                 "Layers": [_blob_name(layer["digest"]) for layer in manifest.get("layers", [])]}
+        entry = {
+            "Config": _blob_name(manifest["config"]["digest"]),
+            "RepoTags": [self.repo_tag] if self.repo_tag else [],
+            "Layers": [_blob_name(layer["digest"]) for layer in manifest.get("layers", [])],
+        }
         index_entry = descriptor.to_json()
         if self.repo_tag:
             index_entry["annotations"] = {REF_NAME: self.repo_tag}
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [index_entry]}
-        for name, data in (("manifest.json", json.dumps([entry]).encode()), ("oci-layout", LAYOUT_VERSION),
-                           ("index.json", json.dumps(index).encode())):
+        for name, data in (
+            ("manifest.json", json.dumps([entry]).encode()),
+            ("oci-layout", LAYOUT_VERSION),
+            ("index.json", json.dumps(index).encode()),
+        ):
             self._add(name, len(data), io.BytesIO(data))
         self._tar.close()
         os.replace(self._tmp, self.path)

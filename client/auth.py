@@ -39,8 +39,9 @@ def parse_challenge(header: str) -> Challenge | None:
     scheme, _, rest = header.strip().partition(" ")
     if not scheme:
         return None
-    params = {m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3))
-              for m in _PARAM_RE.finditer(rest)}
+    params = {
+        m.group(1).lower(): (m.group(2) if m.group(2) is not None else m.group(3)) for m in _PARAM_RE.finditer(rest)
+    }
     return Challenge(scheme.lower(), params)
 
 
@@ -155,20 +156,26 @@ class RegistryAuth(AuthBase):
         creds = self.credentials
         try:
             if creds and creds.identity_token:
-                form: dict[str, Any] = {"grant_type": "refresh_token", "refresh_token": creds.identity_token,
-                                        "client_id": CLIENT_ID, "scope": " ".join(scopes)}
+                form: dict[str, Any] = {
+                    "grant_type": "refresh_token",
+                    "refresh_token": creds.identity_token,
+                    "client_id": CLIENT_ID,
+                    "scope": " ".join(scopes),
+                }
                 if service:
                     form["service"] = service
-                response = self.session.post(realm, data=form, auth=NoAuth(), timeout=(15, 60),
-                                             verify=self.session.verify)
+                response = self.session.post(
+                    realm, data=form, auth=NoAuth(), timeout=(15, 60), verify=self.session.verify
+                )
             else:
                 query: list[tuple[str, str]] = [("service", service)] if service else []
                 query += [("scope", s) for s in scopes]
                 if creds and creds.username is not None:
                     query.append(("account", creds.username))
                 basic = (creds.username, creds.password or "") if creds and creds.username is not None else None
-                response = self.session.get(realm, params=query, auth=basic or NoAuth(),
-                                            timeout=(15, 60), verify=self.session.verify)
+                response = self.session.get(
+                    realm, params=query, auth=basic or NoAuth(), timeout=(15, 60), verify=self.session.verify
+                )
         except requests.RequestException as exc:
             raise NetworkError(f"cannot reach the token service {realm}: {exc}") from None
         if response.status_code in (401, 403):

@@ -42,18 +42,21 @@ def _handled(func: F) -> F:
 
 def _network_options(func: F) -> F:
     func = click.option("--insecure", is_flag=True, help="Allow plain HTTP and unverified TLS.")(func)
-    func = click.option("--ca-cert", type=click.Path(exists=True, dir_okay=False),
-                        help="Trust this CA too (besides /etc/docker/certs.d/HOST/*.crt).")(func)
+    func = click.option(
+        "--ca-cert",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Trust this CA too (besides /etc/docker/certs.d/HOST/*.crt).",
+    )(func)
     return func
 
 
 def _transfer_options(func: F) -> F:
     func = _network_options(func)
-    func = click.option("-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True,
-                        help="Blobs transferred in parallel.")(func)
+    func = click.option(
+        "-j", "--jobs", type=click.IntRange(1, 64), default=4, show_default=True, help="Blobs transferred in parallel."
+    )(func)
     func = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(func)
-    func = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-                        show_default=True)(func)
+    func = click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)(func)
     func = click.option("--platform", help="OS/ARCH[/VARIANT] to pick from an index (default: this host).")(func)
     func = click.option("--all-platforms", is_flag=True, help="Keep a multi-platform index whole.")(func)
     return func
@@ -65,8 +68,7 @@ def _options(**kw: Any) -> Any:
     return Options(insecure=kw.get("insecure", False), ca_cert=kw.get("ca_cert"), jobs=kw.get("jobs", 4))
 
 
-def _transfer(source_text: str, source_default: str, target_text: str, target_default: str,
-              kw: dict[str, Any]) -> None:
+def _transfer(source_text: str, source_default: str, target_text: str, target_default: str, kw: dict[str, Any]) -> None:
     from client.copy import copy_image
     from client.location import open_source, open_target, parse_location
     from client.platform import parse_platform
@@ -81,17 +83,32 @@ def _transfer(source_text: str, source_default: str, target_text: str, target_de
         target = open_target(target_location, options)
         reporter = make_reporter(kw["quiet"] or kw["fmt"] == "json")
         try:
-            result = copy_image(source, target, platform=platform, all_platforms=kw["all_platforms"],
-                                jobs=options.jobs, reporter=reporter)
+            result = copy_image(
+                source,
+                target,
+                platform=platform,
+                all_platforms=kw["all_platforms"],
+                jobs=options.jobs,
+                reporter=reporter,
+            )
         finally:
             reporter.close()
             target.close()
     finally:
         source.close()
     if kw["fmt"] == "json":
-        click.echo(json.dumps({"source": str(source_location), "target": str(target_location),
-                               "digest": result.digest, "mediaType": result.media_type, "size": result.size,
-                               "blobs": result.blobs}))
+        click.echo(
+            json.dumps(
+                {
+                    "source": str(source_location),
+                    "target": str(target_location),
+                    "digest": result.digest,
+                    "mediaType": result.media_type,
+                    "size": result.size,
+                    "blobs": result.blobs,
+                }
+            )
+        )
     elif not kw["quiet"]:
         click.echo(f"{target_location}: digest: {result.digest} size: {result.size}")
 

@@ -53,8 +53,9 @@ class CopyPlan:
             self.blobs.setdefault(blob.digest, blob)
 
 
-def _walk(source: ImageSource, descriptor: Descriptor, data: bytes, manifest: Manifest,
-          plan: CopyPlan, depth: int) -> None:
+def _walk(
+    source: ImageSource, descriptor: Descriptor, data: bytes, manifest: Manifest, plan: CopyPlan, depth: int
+) -> None:
     if manifest.is_index:
         if depth >= MAX_DEPTH:
             raise ClientError(f"{source.name}: indexes nested deeper than {MAX_DEPTH}")
@@ -92,8 +93,10 @@ def mount_candidates(source: ImageSource, target: ImageTarget, digests: Iterable
     host = target.registry.host
     own = [source.registry.repository] if source.registry and source.registry.host == host else []
     recorded = source.origins.origins() if source.origins else {}
-    return {digest: list(dict.fromkeys(own + [r.repository for r in recorded.get(digest, ()) if r.host == host]))
-            for digest in digests}
+    return {
+        digest: list(dict.fromkeys(own + [r.repository for r in recorded.get(digest, ()) if r.host == host]))
+        for digest in digests
+    }
 
 
 def record_origins(source: ImageSource, target: ImageTarget, digests: list[str]) -> None:
@@ -143,4 +146,3 @@ def copy_image(
     target.commit()
     record_origins(source, target, list(result.blobs))
     return result
-

@@ -86,8 +86,9 @@ class ImageTarget(Protocol):
 
     def has_blob(self, descriptor: Descriptor) -> bool: ...
 
-    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: Sequence[str]) -> str:
+    def put_blob(
+        self, descriptor: Descriptor, source: ImageSource, progress: Progress, mount_from: Sequence[str]
+    ) -> str:
         """Store the blob; return how ("pushed", "mounted", "stored").
 
         `mount_from`: repositories on this target's registry that may hold the blob, best first;
@@ -161,7 +162,7 @@ class StreamReader:
 
     def __iter__(self) -> Iterator[bytes]:
         if self._pos < len(self._buffer):
-            yield self._buffer[self._pos:]
+            yield self._buffer[self._pos :]
         self._buffer, self._pos = b"", 0
         while (chunk := self._next()) is not None:
             yield chunk
@@ -173,8 +174,7 @@ class StreamReader:
             chunk = self._next()
             if chunk is None:
                 break
-            self._buffer, self._pos = self._buffer[self._pos:] + chunk, 0
-        out = self._buffer[self._pos:self._pos + n]
+            self._buffer, self._pos = self._buffer[self._pos :] + chunk, 0
+        out = self._buffer[self._pos : self._pos + n]
         self._pos += len(out)
         return out
-

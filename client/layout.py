@@ -69,8 +69,14 @@ class ImageEntry:
 
 
 def _descriptor(entry: dict[str, Any]) -> Descriptor:
-    return Descriptor(entry["mediaType"], entry["digest"], int(entry["size"]),
-                      entry.get("artifactType"), entry.get("annotations"), entry.get("platform"))
+    return Descriptor(
+        entry["mediaType"],
+        entry["digest"],
+        int(entry["size"]),
+        entry.get("artifactType"),
+        entry.get("annotations"),
+        entry.get("platform"),
+    )
 
 
 class Layout:
@@ -185,11 +191,20 @@ class Layout:
         annotations = dict(descriptor.annotations or {})
         if name:
             annotations[REF_NAME] = name
-        entry = Descriptor(descriptor.media_type, descriptor.digest, descriptor.size,
-                           descriptor.artifact_type, annotations or None, descriptor.platform).to_json()
+        entry = Descriptor(
+            descriptor.media_type,
+            descriptor.digest,
+            descriptor.size,
+            descriptor.artifact_type,
+            annotations or None,
+            descriptor.platform,
+        ).to_json()
         with self._locked():
-            entries = [e for e in self._index().get("manifests") or []
-                       if not name or (e.get("annotations") or {}).get(REF_NAME) != name]
+            entries = [
+                e
+                for e in self._index().get("manifests") or []
+                if not name or (e.get("annotations") or {}).get(REF_NAME) != name
+            ]
             if not name and any(e.get("digest") == descriptor.digest for e in entries):
                 return
             entries.append(entry)
@@ -278,11 +293,14 @@ def _parse_origins(data: Any) -> dict[str, list[RegistryRepo]]:
     """The record's blobs, skipping any entry that is not a digest with [host, repository] pairs."""
     blobs = data.get("blobs") if isinstance(data, dict) else None
     found: dict[str, list[RegistryRepo]] = {}
-    for digest, places in (blobs.items() if isinstance(blobs, dict) else ()):
+    for digest, places in blobs.items() if isinstance(blobs, dict) else ():
         if not isinstance(places, list):
             continue
-        repos = [RegistryRepo(*place) for place in places
-                 if isinstance(place, list) and len(place) == 2 and all(isinstance(p, str) for p in place)]
+        repos = [
+            RegistryRepo(*place)
+            for place in places
+            if isinstance(place, list) and len(place) == 2 and all(isinstance(p, str) for p in place)
+        ]
         if repos:
             found[digest] = repos[:MAX_ORIGINS]
     return found

@@ -57,8 +57,9 @@ class LayoutTarget:
     def has_blob(self, descriptor: Descriptor) -> bool:
         return self.layout.has_blob(descriptor.digest)
 
-    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: Sequence[str]) -> str:
+    def put_blob(
+        self, descriptor: Descriptor, source: ImageSource, progress: Progress, mount_from: Sequence[str]
+    ) -> str:
         """Download under an exclusive lock on the partial file; the rename happens before unlocking."""
         partial = self.layout.partial_path(descriptor.digest)
         partial.parent.mkdir(parents=True, exist_ok=True)

@@ -57,12 +57,12 @@ def reference(text: str) -> Reference:
 
 def parse_location(text: str, default: str = "docker") -> Location:
     if text.startswith("docker://"):
-        return Location("docker", reference(text[len("docker://"):]))
+        return Location("docker", reference(text[len("docker://") :]))
     if text.startswith("local:"):
-        return Location("local", reference(text[len("local:"):]))
+        return Location("local", reference(text[len("local:") :]))
     for kind in ("oci", "docker-archive"):
         if text.startswith(kind + ":"):
-            path, _, name = text[len(kind) + 1:].partition(":")
+            path, _, name = text[len(kind) + 1 :].partition(":")
             if not path:
                 raise UsageError(f"{text!r}: {kind}: needs a path")
             return Location(kind, path=Path(path), name=name or None)
@@ -72,8 +72,9 @@ def parse_location(text: str, default: str = "docker") -> Location:
 
 
 def connect(ref: Reference, options: Options) -> RegistryAPI:
-    return RegistryAPI.connect(ref.api_host, insecure=options.insecure, ca_cert=options.ca_cert,
-                               pool_size=options.jobs + 4)
+    return RegistryAPI.connect(
+        ref.api_host, insecure=options.insecure, ca_cert=options.ca_cert, pool_size=options.jobs + 4
+    )
 
 
 def open_source(location: Location, options: Options) -> ImageSource:

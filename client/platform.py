@@ -56,6 +56,7 @@ def select(index: Manifest, wanted: Platform) -> Descriptor:
             return child
     available = ", ".join(
         str(Platform(c.platform.get("os", "?"), c.platform.get("architecture", "?"), c.platform.get("variant")))
-        for c in index.manifests if c.platform and c.platform.get("os") != "unknown"
+        for c in index.manifests
+        if c.platform and c.platform.get("os") != "unknown"
     )
     raise NotFound(f"no image for platform {wanted} in the index (it has: {available or 'none'})")

@@ -75,8 +75,12 @@ class RichReporter:
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-            console=Console(file=stream), transient=False,
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(),
+            TransferSpeedColumn(),
+            console=Console(file=stream),
+            transient=False,
         )
         self.progress.start()
         self._tasks: dict[str, Any] = {}
@@ -90,8 +94,7 @@ class RichReporter:
         task = self._tasks.get(descriptor.digest)
         if task is None:
             task = self.progress.add_task(short(descriptor.digest), total=descriptor.size)
-        self.progress.update(task, completed=descriptor.size,
-                             description=f"{short(descriptor.digest)} {status}")
+        self.progress.update(task, completed=descriptor.size, description=f"{short(descriptor.digest)} {status}")
 
     def note(self, text: str) -> None:
         self.progress.console.print(text)

@@ -39,8 +39,9 @@ class RegistryTarget:
     def has_blob(self, descriptor: Descriptor) -> bool:
         return self.api.head_blob(self.repository, descriptor.digest) is not None
 
-    def put_blob(self, descriptor: Descriptor, source: ImageSource, progress: Progress,
-                 mount_from: Sequence[str]) -> str:
+    def put_blob(
+        self, descriptor: Descriptor, source: ImageSource, progress: Progress, mount_from: Sequence[str]
+    ) -> str:
         location = self._mount(descriptor.digest, mount_from)
         if location is None:
             progress(descriptor.size)

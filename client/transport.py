@@ -184,8 +184,15 @@ class Transport:
             response = None
             try:
                 response = self.session.request(
-                    method, url, headers=dict(headers or {}), params=params, data=data,
-                    stream=stream, allow_redirects=allow_redirects, timeout=TIMEOUT, verify=self.session.verify,
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    params=params,
+                    data=data,
+                    stream=stream,
+                    allow_redirects=allow_redirects,
+                    timeout=TIMEOUT,
+                    verify=self.session.verify,
                 )
             except requests.exceptions.SSLError as exc:
                 raise NetworkError(f"TLS error talking to {self.host}: {exc}") from None

@@ -123,7 +123,7 @@ class CgroupV1:
                 if controller in options.split(",") and controller not in found:
                     rel = own.get(controller, "/")
                     if root != "/" and rel.startswith(root):
-                        rel = rel[len(root):]
+                        rel = rel[len(root) :]
                     found[controller] = os.path.join(mountpoint, rel.lstrip("/"), "berth", container_id)
         if "memory" not in found or "devices" not in found:
             return None
@@ -233,8 +233,7 @@ def for_container(container_id: str) -> Cgroup:
     found: Cgroup | None = CgroupV1.for_container(container_id) or CgroupV2.for_container(container_id)
     if found is None:
         raise CgroupUnavailable(
-            "no usable cgroup hierarchy: mount cgroup v2 at /sys/fs/cgroup or the v1 memory and "
-            "devices controllers"
+            "no usable cgroup hierarchy: mount cgroup v2 at /sys/fs/cgroup or the v1 memory and devices controllers"
         )
     return found
 

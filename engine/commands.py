@@ -55,8 +55,17 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
         return exc.code, exc.message
     if isinstance(exc, ContainerNotFound | ContainerStateError):
         return 1, str(exc).strip("'\"")
-    if isinstance(exc, ImageNotFound | PlatformMismatch | UsageError | NameInUse | CgroupUnavailable
-                   | UnsafeLayer | DigestMismatch | ClientError):
+    if isinstance(
+        exc,
+        ImageNotFound
+        | PlatformMismatch
+        | UsageError
+        | NameInUse
+        | CgroupUnavailable
+        | UnsafeLayer
+        | DigestMismatch
+        | ClientError,
+    ):
         return ENGINE_FAILED, str(exc).strip("'\"")
     if isinstance(exc, PermissionError):
         return ENGINE_FAILED, f"permission denied: {exc}"
@@ -110,8 +119,16 @@ def _stores() -> tuple[Any, Any]:
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @_handled
-def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, quiet: bool, interactive: bool,
-        tty: bool, **kw: Any) -> None:
+def run(
+    image: str,
+    command: tuple[str, ...],
+    detach: bool,
+    name: str | None,
+    quiet: bool,
+    interactive: bool,
+    tty: bool,
+    **kw: Any,
+) -> None:
     """Run COMMAND in a new container from IMAGE (pulled first if missing).
 
     Without -i the container reads /dev/null, as docker's does. With -t it shares this
@@ -131,10 +148,21 @@ def run(image: str, command: tuple[str, ...], detach: bool, name: str | None, qu
         resolved = images.resolve(image)
     layers = store.ensure_layers(images, resolved)
     options = lifecycle.RunOptions(
-        command=list(command), entrypoint=kw["entrypoint"], env=list(kw["env"]), env_files=list(kw["env_file"]),
-        workdir=kw["workdir"], user=kw["user"], hostname=kw["hostname"], volumes=list(kw["volume"]),
-        network=kw["network"], memory=kw["memory"], pids_limit=kw["pids_limit"], cpus=kw["cpus"],
-        read_only=kw["read_only"], init=kw["init"], auto_remove=kw["auto_remove"],
+        command=list(command),
+        entrypoint=kw["entrypoint"],
+        env=list(kw["env"]),
+        env_files=list(kw["env_file"]),
+        workdir=kw["workdir"],
+        user=kw["user"],
+        hostname=kw["hostname"],
+        volumes=list(kw["volume"]),
+        network=kw["network"],
+        memory=kw["memory"],
+        pids_limit=kw["pids_limit"],
+        cpus=kw["cpus"],
+        read_only=kw["read_only"],
+        init=kw["init"],
+        auto_remove=kw["auto_remove"],
     )
     container = lifecycle.create(containers, lifecycle.build_spec(resolved, options), name)
     if detach:
@@ -169,8 +197,11 @@ def ps(show_all: bool, quiet: bool) -> None:
     click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"))
     for c in rows:
         image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
-        click.echo(fmt.format(c.id[:12], _clip(image, 32), _clip(f'"{" ".join(c.spec.args)}"', 24),
-                              c.describe_status(), c.name))
+        click.echo(
+            fmt.format(
+                c.id[:12], _clip(image, 32), _clip(f'"{" ".join(c.spec.args)}"', 24), c.describe_status(), c.name
+            )
+        )
 
 
 def _clip(text: str, width: int) -> str:
@@ -190,8 +221,15 @@ def logs(container: str, follow: bool) -> None:
 
 
 @click.command()
-@click.option("-t", "--time", "timeout", type=float, default=10, show_default=True,
-              help="Seconds to wait for exit after SIGTERM before SIGKILL.")
+@click.option(
+    "-t",
+    "--time",
+    "timeout",
+    type=float,
+    default=10,
+    show_default=True,
+    help="Seconds to wait for exit after SIGTERM before SIGKILL.",
+)
 @click.argument("names", nargs=-1, required=True)
 @_handled
 def stop(names: tuple[str, ...], timeout: float) -> None:
@@ -245,15 +283,22 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 @click.argument("container")
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @_handled
-def exec_(container: str, command: tuple[str, ...], env: tuple[str, ...], user: str | None,
-          workdir: str | None, interactive: bool) -> None:
+def exec_(
+    container: str,
+    command: tuple[str, ...],
+    env: tuple[str, ...],
+    user: str | None,
+    workdir: str | None,
+    interactive: bool,
+) -> None:
     """Run COMMAND inside a running container."""
     _require_root("berth exec")
     from engine.nsenter import exec_in
 
     _, containers = _stores()
-    code = exec_in(containers.get(container), list(command), env=list(env), user=user, workdir=workdir,
-                   interactive=interactive)
+    code = exec_in(
+        containers.get(container), list(command), env=list(env), user=user, workdir=workdir, interactive=interactive
+    )
     sys.exit(code)
 
 

@@ -92,7 +92,7 @@ def process_start_time(pid: int) -> int | None:
             data = f.read()
     except OSError:
         return None
-    fields = data[data.rindex(b")") + 2:].split()
+    fields = data[data.rindex(b")") + 2 :].split()
     if fields[0] in (b"Z", b"X"):
         return None
     return int(fields[19])

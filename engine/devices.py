@@ -33,20 +33,28 @@ class Rule:
 
 
 ALLOWED = (
-    Rule("c", WILDCARD, WILDCARD, "m"), Rule("b", WILDCARD, WILDCARD, "m"),
-    Rule("c", 1, 3, "rwm"), Rule("c", 1, 5, "rwm"), Rule("c", 1, 7, "rwm"), Rule("c", 1, 8, "rwm"),
-    Rule("c", 1, 9, "rwm"), Rule("c", 5, 0, "rwm"), Rule("c", 5, 1, "rwm"), Rule("c", 5, 2, "rwm"),
-    Rule("c", 136, WILDCARD, "rwm"), Rule("c", 10, 200, "rwm"),
+    Rule("c", WILDCARD, WILDCARD, "m"),
+    Rule("b", WILDCARD, WILDCARD, "m"),
+    Rule("c", 1, 3, "rwm"),
+    Rule("c", 1, 5, "rwm"),
+    Rule("c", 1, 7, "rwm"),
+    Rule("c", 1, 8, "rwm"),
+    Rule("c", 1, 9, "rwm"),
+    Rule("c", 5, 0, "rwm"),
+    Rule("c", 5, 1, "rwm"),
+    Rule("c", 5, 2, "rwm"),
+    Rule("c", 136, WILDCARD, "rwm"),
+    Rule("c", 10, 200, "rwm"),
 )
 
 # eBPF opcodes (linux/bpf.h): class | size/op | source.
-_LDX_W = 0x61      # dst = *(u32 *)(src + off)
-_AND32_K = 0x54    # dst &= imm
-_RSH32_K = 0x74    # dst >>= imm
-_MOV64_X = 0xBF    # dst = src
-_MOV64_K = 0xB7    # dst = imm
-_JNE_K = 0x55      # if dst != imm: pc += off
-_JNE_X = 0x5D      # if dst != src: pc += off
+_LDX_W = 0x61  # dst = *(u32 *)(src + off)
+_AND32_K = 0x54  # dst &= imm
+_RSH32_K = 0x74  # dst >>= imm
+_MOV64_X = 0xBF  # dst = src
+_MOV64_K = 0xB7  # dst = imm
+_JNE_K = 0x55  # if dst != imm: pc += off
+_JNE_X = 0x5D  # if dst != src: pc += off
 _EXIT = 0x95
 
 
@@ -74,8 +82,11 @@ def _rule_block(rule: Rule) -> bytes:
 def bpf_program(rules: tuple[Rule, ...] = ALLOWED) -> bytes:
     """The allow-list as eBPF instructions: load the context, try each rule, deny by default."""
     prologue = (
-        _insn(_LDX_W, 2, 1, 0) + _insn(_AND32_K, 2, imm=0xFFFF)  # r2 = type
-        + _insn(_LDX_W, 3, 1, 0) + _insn(_RSH32_K, 3, imm=16)    # r3 = access
-        + _insn(_LDX_W, 4, 1, 4) + _insn(_LDX_W, 5, 1, 8)        # r4 = major, r5 = minor
+        _insn(_LDX_W, 2, 1, 0)
+        + _insn(_AND32_K, 2, imm=0xFFFF)  # r2 = type
+        + _insn(_LDX_W, 3, 1, 0)
+        + _insn(_RSH32_K, 3, imm=16)  # r3 = access
+        + _insn(_LDX_W, 4, 1, 4)
+        + _insn(_LDX_W, 5, 1, 8)  # r4 = major, r5 = minor
     )
     return prologue + b"".join(_rule_block(r) for r in rules) + _insn(_MOV64_K, 0, imm=0) + _insn(_EXIT)

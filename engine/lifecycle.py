@@ -309,8 +309,12 @@ def inspect(container: Container) -> dict[str, Any]:
             "FinishedAt": iso(container.finished_at),
         },
         "Config": {
-            "Image": spec.image, "Cmd": spec.args, "Env": spec.env, "WorkingDir": spec.cwd,
-            "User": spec.user, "Hostname": spec.hostname,
+            "Image": spec.image,
+            "Cmd": spec.args,
+            "Env": spec.env,
+            "WorkingDir": spec.cwd,
+            "User": spec.user,
+            "Hostname": spec.hostname,
         },
         "HostConfig": {
             "Memory": spec.limits.memory or 0,

@@ -46,8 +46,4 @@ def setup(mode: str) -> None:
 
 
 def hosts_file(hostname: str) -> str:
-    return (
-        "127.0.0.1\tlocalhost\n"
-        "::1\tlocalhost ip6-localhost ip6-loopback\n"
-        f"127.0.1.1\t{hostname}\n"
-    )
+    return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"

@@ -30,8 +30,13 @@ from engine.init import (
 from engine.lifecycle import ContainerStateError, merge_env
 from engine.supervisor import exit_code, read_all, relay_signals, start_error
 
-_ORDER = (("ipc", sc.CLONE_NEWIPC), ("uts", sc.CLONE_NEWUTS), ("net", sc.CLONE_NEWNET),
-          ("cgroup", sc.CLONE_NEWCGROUP), ("mnt", sc.CLONE_NEWNS))
+_ORDER = (
+    ("ipc", sc.CLONE_NEWIPC),
+    ("uts", sc.CLONE_NEWUTS),
+    ("net", sc.CLONE_NEWNET),
+    ("cgroup", sc.CLONE_NEWCGROUP),
+    ("mnt", sc.CLONE_NEWNS),
+)
 
 
 def exec_in(

@@ -20,15 +20,27 @@ from engine import syscalls as sc
 from engine.container import Mount
 
 MASKED_PATHS = (
-    "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
-    "/sys/firmware", "/sys/devices/virtual/powercap",
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 )
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0))
 DEV_LINKS = (
-    ("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-    ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore"),
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
 )
 _NOEXEC = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_LINKS = 40
@@ -175,8 +187,13 @@ def _mount_dev(rootfs: str) -> None:
     for name, target in DEV_LINKS:
         os.symlink(target, os.path.join(dev, name))
     os.mkdir(os.path.join(dev, "pts"), 0o755)
-    sc.mount("devpts", os.path.join(dev, "pts"), "devpts", sc.MS_NOSUID | sc.MS_NOEXEC,
-             "newinstance,ptmxmode=0666,mode=0620,gid=5")
+    sc.mount(
+        "devpts",
+        os.path.join(dev, "pts"),
+        "devpts",
+        sc.MS_NOSUID | sc.MS_NOEXEC,
+        "newinstance,ptmxmode=0666,mode=0620,gid=5",
+    )
     os.mkdir(os.path.join(dev, "shm"), 0o1777)
     sc.mount("shm", os.path.join(dev, "shm"), "tmpfs", _NOEXEC, "mode=1777,size=65536k")
     os.mkdir(os.path.join(dev, "mqueue"), 0o755)

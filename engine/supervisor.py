@@ -77,8 +77,15 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
                 os.setsid()
         except BaseException:
             os._exit(SETUP_FAILED)
-        container_main(container.spec, layers, container.directory, files,
-                       keep_mknod=cgroup.restricts_devices, joined_fd=joined_read, error_fd=write_end)
+        container_main(
+            container.spec,
+            layers,
+            container.directory,
+            files,
+            keep_mknod=cgroup.restricts_devices,
+            joined_fd=joined_read,
+            error_fd=write_end,
+        )
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     os.close(own_pid_ns)
     os.close(write_end)

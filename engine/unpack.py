@@ -244,7 +244,7 @@ def _whiteout(tree: _Tree, parts: list[str]) -> None:
     if parts[-1] == OPAQUE_MARKER:
         os.setxattr(fd, OPAQUE_XATTR, b"y")
         return
-    name = parts[-1][len(WHITEOUT_PREFIX):]
+    name = parts[-1][len(WHITEOUT_PREFIX) :]
     if not name or name in (".", ".."):
         raise UnsafeLayer(f"malformed whiteout in layer: {'/'.join(parts)!r}")
     _remove(fd, name, keep_dir=False)
@@ -292,7 +292,7 @@ def _hardlink(tree: _Tree, parts: list[str], member: tarfile.TarInfo) -> None:
 def _xattrs(member: tarfile.TarInfo) -> Iterator[tuple[str, bytes]]:
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
-            name = key[len("SCHILY.xattr."):]
+            name = key[len("SCHILY.xattr.") :]
             if name.startswith(_ALLOWED_XATTRS):
                 yield name, value.encode("utf-8", "surrogateescape")
 

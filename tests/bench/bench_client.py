@@ -48,11 +48,17 @@ def build(layout_dir: Path, layer_bytes: int = LAYER_BYTES) -> None:
         blob = gzip.compress(tar, compresslevel=1, mtime=0)
         diff_ids.append(digest_bytes(tar))
         layers.append({"mediaType": mt.OCI_LAYER_GZIP, "digest": layout.write_blob(blob), "size": len(blob)})
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-    manifest = json.dumps({"schemaVersion": 2, "mediaType": mt.OCI_MANIFEST,
-                           "config": {"mediaType": mt.OCI_CONFIG, "digest": layout.write_blob(config),
-                                      "size": len(config)}, "layers": layers}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, "digest": layout.write_blob(config), "size": len(config)},
+            "layers": layers,
+        }
+    ).encode()
     from registry.oci.manifest import Descriptor
 
     layout.add(Descriptor(mt.OCI_MANIFEST, layout.write_blob(manifest), len(manifest)), "bench")
@@ -116,8 +122,9 @@ def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> 
                 elif tool == "skopeo":
                     pull = [*skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{work / f'out-{i}'}:v1"]
                 else:
-                    ids = subprocess.run(["docker", "image", "ls", "-aq"], capture_output=True, text=True,
-                                         env={**os.environ, **denv}).stdout.split()
+                    ids = subprocess.run(
+                        ["docker", "image", "ls", "-aq"], capture_output=True, text=True, env={**os.environ, **denv}
+                    ).stdout.split()
                     run("docker", "rmi", "-f", *set(ids), env=denv)
                     pull = ["docker", "pull", ref]
                 results.setdefault(f"{tool} pull", []).append(_time(pull, env if tool == "berth" else denv))
@@ -155,12 +162,31 @@ def _time(command: list[str], env: dict[str, str]) -> float:
 def start_dockerd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = root / "docker.sock"
     process = subprocess.Popen(
-        ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none", "--data-root", str(root / "data"),
-         "--exec-root", str(root / "exec"), "--pidfile", str(root / "pid"), "-H", f"unix://{sock}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            "dockerd",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+            "--data-root",
+            str(root / "data"),
+            "--exec-root",
+            str(root / "exec"),
+            "--pidfile",
+            str(root / "pid"),
+            "-H",
+            f"unix://{sock}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 30
-    while subprocess.run(["docker", "version"], capture_output=True,
-                         env={**os.environ, "DOCKER_HOST": f"unix://{sock}"}).returncode != 0:
+    while (
+        subprocess.run(
+            ["docker", "version"], capture_output=True, env={**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+        ).returncode
+        != 0
+    ):
         if time.monotonic() > deadline:
             raise SystemExit("dockerd did not start")
         time.sleep(0.2)
@@ -191,8 +217,10 @@ def main() -> None:
                     for tool in ("berth", "library", "skopeo", "docker"):
                         if f"{tool} {op}" in results:
                             value = results[f"{tool} {op}"]
-                            print(f"  {tool:>7} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
-                                  f"{size / 1e6 / value:6.1f} MB/s)")
+                            print(
+                                f"  {tool:>7} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
+                                f"{size / 1e6 / value:6.1f} MB/s)"
+                            )
         finally:
             if dockerd:
                 dockerd[0].terminate()

@@ -42,8 +42,14 @@ Timings = list[float]
 class Runtime:
     """One way of running `true`: a command line (a fresh container id each time, if needed)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str] | None = None, needs_id: bool = False,
-                 runs: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str] | None = None,
+        needs_id: bool = False,
+        runs: int | None = None,
+    ) -> None:
         self.name, self.argv, self.env, self.needs_id, self.runs = name, argv, env, needs_id, runs
         self.timings: Timings = []
         self.error: str | None = None
@@ -82,8 +88,10 @@ def summary(runtime: Runtime, reference: float | None) -> str:
     med = statistics.median(timings)
     p90 = sorted(timings)[int(0.9 * (len(timings) - 1))]
     ratio = f"{med / reference:5.2f}x" if reference else "     -"
-    return (f"{runtime.name:<36} median {med * 1000:7.1f} ms   min {min(timings) * 1000:7.1f}   "
-            f"p90 {p90 * 1000:7.1f}   {ratio}   (n={len(timings)})")
+    return (
+        f"{runtime.name:<36} median {med * 1000:7.1f} ms   min {min(timings) * 1000:7.1f}   "
+        f"p90 {p90 * 1000:7.1f}   {ratio}   (n={len(timings)})"
+    )
 
 
 def make_bundle(work: Path, layers: list[Path]) -> Path:
@@ -118,10 +126,23 @@ class Dockerd:
         self.sock = f"unix://{self.dir}/sock"
         self.log = open(self.dir / "log", "wb")
         self.process = subprocess.Popen(
-            ["dockerd", "--iptables=false", "--ip6tables=false", "--bridge=none",
-             "--data-root", str(self.dir / "data"), "--exec-root", str(self.dir / "exec"),
-             "--pidfile", str(self.dir / "pid"), "-H", self.sock],
-            stdout=self.log, stderr=self.log, start_new_session=True,
+            [
+                "dockerd",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--data-root",
+                str(self.dir / "data"),
+                "--exec-root",
+                str(self.dir / "exec"),
+                "--pidfile",
+                str(self.dir / "pid"),
+                "-H",
+                self.sock,
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 60
         while subprocess.run(self.cli("info"), capture_output=True).returncode != 0:
@@ -149,12 +170,16 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"BERTH_ROOT": str(berth_root)}
     store = ImageStore(Paths(berth_root))
     bundle = make_bundle(work, ensure_layers(store, store.resolve(IMAGE)))
-    runc = Runtime("runc run", ["runc", "--root", str(work / "runc-state"), "run", "--bundle", str(bundle)],
-                   needs_id=True)
+    runc = Runtime(
+        "runc run", ["runc", "--root", str(work / "runc-state"), "run", "--bundle", str(bundle)], needs_id=True
+    )
     runtimes = [runc]
     if shutil.which("crun"):
-        runtimes.append(Runtime("crun run", ["crun", "--root", str(work / "crun-state"), "run", "--bundle",
-                                             str(bundle)], needs_id=True))
+        runtimes.append(
+            Runtime(
+                "crun run", ["crun", "--root", str(work / "crun-state"), "run", "--bundle", str(bundle)], needs_id=True
+            )
+        )
     berth = [sys.executable, "-m", "engine", "run", "--rm", IMAGE, "true"]
     runtimes.append(Runtime("berth run --rm (python -m engine)", berth, env))
     script = Path(sys.executable).parent / "berth"
@@ -175,15 +200,32 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
     if with_docker and shutil.which("dockerd") and tar:
         dockerd = Dockerd(work / "docker")
         subprocess.run(dockerd.cli("import", str(tar), "berth-bench:latest"), check=True, capture_output=True)
-        runtimes.append(Runtime("docker run --rm", dockerd.cli("run", "--rm", "--network", "none",
-                                                                 "berth-bench:latest", "true"), runs=max(5, n // 3)))
+        runtimes.append(
+            Runtime(
+                "docker run --rm",
+                dockerd.cli("run", "--rm", "--network", "none", "berth-bench:latest", "true"),
+                runs=max(5, n // 3),
+            )
+        )
     if with_podman and shutil.which("podman") and tar:
-        podman = ["podman", "--root", str(work / "podman/root"), "--runroot", str(work / "podman/run"),
-                  "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+        podman = [
+            "podman",
+            "--root",
+            str(work / "podman/root"),
+            "--runroot",
+            str(work / "podman/run"),
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]
         imported = subprocess.run([*podman, "import", str(tar), "berth-bench:latest"], capture_output=True, text=True)
         # --ulimit host: podman's default nofile limit needs CAP_SYS_RESOURCE, which this sandbox lacks.
-        podman_run = Runtime("podman run --rm", [*podman, "run", "--rm", "--network", "none", "--ulimit", "host",
-                                                  "berth-bench:latest", "true"], runs=max(5, n // 3))
+        podman_run = Runtime(
+            "podman run --rm",
+            [*podman, "run", "--rm", "--network", "none", "--ulimit", "host", "berth-bench:latest", "true"],
+            runs=max(5, n // 3),
+        )
         if imported.returncode != 0:
             podman_run.error = (imported.stderr.strip().splitlines() or ["import failed"])[-1]
         runtimes.append(podman_run)
@@ -215,8 +257,10 @@ def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
             chunks.append((TarBuilder().file(f"data/blob{i}", os.urandom(12_500_000)).bytes(), "gzip"))
         write_image(source_root, "bench/big:1", chunks, {"Cmd": ["true"]})
         reference = f"127.0.0.1:{registry.port}/bench/big:1"
-        copy_image(open_source(Location("oci", path=source_root / "images", name="docker.io/bench/big:1"), Options()),
-                   open_target(Location("docker", parse_reference(reference)), Options()))
+        copy_image(
+            open_source(Location("oci", path=source_root / "images", name="docker.io/bench/big:1"), Options()),
+            open_target(Location("docker", parse_reference(reference)), Options()),
+        )
         berth = Runtime("berth run, empty store (~50 MB)", [])
         for i in range(rounds):
             berth.argv = [sys.executable, "-m", "engine", "run", "--rm", "-q", reference, "true"]

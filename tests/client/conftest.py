@@ -18,8 +18,12 @@ from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpass
 from tests.conftest import RegistryProcess
 
 USERS = {"alice": "wonderland"}
-BERTH_COMMAND = [sys.executable, "-c", "import sys, click; from client.cli import COMMANDS; "
-                 "click.Group('berth', commands={c.name: c for c in COMMANDS})(sys.argv[1:])"]
+BERTH_COMMAND = [
+    sys.executable,
+    "-c",
+    "import sys, click; from client.cli import COMMANDS; "
+    "click.Group('berth', commands={c.name: c for c in COMMANDS})(sys.argv[1:])",
+]
 """The client's commands in a process of their own, independent of the root `berth` group."""
 
 
@@ -88,13 +92,19 @@ def token_registry(tmp_path_factory: pytest.TempPathFactory, token_server: Token
 
 
 def _berth_admin(data_dir: Path, *args: str, stdin: str | None = None) -> None:
-    subprocess.run([sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(data_dir)],
-                   input=stdin, capture_output=True, text=True, check=True)
+    subprocess.run(
+        [sys.executable, "-c", "from engine.cli import main; main()", *args, "--data-dir", str(data_dir)],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
 
 
 @pytest.fixture(scope="session", params=["distribution", "berth"])
-def token_auth_registry(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-                        token_server: TokenServer) -> Iterator[Registry]:
+def token_auth_registry(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, token_server: TokenServer
+) -> Iterator[Registry]:
     """A registry that answers with Bearer challenges; alice may push under team/, anyone may pull."""
     root = tmp_path_factory.mktemp(f"token-{request.param}")
     if request.param == "distribution":

@@ -42,8 +42,9 @@ class ScriptedServer:
         self.httpd.server_close()
 
 
-def reply(request: BaseHTTPRequestHandler, status: int, body: bytes = b"",
-          headers: dict[str, str] | None = None) -> None:
+def reply(
+    request: BaseHTTPRequestHandler, status: int, body: bytes = b"", headers: dict[str, str] | None = None
+) -> None:
     request.send_response(status)
     for key, value in (headers or {}).items():
         request.send_header(key, value)

@@ -75,16 +75,23 @@ class Distribution:
         config: dict[str, Any] = {
             "version": 0.1,
             "log": {"level": "error", "accesslog": {"disabled": True}},
-            "storage": {"filesystem": {"rootdirectory": str(root / "data")}, "delete": {"enabled": True},
-                        "cache": {"blobdescriptor": "inmemory"}},
+            "storage": {
+                "filesystem": {"rootdirectory": str(root / "data")},
+                "delete": {"enabled": True},
+                "cache": {"blobdescriptor": "inmemory"},
+            },
             "http": http,
         }
         if auth:
             config["auth"] = auth
         path = root / "config.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
-        self.process = subprocess.Popen([DISTRIBUTION, "serve", str(path)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            [DISTRIBUTION, "serve", str(path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_port(self.port, self.process)
 
     def stop(self) -> None:
@@ -110,14 +117,15 @@ def libtrust_key_id(public_key: rsa.RSAPublicKey) -> str:
     digest = hashes.Hash(hashes.SHA256())
     digest.update(der)
     encoded = base64.b32encode(digest.finalize()[:30]).decode()
-    return ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+    return ":".join(encoded[i : i + 4] for i in range(0, len(encoded), 4))
 
 
 class TokenServer:
     """A Docker token service: checks Basic credentials, grants what is asked, signs RS256 JWTs."""
 
-    def __init__(self, root: Path, users: dict[str, str], expires_in: int = 300,
-                 refuse: Callable[[str, str], bool] | None = None) -> None:
+    def __init__(
+        self, root: Path, users: dict[str, str], expires_in: int = 300, refuse: Callable[[str, str], bool] | None = None
+    ) -> None:
         """`refuse(subject, repository)`: True to grant that subject nothing on that repository."""
         self.users = users
         self.refuse = refuse or (lambda subject, repository: False)
@@ -128,11 +136,16 @@ class TokenServer:
         now = time.time()
         import datetime as dt
 
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(self.key.public_key()).serial_number(1)
-                .not_valid_before(dt.datetime.fromtimestamp(now - 3600, dt.UTC))
-                .not_valid_after(dt.datetime.fromtimestamp(now + 86400, dt.UTC))
-                .sign(self.key, hashes.SHA256()))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(1)
+            .not_valid_before(dt.datetime.fromtimestamp(now - 3600, dt.UTC))
+            .not_valid_after(dt.datetime.fromtimestamp(now + 86400, dt.UTC))
+            .sign(self.key, hashes.SHA256())
+        )
         root.mkdir(parents=True, exist_ok=True)
         self.bundle = root / "token.pem"
         self.bundle.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -144,14 +157,28 @@ class TokenServer:
         self.thread.start()
 
     def distribution_auth(self) -> dict[str, Any]:
-        return {"token": {"realm": self.realm, "service": "berth-tests", "issuer": "berth-test-token",
-                          "rootcertbundle": str(self.bundle)}}
+        return {
+            "token": {
+                "realm": self.realm,
+                "service": "berth-tests",
+                "issuer": "berth-test-token",
+                "rootcertbundle": str(self.bundle),
+            }
+        }
 
     def sign(self, subject: str, access: list[dict[str, Any]]) -> str:
         now = int(time.time())
         header = {"alg": "RS256", "typ": "JWT", "kid": self.kid}
-        claims = {"iss": "berth-test-token", "sub": subject, "aud": "berth-tests", "iat": now, "nbf": now - 5,
-                  "exp": now + self.expires_in, "jti": f"{now}-{len(self.requests)}", "access": access}
+        claims = {
+            "iss": "berth-test-token",
+            "sub": subject,
+            "aud": "berth-tests",
+            "iat": now,
+            "nbf": now - 5,
+            "exp": now + self.expires_in,
+            "jti": f"{now}-{len(self.requests)}",
+            "access": access,
+        }
         signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
         signature = self.key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
         return f"{signing_input}.{_b64(signature)}"
@@ -200,8 +227,9 @@ class TokenServer:
                     if kind == "repository" and server.refuse(subject, name):
                         allowed = []
                     access.append({"type": kind, "name": name, "actions": allowed})
-                body = json.dumps({"access_token": server.sign(subject, access),
-                                   "expires_in": server.expires_in}).encode()
+                body = json.dumps(
+                    {"access_token": server.sign(subject, access), "expires_in": server.expires_in}
+                ).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))

@@ -22,8 +22,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def test_legacy_archive_with_a_symlinked_layer(tmp_path: Path) -> None:
     layer = layer_tar({"same": b"identical layer"})
-    config = json.dumps({"architecture": "amd64", "os": "linux",
-                         "rootfs": {"type": "layers", "diff_ids": [digest_bytes(layer)] * 2}}).encode()
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [digest_bytes(layer)] * 2}}
+    ).encode()
     path = tmp_path / "legacy.tar"
     with tarfile.open(path, "w") as tar:
         _add(tar, "aaa/layer.tar", layer)
@@ -32,8 +33,19 @@ def test_legacy_archive_with_a_symlinked_layer(tmp_path: Path) -> None:
         link.linkname = "../aaa/layer.tar"
         tar.addfile(link)
         _add(tar, "config.json", config)
-        _add(tar, "manifest.json", json.dumps([{"Config": "config.json", "RepoTags": ["example.com/legacy:v1"],
-                                                "Layers": ["aaa/layer.tar", "bbb/layer.tar"]}]).encode())
+        _add(
+            tar,
+            "manifest.json",
+            json.dumps(
+                [
+                    {
+                        "Config": "config.json",
+                        "RepoTags": ["example.com/legacy:v1"],
+                        "Layers": ["aaa/layer.tar", "bbb/layer.tar"],
+                    }
+                ]
+            ).encode(),
+        )
     source = DockerArchiveSource(path, "example.com/legacy:v1")
     data, _ = source.root()
     manifest = json.loads(data)

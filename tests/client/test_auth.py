@@ -56,8 +56,9 @@ def test_basic_auth_push_and_pull(htpasswd_registry, store: Layout, berth: Berth
     assert store.resolve(store_name(ref)).digest == pushed.digest
 
 
-def test_token_auth_push_pull_and_anonymous_pull(token_registry, token_server: TokenServer, store: Layout,
-                                                 berth: Berth) -> None:
+def test_token_auth_push_pull_and_anonymous_pull(
+    token_registry, token_server: TokenServer, store: Layout, berth: Berth
+) -> None:
     ref = f"{token_registry.host}/token/app:v1"
     pushed = build_image(store, store_name(ref), [{"a": b"1" * 5000}, {"b": b"2" * 5000}, {"c": b"3"}])
     berth("push", ref, "-q", code=3)
@@ -110,8 +111,9 @@ class _Recorder(BaseHTTPRequestHandler):
         return None
 
     def do_GET(self) -> None:  # noqa: N802
-        _Recorder.seen.append({"path": self.path, "host": self.headers["Host"],
-                               "auth": self.headers.get("Authorization", "")})
+        _Recorder.seen.append(
+            {"path": self.path, "host": self.headers["Host"], "auth": self.headers.get("Authorization", "")}
+        )
         if self.path.startswith("/storage/"):
             self._reply(200, b"blob-bytes")
         elif not self.headers.get("Authorization"):
@@ -163,8 +165,9 @@ def test_auth_error_is_raised_without_credentials(htpasswd_registry) -> None:
         api.ping()
 
 
-def test_identity_token_uses_the_refresh_token_grant(token_registry, token_server: TokenServer, store: Layout,
-                                                      berth: Berth, isolated: Path) -> None:
+def test_identity_token_uses_the_refresh_token_grant(
+    token_registry, token_server: TokenServer, store: Layout, berth: Berth, isolated: Path
+) -> None:
     config = isolated / "docker-config" / "config.json"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(json.dumps({"auths": {token_registry.host: {"identitytoken": "refresh-alice"}}}))

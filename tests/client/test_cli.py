@@ -37,8 +37,9 @@ def test_tag_images_and_json(store: Layout, berth: Berth) -> None:
     _, manifest = store.image("example.com/app:v1")
     blobs = original.size + manifest.config.size + sum(layer.size for layer in manifest.layers)
     assert {entry["imageSize"] for entry in listed} == {blobs}
-    assert names == {n: original.digest for n in
-                     ("example.com/app:v1", "example.com/app:latest", "mirror.example/app:v1")}
+    assert names == {
+        n: original.digest for n in ("example.com/app:v1", "example.com/app:latest", "mirror.example/app:v1")
+    }
     text = berth("images").stdout
     assert "example.com/app:latest" in text and original.digest[7:19] in text
 

@@ -114,8 +114,9 @@ def test_oci_directory_round_trip(registry: Registry, store: Layout, berth: Bert
     berth("copy", ref, f"oci:{tmp_path / 'layout'}:v1", "-q")
     layout = Layout.open(tmp_path / "layout")
     assert layout.resolve("v1").digest == pushed.digest
-    out = json.loads(berth("copy", f"oci:{tmp_path / 'layout'}:v1", f"{registry.host}/oci/back:v2",
-                           "--format", "json").stdout)
+    out = json.loads(
+        berth("copy", f"oci:{tmp_path / 'layout'}:v1", f"{registry.host}/oci/back:v2", "--format", "json").stdout
+    )
     assert out["digest"] == pushed.digest
 
 

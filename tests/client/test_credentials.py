@@ -59,8 +59,15 @@ def _config(isolated: Path, data: dict) -> None:
 
 def test_auths_entries_in_their_several_spellings(isolated: Path) -> None:
     encoded = base64.b64encode(b"bob:pw:with:colons").decode()
-    _config(isolated, {"auths": {"https://registry.example:5000/v1/": {"auth": encoded},
-                                 "https://index.docker.io/v1/": {"identitytoken": "refresh-me"}}})
+    _config(
+        isolated,
+        {
+            "auths": {
+                "https://registry.example:5000/v1/": {"auth": encoded},
+                "https://index.docker.io/v1/": {"identitytoken": "refresh-me"},
+            }
+        },
+    )
     assert load_credentials("registry.example:5000") == Credentials("bob", "pw:with:colons")
     assert load_credentials("registry-1.docker.io") == Credentials(identity_token="refresh-me")
     assert load_credentials("other.example") is None
@@ -68,7 +75,8 @@ def test_auths_entries_in_their_several_spellings(isolated: Path) -> None:
 
 def test_podman_auth_file_is_a_fallback(isolated: Path) -> None:
     (isolated / "containers-auth.json").write_text(
-        json.dumps({"auths": {"quay.example": {"auth": base64.b64encode(b"p:q").decode()}}}))
+        json.dumps({"auths": {"quay.example": {"auth": base64.b64encode(b"p:q").decode()}}})
+    )
     assert load_credentials("quay.example") == Credentials("p", "q")
 
 
@@ -100,8 +108,9 @@ def test_cred_helpers_per_registry_and_identity_tokens(isolated: Path, helper: P
     assert load_credentials("reg.example") == Credentials(identity_token="idt")
 
 
-def test_a_docker_login_through_a_helper_serves_berth(htpasswd_registry, isolated: Path, helper: Path,
-                                                      store: Layout, berth: Berth) -> None:
+def test_a_docker_login_through_a_helper_serves_berth(
+    htpasswd_registry, isolated: Path, helper: Path, store: Layout, berth: Berth
+) -> None:
     """What `docker login` left in a credential helper is used without a second login."""
     user, password = next(iter(USERS.items()))
     helper.write_text(json.dumps({htpasswd_registry.host: {"Username": user, "Secret": password}}))

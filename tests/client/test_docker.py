@@ -29,9 +29,24 @@ class Docker:
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(root / "config")}
         self.log = (root / "dockerd.log").open("wb")
         self.process = subprocess.Popen(
-            [dockerd, "--iptables=false", "--ip6tables=false", "--bridge=none", "--data-root", str(root / "data"),
-             "--exec-root", str(root / "exec"), "--pidfile", str(root / "docker.pid"), "-H", f"unix://{self.socket}"],
-            stdout=self.log, stderr=self.log, start_new_session=True)
+            [
+                dockerd,
+                "--iptables=false",
+                "--ip6tables=false",
+                "--bridge=none",
+                "--data-root",
+                str(root / "data"),
+                "--exec-root",
+                str(root / "exec"),
+                "--pidfile",
+                str(root / "docker.pid"),
+                "-H",
+                f"unix://{self.socket}",
+            ],
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while subprocess.run(["docker", "version"], env=self.env, capture_output=True).returncode != 0:
             if time.monotonic() > deadline or self.process.poll() is not None:
@@ -40,8 +55,9 @@ class Docker:
             time.sleep(0.2)
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, input: str | None = None) -> str:
-        done = subprocess.run(["docker", *args], env={**self.env, **(env or {})}, capture_output=True, text=True,
-                              timeout=120, input=input)
+        done = subprocess.run(
+            ["docker", *args], env={**self.env, **(env or {})}, capture_output=True, text=True, timeout=120, input=input
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 
@@ -68,8 +84,9 @@ def test_docker_pulls_what_berth_pushed(docker: Docker, distribution, store: Lay
     assert f"{distribution.host}/docker/from-berth@{pushed.digest}" in digests
 
 
-def test_berth_pulls_what_docker_pushed(docker: Docker, distribution, store: Layout, berth: Berth,
-                                        tmp_path: Path) -> None:
+def test_berth_pulls_what_docker_pushed(
+    docker: Docker, distribution, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     """A docker-archive written by berth is loaded by docker, pushed by docker and pulled by berth."""
     staged = f"{distribution.host}/docker/staging:v1"
     build_image(store, store_name(staged), [{"hello.txt": b"from docker\n"}])
@@ -84,8 +101,9 @@ def test_berth_pulls_what_docker_pushed(docker: Docker, distribution, store: Lay
     assert store.resolve(store_name(ref)).digest == digest
 
 
-def test_a_docker_login_serves_berth(docker: Docker, htpasswd_registry, store: Layout, berth: Berth,
-                                     isolated: Path) -> None:
+def test_a_docker_login_serves_berth(
+    docker: Docker, htpasswd_registry, store: Layout, berth: Berth, isolated: Path
+) -> None:
     """`docker login` writes the config; berth pushes with it without a login of its own."""
     config = {"DOCKER_CONFIG": str(isolated / "docker-config")}
     user, password = next(iter(USERS.items()))

@@ -46,13 +46,13 @@ def test_two_platform_index_keeps_its_digest_for_skopeo(registry: Registry, stor
     raw = skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{ref}")
     assert len(json.loads(raw)["manifests"]) == 2
     assert json.loads(berth("manifest", ref).stdout) == json.loads(raw)
-    digest = json.loads(skopeo("inspect", "--tls-verify=false", "--override-arch", "arm64",
-                               f"docker://{ref}"))["Digest"]
+    digest = json.loads(skopeo("inspect", "--tls-verify=false", "--override-arch", "arm64", f"docker://{ref}"))[
+        "Digest"
+    ]
     assert digest == index.digest
 
 
-def test_oci_output_is_readable_by_skopeo_and_umoci(distribution, store: Layout, berth: Berth,
-                                                   tmp_path: Path) -> None:
+def test_oci_output_is_readable_by_skopeo_and_umoci(distribution, store: Layout, berth: Berth, tmp_path: Path) -> None:
     ref = f"{distribution.host}/interop/oci:v1"
     pushed = build_image(store, store_name(ref), [{"etc/motd": b"hello\n"}, {"usr/bin/tool": b"#!/bin/sh\n"}])
     berth("push", ref, "-q")
@@ -65,14 +65,19 @@ def test_oci_output_is_readable_by_skopeo_and_umoci(distribution, store: Layout,
 
     umoci = need("umoci")
     bundle = tmp_path / "bundle"
-    done = subprocess.run([umoci, "unpack", "--rootless", "--image", f"{layout_dir}:v1", str(bundle)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [umoci, "unpack", "--rootless", "--image", f"{layout_dir}:v1", str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert (bundle / "rootfs" / "etc" / "motd").read_bytes() == b"hello\n"
 
 
-def test_docker_archive_round_trip_and_skopeo_reads_it(distribution, store: Layout, berth: Berth,
-                                                        tmp_path: Path) -> None:
+def test_docker_archive_round_trip_and_skopeo_reads_it(
+    distribution, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     ref = f"{distribution.host}/interop/archive:v1"
     build_image(store, store_name(ref), [{"x": b"archived" * 100}, {"y": random_bytes(10_000, 5)}])
     berth("push", ref, "-q")

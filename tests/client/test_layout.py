@@ -142,8 +142,10 @@ def test_concurrent_pulls_of_one_image_agree(distribution, tmp_path: Path) -> No
     store = Layout.open(tmp_path / "src", create=True)
     ref = f"{distribution.host}/concurrent/app:v1"
     build_image(store, "v1", [{"big": random_bytes(4_000_000, 21)}, {"small": b"s"}], compress=False)
-    copy_image(open_source(parse_location(f"oci:{tmp_path / 'src'}:v1"), Options()),
-               open_target(parse_location(ref), Options()))
+    copy_image(
+        open_source(parse_location(f"oci:{tmp_path / 'src'}:v1"), Options()),
+        open_target(parse_location(ref), Options()),
+    )
     env = {**os.environ, "BERTH_ROOT": str(tmp_path / "shared")}
     command = [*BERTH_COMMAND, "pull", ref, "-q"]
     runs = [subprocess.Popen(command, env=env, stderr=subprocess.PIPE) for _ in range(3)]

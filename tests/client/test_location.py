@@ -48,7 +48,9 @@ def test_scopes_and_challenges() -> None:
     assert scopes_for("PUT", f"{base}/a/blobs/uploads/x") == ("repository:a:pull,push",)
     assert scopes_for("DELETE", f"{base}/a/manifests/sha256:x") == ("repository:a:delete",)
     assert scopes_for("POST", f"{base}/a/blobs/uploads/?mount=sha256:x&from=b/c") == (
-        "repository:a:pull,push", "repository:b/c:pull")
+        "repository:a:pull,push",
+        "repository:b/c:pull",
+    )
     assert scopes_for("GET", f"{base}/_catalog") == ("registry:catalog:*",)
     assert scopes_for("GET", f"{base}/") == ()
     challenge = parse_challenge('Bearer realm="https://auth.example/token",service="reg",scope="repository:a:pull"')

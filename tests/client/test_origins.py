@@ -76,8 +76,9 @@ def _pulls_back_identical(berth: Berth, store: Layout, ref: str, blobs: dict[str
     assert all(store.read_blob(digest) == data for digest, data in blobs.items())
 
 
-def test_a_pulled_image_is_pushed_to_another_repository_by_mounting(registry: Registry, store: Layout, berth: Berth,
-                                                                     tmp_path: Path) -> None:
+def test_a_pulled_image_is_pushed_to_another_repository_by_mounting(
+    registry: Registry, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     host = registry.host
     a, blobs = _pulled(berth, tmp_path, host, "a", 11)
     assert {d: store.origins()[d] for d in blobs} == dict.fromkeys(blobs, [_repo(host, "a")])
@@ -87,8 +88,9 @@ def test_a_pulled_image_is_pushed_to_another_repository_by_mounting(registry: Re
     _pulls_back_identical(berth, store, _ref(host, "b"), blobs)
 
 
-def test_a_third_repository_mounts_past_a_recorded_one_that_lost_the_blob(registry: Registry, store: Layout,
-                                                                          berth: Berth, tmp_path: Path) -> None:
+def test_a_third_repository_mounts_past_a_recorded_one_that_lost_the_blob(
+    registry: Registry, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     host = registry.host
     a, blobs = _pulled(berth, tmp_path, host, "third-a", 12)
     assert _push(berth, a, _ref(host, "third-b")) == dict.fromkeys(blobs, "mounted")
@@ -99,8 +101,9 @@ def test_a_third_repository_mounts_past_a_recorded_one_that_lost_the_blob(regist
     _pulls_back_identical(berth, store, _ref(host, "third-c"), blobs)
 
 
-def test_a_source_that_lost_the_blobs_falls_back_to_an_upload(registry: Registry, store: Layout, berth: Berth,
-                                                              tmp_path: Path) -> None:
+def test_a_source_that_lost_the_blobs_falls_back_to_an_upload(
+    registry: Registry, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     host = registry.host
     a, blobs = _pulled(berth, tmp_path, host, "gone", 13)
     _delete(host, "gone", list(blobs))
@@ -110,8 +113,9 @@ def test_a_source_that_lost_the_blobs_falls_back_to_an_upload(registry: Registry
 
 
 @pytest.mark.parametrize("damage", ["missing", "not json", "wrong shape"])
-def test_a_missing_or_corrupt_record_is_ignored(registry: Registry, store: Layout, berth: Berth, tmp_path: Path,
-                                                damage: str) -> None:
+def test_a_missing_or_corrupt_record_is_ignored(
+    registry: Registry, store: Layout, berth: Berth, tmp_path: Path, damage: str
+) -> None:
     host = registry.host
     name = damage.replace(" ", "-")
     a, blobs = _pulled(berth, tmp_path, host, name, 14)
@@ -141,8 +145,9 @@ def test_oci_directories_keep_no_record(registry: Registry, store: Layout, berth
     blobs = _seed(berth, tmp_path, a, 16)
     berth("copy", a, f"oci:{tmp_path / 'out'}:v1", "-q")
     assert not (tmp_path / "out" / ORIGINS_FILE).exists()
-    out = json.loads(berth("copy", f"oci:{tmp_path / 'out'}:v1", _ref(registry.host, "oci-back"),
-                           "--format", "json").stdout)
+    out = json.loads(
+        berth("copy", f"oci:{tmp_path / 'out'}:v1", _ref(registry.host, "oci-back"), "--format", "json").stdout
+    )
     assert out["blobs"] == dict.fromkeys(blobs, "pushed")
     assert not (tmp_path / "out" / ORIGINS_FILE).exists()
 
@@ -173,16 +178,20 @@ def guarded_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Distr
     if not DISTRIBUTION:
         pytest.skip("docker-registry (CNCF Distribution) is not installed")
     users = {**USERS, "bob": "builder"}
-    tokens = TokenServer(tmp_path_factory.mktemp("guarded-token"), users,
-                         refuse=lambda subject, repository: subject != "alice" and repository.startswith("alice/"))
+    tokens = TokenServer(
+        tmp_path_factory.mktemp("guarded-token"),
+        users,
+        refuse=lambda subject, repository: subject != "alice" and repository.startswith("alice/"),
+    )
     server = Distribution(tmp_path_factory.mktemp("guarded"), tokens.distribution_auth())
     yield server
     server.stop()
     tokens.stop()
 
 
-def test_a_mount_refused_with_an_error_falls_back_to_an_upload(guarded_registry: Distribution, store: Layout,
-                                                                berth: Berth, tmp_path: Path) -> None:
+def test_a_mount_refused_with_an_error_falls_back_to_an_upload(
+    guarded_registry: Distribution, store: Layout, berth: Berth, tmp_path: Path
+) -> None:
     host = guarded_registry.host
 
     def login(user: str, password: str) -> None:

@@ -29,9 +29,7 @@ class Berth:
         return [sys.executable, "-m", "engine", *args]
 
     def __call__(self, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs
-        )
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs)
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
@@ -61,8 +59,11 @@ def berth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     if containers.is_dir():
         names = [n for n in os.listdir(containers) if not n.startswith(".")]
         if names:
-            subprocess.run([sys.executable, "-m", "engine", "rm", "-f", *names],
-                           env={**os.environ, "BERTH_ROOT": str(root)}, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "engine", "rm", "-f", *names],
+                env={**os.environ, "BERTH_ROOT": str(root)},
+                capture_output=True,
+            )
 
 
 @pytest.fixture(scope="session")

@@ -130,8 +130,14 @@ def standard_image(root: Path, name: str = IMAGE) -> str:
     """The three-layer test image: gzip base, zstd changes (whiteout, opaque dir), plain extra."""
     base = busybox_base().bytes()
     change = (
-        TarBuilder().dir("etc").file("etc/.wh.deleteme").file("etc/added", b"added\n")
-        .dir("opaque").file("opaque/.wh..wh..opq").file("opaque/new", b"new\n").bytes()
+        TarBuilder()
+        .dir("etc")
+        .file("etc/.wh.deleteme")
+        .file("etc/added", b"added\n")
+        .dir("opaque")
+        .file("opaque/.wh..wh..opq")
+        .file("opaque/new", b"new\n")
+        .bytes()
     )
     extra = TarBuilder().dir("data").file("data/hello", b"hello from layer three\n").bytes()
     return write_image(

@@ -31,8 +31,16 @@ def inspect(berth: Berth, name: str) -> dict:  # type: ignore[type-arg]
 
 
 def test_detached_logs_stop_rm(berth: Berth) -> None:
-    result = berth("run", "-d", "--name", "pinger", IMAGE, "sh", "-c",
-                   "echo started; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done")
+    result = berth(
+        "run",
+        "-d",
+        "--name",
+        "pinger",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo started; i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.1; done",
+    )
     assert result.returncode == 0, result.stderr
     container_id = result.stdout.strip()
     assert len(container_id) == 64
@@ -68,8 +76,9 @@ def test_detached_logs_stop_rm(berth: Berth) -> None:
 
 
 def test_stop_with_a_handler_exits_cleanly(berth: Berth) -> None:
-    container_id = berth("run", "-d", IMAGE, "sh", "-c",
-                         "trap 'exit 0' TERM; echo up; while true; do sleep 0.05; done").stdout.strip()
+    container_id = berth(
+        "run", "-d", IMAGE, "sh", "-c", "trap 'exit 0' TERM; echo up; while true; do sleep 0.05; done"
+    ).stdout.strip()
     wait_for(lambda: "up" in berth("logs", container_id).stdout)
     assert berth("stop", container_id).returncode == 0
     assert inspect(berth, container_id)["State"]["ExitCode"] == 0
@@ -77,16 +86,35 @@ def test_stop_with_a_handler_exits_cleanly(berth: Berth) -> None:
 
 
 def test_exec_joins_the_namespaces(berth: Berth) -> None:
-    container_id = berth("run", "-d", "--hostname", "execbox", "-e", "FROM_RUN=1", IMAGE,
-                         "sh", "-c", "echo marker > /tmp/marker; sleep 1000").stdout.strip()
+    container_id = berth(
+        "run",
+        "-d",
+        "--hostname",
+        "execbox",
+        "-e",
+        "FROM_RUN=1",
+        IMAGE,
+        "sh",
+        "-c",
+        "echo marker > /tmp/marker; sleep 1000",
+    ).stdout.strip()
     wait_for(lambda: inspect(berth, container_id)["State"]["Running"])
     wait_for(lambda: berth("exec", container_id, "cat", "/tmp/marker").stdout == "marker\n")
-    result = berth("exec", "-e", "EXTRA=2", container_id, "sh", "-c",
-                   "hostname; echo $FROM_RUN$EXTRA; pwd; grep -c 1000 /proc/1/cmdline; ls /sys/class/net")
+    result = berth(
+        "exec",
+        "-e",
+        "EXTRA=2",
+        container_id,
+        "sh",
+        "-c",
+        "hostname; echo $FROM_RUN$EXTRA; pwd; grep -c 1000 /proc/1/cmdline; ls /sys/class/net",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["execbox", "12", "/data", "1", "lo"]
     assert berth("exec", "-u", "app", "-w", "/tmp", container_id, "sh", "-c", "id -u; pwd").stdout.split() == [
-        "1000", "/tmp"]
+        "1000",
+        "/tmp",
+    ]
     assert berth("exec", container_id, "sh", "-c", "exit 7").returncode == 7
     assert berth("exec", container_id, "cat", input="typed\n").stdout == ""
     assert berth("exec", "-i", container_id, "cat", input="typed\n").stdout == "typed\n"
@@ -133,8 +161,9 @@ def test_auto_remove_leaves_nothing(berth: Berth, berth_root: Path) -> None:
 
 def test_rmi_refuses_used_images_then_prunes(berth: Berth, berth_root: Path) -> None:
     name = "127.0.0.1:5000/test/rmi-me:1"
-    write_image(berth_root, name, [(TarBuilder().dir("bin").file("bin/marker", b"rmi").bytes(), "gzip")],
-                {"Cmd": ["true"]})
+    write_image(
+        berth_root, name, [(TarBuilder().dir("bin").file("bin/marker", b"rmi").bytes(), "gzip")], {"Cmd": ["true"]}
+    )
     run = berth("run", "--name", "rmi-user", name)
     assert run.returncode == 127  # "true" is not in this image: a clear error, and a stopped container
     assert "executable file not found" in run.stderr

@@ -15,8 +15,18 @@ pytestmark = pytest.mark.root
 
 def test_memory_limit_kills_a_hog_with_137(berth: Berth) -> None:
     # The shell holds the whole 200 MB command substitution in memory; the limit is 32 MB.
-    result = berth("run", "--name", "hog", "--memory", "32m", IMAGE, "sh", "-c",
-                   "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}", timeout=120)
+    result = berth(
+        "run",
+        "--name",
+        "hog",
+        "--memory",
+        "32m",
+        IMAGE,
+        "sh",
+        "-c",
+        "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo survived ${#x}",
+        timeout=120,
+    )
     assert result.returncode == 137, result.stdout + result.stderr
     assert "survived" not in result.stdout
     assert "OOMKilled" in result.stderr
@@ -28,8 +38,9 @@ def test_memory_limit_kills_a_hog_with_137(berth: Berth) -> None:
 
 
 def test_memory_limit_allows_what_fits(berth: Berth) -> None:
-    result = berth("run", "--rm", "--memory", "64m", IMAGE, "sh", "-c",
-                   "x=$(head -c 4000000 /dev/zero | tr '\\0' a); echo ${#x}")
+    result = berth(
+        "run", "--rm", "--memory", "64m", IMAGE, "sh", "-c", "x=$(head -c 4000000 /dev/zero | tr '\\0' a); echo ${#x}"
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "4000000"
 

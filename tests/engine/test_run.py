@@ -79,8 +79,16 @@ def test_env_workdir_user_and_entrypoint(berth: Berth, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROM_FILE=1\nFROM_IMAGE=file\n")
     code, out, err = sh(
-        berth, "echo $FROM_IMAGE $FROM_FILE $EXTRA; pwd; id -u; id -G; echo $HOME",
-        "--env-file", str(env_file), "-e", "EXTRA=x", "-w", "/tmp/work", "-u", "app",
+        berth,
+        "echo $FROM_IMAGE $FROM_FILE $EXTRA; pwd; id -u; id -G; echo $HOME",
+        "--env-file",
+        str(env_file),
+        "-e",
+        "EXTRA=x",
+        "-w",
+        "/tmp/work",
+        "-u",
+        "app",
     )
     assert code == 0, err
     assert out.splitlines() == ["file 1 x", "/tmp/work", "1000", "1000 2000", "/home/app"]
@@ -103,8 +111,14 @@ def test_exit_codes_and_command_errors(berth: Berth) -> None:
 
 
 def test_signals_reach_pid1(berth: Berth) -> None:
-    process = berth.popen("run", "--rm", IMAGE, "sh", "-c", "trap 'echo got TERM; exit 42' TERM; echo ready; "
-                          "while true; do sleep 0.05; done")
+    process = berth.popen(
+        "run",
+        "--rm",
+        IMAGE,
+        "sh",
+        "-c",
+        "trap 'echo got TERM; exit 42' TERM; echo ready; while true; do sleep 0.05; done",
+    )
     assert process.stdout is not None
     assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGTERM)
@@ -115,8 +129,9 @@ def test_signals_reach_pid1(berth: Berth) -> None:
 
 def test_init_reaps_and_forwards(berth: Berth) -> None:
     # The subshell's sleep is orphaned: only an init that reaps keeps it from staying a zombie.
-    script = ("(sleep 0.1 &); sleep 0.6; echo zombies $(ps -o stat | grep -c Z); "
-              "cat /proc/1/cmdline | tr '\\0' ' '; exit 3")
+    script = (
+        "(sleep 0.1 &); sleep 0.6; echo zombies $(ps -o stat | grep -c Z); cat /proc/1/cmdline | tr '\\0' ' '; exit 3"
+    )
     code, out, err = sh(berth, script, "--init")
     assert code == 3, err
     assert "zombies 0" in out
@@ -181,7 +196,11 @@ def test_read_only_rootfs_and_volumes(berth: Berth, tmp_path: Path) -> None:
         berth,
         "touch /rootfile 2>/dev/null && echo ROOT_WRITABLE; cat /ro/given; touch /ro/x 2>/dev/null && echo RO_WRITABLE;"
         " echo hi > /rw/out; echo > /dev/shm/ok && echo SHM_OK",
-        "--read-only", "-v", f"{tmp_path / 'rw'}:/rw", "-v", f"{tmp_path / 'ro'}:/ro:ro",
+        "--read-only",
+        "-v",
+        f"{tmp_path / 'rw'}:/rw",
+        "-v",
+        f"{tmp_path / 'ro'}:/ro:ro",
     )
     assert code == 0, err
     assert out.splitlines() == ["from host", "SHM_OK"]
@@ -208,8 +227,13 @@ def test_not_root_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_image_and_other_platform(berth: Berth, berth_root: Path) -> None:
     from tests.engine.images import TarBuilder, write_image
 
-    write_image(berth_root, "127.0.0.1:5000/test/arm:latest", [(TarBuilder().file("x").bytes(), "none")],
-                {"Cmd": ["true"]}, architecture="arm64")
+    write_image(
+        berth_root,
+        "127.0.0.1:5000/test/arm:latest",
+        [(TarBuilder().file("x").bytes(), "none")],
+        {"Cmd": ["true"]},
+        architecture="arm64",
+    )
     result = berth("run", "--rm", "127.0.0.1:5000/test/arm", "true")
     assert result.returncode == 125
     assert "linux/arm64" in result.stderr and "amd64" in result.stderr

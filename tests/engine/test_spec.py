@@ -30,8 +30,12 @@ def test_env_user_workdir_and_limits(tmp_path: Path, monkeypatch: pytest.MonkeyP
     env_file.write_text("# c\nA=file\nB=file\n\n")
     monkeypatch.setenv("PASSED", "through")
     img = image(Env=["PATH=/bin", "A=image"], User="app", WorkingDir="/srv", Cmd=["sh"])
-    spec = build_spec(img, RunOptions(env=["B=cli", "PASSED", "UNSET_ANYWHERE"], env_files=[str(env_file)],
-                                      memory="64m", pids_limit=10, cpus=1.5))
+    spec = build_spec(
+        img,
+        RunOptions(
+            env=["B=cli", "PASSED", "UNSET_ANYWHERE"], env_files=[str(env_file)], memory="64m", pids_limit=10, cpus=1.5
+        ),
+    )
     assert spec.env == ["PATH=/bin", "A=file", "B=cli", "PASSED=through"]
     assert (spec.user, spec.cwd) == ("app", "/srv")
     assert (spec.limits.memory, spec.limits.pids, spec.limits.cpus) == (64 << 20, 10, 1.5)

@@ -42,9 +42,19 @@ def test_index_picks_this_platform_or_says_which_exist(tmp_path: Path) -> None:
     layout = Layout.open(tmp_path / "images")
 
     def index(children: list[tuple[str, str]]) -> None:
-        doc = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": [
-            {"mediaType": mt.OCI_MANIFEST, "digest": d, "size": layout.blob_path(d).stat().st_size,
-             "platform": {"os": "linux", "architecture": a}} for d, a in children]}
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": d,
+                    "size": layout.blob_path(d).stat().st_size,
+                    "platform": {"os": "linux", "architecture": a},
+                }
+                for d, a in children
+            ],
+        }
         data = json.dumps(doc).encode()
         layout.add(Descriptor(mt.OCI_INDEX, layout.write_blob(data), len(data)), "docker.io/library/multi:1")
 

@@ -32,9 +32,14 @@ def _snapshot(root: Path) -> set[str]:
 @pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
 def test_files_dirs_links_and_metadata(tmp_path: Path, kind: str) -> None:
     tar = (
-        TarBuilder().dir("usr").dir("usr/bin", 0o750).file("usr/bin/tool", b"#!/bin/sh\n", 0o4755, uid=12, gid=34)
-        .symlink("usr/bin/alias", "tool").hardlink("usr/bin/again", "usr/bin/tool")
-        .file("deep/implicit/parent.txt", b"x").bytes()
+        TarBuilder()
+        .dir("usr")
+        .dir("usr/bin", 0o750)
+        .file("usr/bin/tool", b"#!/bin/sh\n", 0o4755, uid=12, gid=34)
+        .symlink("usr/bin/alias", "tool")
+        .hardlink("usr/bin/again", "usr/bin/tool")
+        .file("deep/implicit/parent.txt", b"x")
+        .bytes()
     )
     layer = _unpack(tmp_path, tar, kind)
     tool = layer / "usr/bin/tool"
