@@ -186,8 +186,8 @@ def token_create(settings: Settings, name: str, grants: tuple[str, ...], expires
     store = accounts(settings)
     if not store.add(name, "robot", hash_password(secret), expires_at):
         raise click.ClickException(f"an account named {name!r} exists already")
-    for pattern, actions in parsed:
-        store.grant(name, pattern, actions)
+    for pattern, allowed in parsed:
+        store.grant(name, pattern, allowed)
     click.echo(secret)
     click.echo(f"robot {name}: use it with `docker login -u {name} --password-stdin`; it is not shown again", err=True)
 

@@ -9,10 +9,18 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALID_DAYS = 825
+# The key types a certificate can be signed with (cryptography's CertificateIssuerPrivateKeyTypes).
+ISSUER_KEYS = (
+    ec.EllipticCurvePrivateKey,
+    rsa.RSAPrivateKey,
+    dsa.DSAPrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+)
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -64,7 +72,9 @@ def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
     wanted = ",".join(hosts)
     if not crt.exists() or not hosts_file.exists() or hosts_file.read_text() != wanted:
         ca = x509.load_pem_x509_certificate(ca_crt.read_bytes())
-        ca_private = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+        ca_signer = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+        if not isinstance(ca_signer, ISSUER_KEYS):
+            raise ValueError(f"{ca_key}: a {type(ca_signer).__name__} cannot sign certificates")
         server_key = ec.generate_private_key(ec.SECP256R1())
         certificate = (
             x509.CertificateBuilder()
@@ -77,7 +87,7 @@ def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
             .add_extension(x509.SubjectAlternativeName(_names(hosts)), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-            .sign(ca_private, hashes.SHA256())  # type: ignore[arg-type]
+            .sign(ca_signer, hashes.SHA256())
         )
         _write_key(key_path, server_key)
         crt.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

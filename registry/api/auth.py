@@ -50,7 +50,8 @@ class Authenticator:
     authority: TokenAuthority
     trust_proxy: bool = False
     _open_until: float = 0.0
-    _passwords: OrderedDict[tuple[str, str], float] = field(default_factory=OrderedDict)
+    # (name, password hash, password) of a recent successful login -> when to check it again
+    _passwords: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict)
     _lock: Lock = field(default_factory=Lock)
 
     # -- the registry is open while it has no accounts (re-checked every few seconds)

@@ -48,7 +48,10 @@ class TokenAuthority:
     """Issues and verifies tokens; verified access tokens are remembered until they expire."""
 
     def __init__(self, private_pem: str, service: str, issuer: str):
-        self.private_key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        private_key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{ALGORITHM} needs an EC private key, not a {type(private_key).__name__}")
+        self.private_key = private_key
         self.public_key = self.private_key.public_key()
         der = self.public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
         self.kid = hashlib.sha256(der).hexdigest()[:32]

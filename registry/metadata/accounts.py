@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import overload
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -28,6 +30,10 @@ class GrantRow:
     actions: frozenset[str]
 
 
+@overload
+def _aware(value: datetime) -> datetime: ...
+@overload
+def _aware(value: datetime | None) -> datetime | None: ...
 def _aware(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; they were written as UTC."""
     if value is not None and value.tzinfo is None:
@@ -83,14 +89,14 @@ class Accounts:
 
     # grants ----------------------------------------------------------------------
 
-    def grants(self, principal: str) -> list[GrantRow]:
+    def grants(self, principal: str) -> builtins.list[GrantRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Grant.principal, Grant.pattern, Grant.actions).where(Grant.principal == principal)
             ).all()
         return [GrantRow(r.principal, r.pattern, frozenset(r.actions.split(","))) for r in rows]
 
-    def all_grants(self) -> list[GrantRow]:
+    def all_grants(self) -> builtins.list[GrantRow]:
         with self.engine.connect() as conn:
             rows = conn.execute(
                 select(Grant.principal, Grant.pattern, Grant.actions).order_by(Grant.principal, Grant.pattern)

@@ -214,8 +214,10 @@ class Prepared:
     def _run(self, params: dict[str, Any], one: bool) -> list[tuple[Any, ...]]:
         arguments = self._arguments(params)
         connection = self.engine.raw_connection()
+        # Typed Optional by the pool, but always set while the connection is checked out.
+        driver: Any = connection.driver_connection if self.autocommit else None
         if self.autocommit:
-            connection.driver_connection.autocommit = True
+            driver.autocommit = True
         try:
             cursor = connection.cursor()
             try:
@@ -228,5 +230,5 @@ class Prepared:
                 cursor.close()
         finally:
             if self.autocommit:
-                connection.driver_connection.autocommit = False
+                driver.autocommit = False
             connection.close()

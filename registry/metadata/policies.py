@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, delete, distinct, func, select
+from sqlalchemy import ColumnElement, Engine, delete, distinct, func, select
 
 from registry.metadata.db import WRITE, Prepared, insert_for
 from registry.metadata.models import (
@@ -74,7 +74,7 @@ class Policies:
             else:
                 conn.execute(statement.on_conflict_do_nothing(index_elements=keys))
 
-    def _delete(self, model: type, *where: object) -> bool:
+    def _delete(self, model: type, *where: ColumnElement[bool]) -> bool:
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             return conn.execute(delete(model).where(*where)).rowcount > 0
 

@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import requests
 
@@ -28,6 +28,18 @@ CLAIM = timedelta(seconds=60)
 MAX_BACKOFF = timedelta(hours=1)
 TIMEOUT = 10.0
 PULL_BUFFER = 10_000
+
+
+class TargetWithoutDigest(TypedDict, total=False):
+    tag: str | None
+    media_type: str | None
+    request_id: str | None
+
+
+class Target(TargetWithoutDigest, total=False):
+    """What an event is about, besides its action, repository, actor and address."""
+
+    digest: str | None
 
 
 def payload(event: dict[str, Any]) -> dict[str, Any]:
@@ -60,12 +72,12 @@ class EventService:
         self._lock = threading.Lock()
         self._http = requests.Session()
 
-    def record(self, action: str, repository: str, actor: str, address: str, **target: str | None) -> None:
+    def record(self, action: str, repository: str, actor: str, address: str, **target: Unpack[Target]) -> None:
         """Record a push, delete or tag change now (`target`: digest, tag, media_type, request_id)."""
         self.events.record([NewEvent(action, repository, actor, address, **target)], self.webhooks)
 
     def in_transaction(
-        self, action: str, repository: str, actor: str, address: str, **target: str | None
+        self, action: str, repository: str, actor: str, address: str, **target: Unpack[TargetWithoutDigest]
     ) -> Callable[[Any, str], None]:
         """An event to write inside the transaction of the change itself (given the
         connection and the digest, known only then), so the change and its event commit together."""
@@ -76,7 +88,7 @@ class EventService:
 
         return write
 
-    def record_pull(self, repository: str, actor: str, address: str, **target: str | None) -> None:
+    def record_pull(self, repository: str, actor: str, address: str, **target: Unpack[Target]) -> None:
         """Remember a pull; `flush_pulls` writes it within a second."""
         event = NewEvent("pull", repository, actor, address, at=datetime.now(UTC), **target)
         with self._lock:
