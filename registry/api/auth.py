@@ -8,6 +8,7 @@ what the `anonymous` principal was granted.
 from __future__ import annotations
 
 import base64
+import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -50,7 +51,7 @@ class Authenticator:
     authority: TokenAuthority
     trust_proxy: bool = False
     _open_until: float = 0.0
-    # (name, password hash, password) of a recent successful login -> when to check it again
+    # (name, password hash, sha256 of hash and password) of a recent successful login -> when to check it again
     _passwords: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict)
     _lock: Lock = field(default_factory=Lock)
 
@@ -81,7 +82,8 @@ class Authenticator:
             raise TooManyRequests("too many failed logins; try again in a minute")
         account = self.accounts.get(name)
         hashed = account.password_hash if account else None
-        key = (name, hashed or "", password)
+        # A digest, not the password: nothing that could log in is kept in memory.
+        key = (name, hashed or "", hashlib.sha256(f"{hashed}\0{password}".encode()).hexdigest())
         expires = self._passwords.get(key)
         ok = (expires is not None and expires > time.monotonic()) or verify_password(password, hashed)
         if ok and account and account.expires_at and account.expires_at < datetime.now(UTC):
