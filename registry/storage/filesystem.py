@@ -33,6 +33,7 @@ FS_IOC_GETFLAGS = 0x80086601
 FS_IOC_SETFLAGS = 0x40086602
 FS_TOPDIR_FL = 0x00020000
 SYNC_FILE_RANGE_WRITE = 2
+PROC_FDS = "/proc/self/fd"
 
 
 class FilesystemStorage:
@@ -84,8 +85,9 @@ class FilesystemStorage:
         try:
             fd = _unnamed_file(target.parent)
         except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR):  # no O_TMPFILE here: go through uploads/
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.ENOENT):
                 raise
+            # No O_TMPFILE on this filesystem, or no /proc to link one through: go through uploads/.
             state = self.write_upload(self.start_upload(f"put-{os.urandom(8).hex()}"), 0, [data])
             self.commit_upload(state, len(data), digest)
             return
@@ -181,7 +183,9 @@ class FilesystemStorage:
 
 
 def _unnamed_file(directory: Path) -> int:
-    """A file in `directory`'s filesystem that has no name until it is linked."""
+    """A file in `directory`'s filesystem that has no name until it is linked (through /proc)."""
+    if not os.path.isdir(PROC_FDS):
+        raise FileNotFoundError(errno.ENOENT, "no /proc to link an unnamed file through", PROC_FDS)
     try:
         return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
     except FileNotFoundError:
@@ -191,7 +195,7 @@ def _unnamed_file(directory: Path) -> int:
 
 def _link(fd: int, target: Path) -> None:
     """Give an unnamed file a name: `linkat` through /proc, following the fd's link."""
-    fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
+    fds = os.open(PROC_FDS, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.link(str(fd), target, src_dir_fd=fds, follow_symlinks=True)
     finally:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.storage import open_storage
+from registry.storage import filesystem, open_storage
 from registry.storage.base import BlobStorage
 from tests.conftest import new_bucket
 
@@ -92,3 +92,13 @@ def test_small_chunks_are_merged_into_parts_and_join(storage: BlobStorage) -> No
     assert storage.stat(digest(data)) == len(data)
     assert hashlib.sha256(b"".join(storage.read(digest(data)))).digest() == hashlib.sha256(data).digest()
     assert b"".join(storage.read(digest(data), len(data) - 4)) == b"tail"
+
+
+def test_put_without_proc_goes_through_an_upload_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no /proc lets an unnamed file be linked, `put` falls back to a named upload file."""
+    monkeypatch.setattr(filesystem, "PROC_FDS", str(tmp_path / "no-proc"))
+    storage = open_storage(f"file://{tmp_path}/blobs")
+    data = b"stored without O_TMPFILE"
+    storage.put(digest(data), data)
+    assert b"".join(storage.read(digest(data))) == data
+    assert list((tmp_path / "blobs" / "_uploads").iterdir()) == []
