@@ -88,7 +88,6 @@ class SessionIds:
 class Session:
     """A live session: its row in the index, or a fresh one's (offset 0) when it has none yet."""
 
-    id: str
     started: datetime
     row: UploadRow | None
     offset: int
@@ -189,8 +188,8 @@ class UploadService:
         if started is None or (row is not None and row.closed):
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         if row is None:
-            return Session(upload_id, started, None, 0, self.storage.start_upload(upload_id))
-        return Session(upload_id, started, row, row.offset, row.state)
+            return Session(started, None, 0, self.storage.start_upload(upload_id))
+        return Session(started, row, row.offset, row.state)
 
     def offset(self, repository: str, upload_id: str) -> int:
         return self._session(repository, upload_id).offset
