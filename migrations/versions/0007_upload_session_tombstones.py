@@ -1,7 +1,9 @@
 """upload session tombstones
 
 Upload sessions start as signed ids without a row; the row appears with the first byte
-and stays `closed` once the session completes or is cancelled.
+and stays `closed` once the session completes or is cancelled. Sessions open during the
+upgrade have plain uuids, which are no longer valid ids: their clients get
+BLOB_UPLOAD_UNKNOWN and start again, and garbage collection removes the old rows.
 
 Revision ID: 0007
 Revises: 0006
