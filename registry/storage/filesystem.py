@@ -182,9 +182,15 @@ class FilesystemStorage:
         return freed
 
 
+@functools.cache
+def _has_directory(path: str) -> bool:
+    """Asked once per process: /proc does not come and go, and `put` is on the small-blob hot path."""
+    return os.path.isdir(path)
+
+
 def _unnamed_file(directory: Path) -> int:
     """A file in `directory`'s filesystem that has no name until it is linked (through /proc)."""
-    if not os.path.isdir(PROC_FDS):
+    if not _has_directory(PROC_FDS):
         raise FileNotFoundError(errno.ENOENT, "no /proc to link an unnamed file through", PROC_FDS)
     try:
         return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
