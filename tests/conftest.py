@@ -27,6 +27,26 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def dockerd_command(root: Path, *extra: str) -> list[str]:
+    """A private dockerd under `root` (socket `root/docker.sock`): no iptables, no bridge, so it
+    runs beside anything else on the machine and only its own containers see it."""
+    return [
+        "dockerd",
+        "--iptables=false",
+        "--ip6tables=false",
+        "--bridge=none",
+        "--data-root",
+        str(root / "data"),
+        "--exec-root",
+        str(root / "exec"),
+        "--pidfile",
+        str(root / "dockerd.pid"),
+        "-H",
+        f"unix://{root / 'docker.sock'}",
+        *extra,
+    ]
+
+
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from client.layout import Layout  # noqa: E402
 from tests.client.images import layer_tar, random_bytes  # noqa: E402
 from tests.client.servers import Distribution  # noqa: E402
-from tests.conftest import RegistryProcess  # noqa: E402
+from tests.conftest import RegistryProcess, dockerd_command  # noqa: E402
 
 LAYERS = 4
 LAYER_BYTES = 12_500_000
@@ -166,20 +166,7 @@ def _time(command: list[str], env: dict[str, str]) -> float:
 def start_dockerd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = root / "docker.sock"
     process = subprocess.Popen(
-        [
-            "dockerd",
-            "--iptables=false",
-            "--ip6tables=false",
-            "--bridge=none",
-            "--data-root",
-            str(root / "data"),
-            "--exec-root",
-            str(root / "exec"),
-            "--pidfile",
-            str(root / "pid"),
-            "-H",
-            f"unix://{sock}",
-        ],
+        dockerd_command(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -16,33 +16,20 @@ import pytest
 from client.layout import Layout, store_name
 from tests.client.conftest import USERS, Berth
 from tests.client.images import build_image, random_bytes
+from tests.conftest import dockerd_command
 
 pytestmark = pytest.mark.e2e
 
 
 class Docker:
     def __init__(self, root: Path) -> None:
-        dockerd = shutil.which("dockerd")
-        if not dockerd or not shutil.which("docker") or os.geteuid() != 0:
+        if not shutil.which("dockerd") or not shutil.which("docker") or os.geteuid() != 0:
             pytest.skip("dockerd and docker (and root) are needed")
-        self.socket = root / "docker.sock"
+        self.socket = root / "docker.sock"  # where dockerd_command puts it
         self.env = {**os.environ, "DOCKER_HOST": f"unix://{self.socket}", "DOCKER_CONFIG": str(root / "config")}
         self.log = (root / "dockerd.log").open("wb")
         self.process = subprocess.Popen(
-            [
-                dockerd,
-                "--iptables=false",
-                "--ip6tables=false",
-                "--bridge=none",
-                "--data-root",
-                str(root / "data"),
-                "--exec-root",
-                str(root / "exec"),
-                "--pidfile",
-                str(root / "docker.pid"),
-                "-H",
-                f"unix://{self.socket}",
-            ],
+            dockerd_command(root),
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.conftest import dockerd_command
 from tests.e2e.images import build_context, busybox_rootfs, sha256_file, tar_directory
 from tests.e2e.processes import (
     CommandFailed,
@@ -196,24 +197,6 @@ class Docker:
         return self("image", "inspect", ref, check=False).returncode == 0
 
 
-def _dockerd_argv(root: Path, storage_driver: str) -> list[str]:
-    return [
-        "dockerd",
-        "--iptables=false",
-        "--ip6tables=false",
-        "--bridge=none",
-        "--data-root",
-        str(root / "data"),
-        "--exec-root",
-        str(root / "exec"),
-        "--pidfile",
-        str(root / "dockerd.pid"),
-        "-H",
-        f"unix://{root}/docker.sock",
-        f"--storage-driver={storage_driver}",
-    ]
-
-
 @pytest.fixture(scope="session")
 def docker(e2e_dir: Path) -> Iterator[Docker]:
     require_root("a private dockerd")
@@ -231,7 +214,7 @@ def docker(e2e_dir: Path) -> Iterator[Docker]:
     dock = Docker(root=root, env=env, log=root / "dockerd.log")
     failures = []
     for driver in ("overlay2", "vfs"):
-        proc = start_daemon(_dockerd_argv(root, driver), log=dock.log, env=env)
+        proc = start_daemon(dockerd_command(root, f"--storage-driver={driver}"), log=dock.log, env=env)
         try:
             wait_until(
                 lambda: run(["docker", "version"], env=env, check=False, timeout=10).returncode == 0,
