@@ -16,7 +16,6 @@ modules from source on every run (about 20 ms), so the bench compiles them first
 from __future__ import annotations
 
 import argparse
-import gzip
 import os
 import shutil
 import statistics
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from client.layout import Layout  # noqa: E402
-from tests.client.images import layer_tar, random_bytes  # noqa: E402
+from tests.client.images import build_image, random_bytes  # noqa: E402
 from tests.client.servers import Distribution  # noqa: E402
 from tests.conftest import RegistryProcess, dockerd_command  # noqa: E402
 
@@ -40,32 +39,8 @@ LAYER_BYTES = 12_500_000
 
 def build(layout_dir: Path, layer_bytes: int = LAYER_BYTES) -> None:
     """A 4-layer image of incompressible data in an OCI layout, tagged `bench`."""
-    import json
-
-    from registry.oci import mediatypes as mt
-    from registry.oci.digest import digest_bytes
-
-    layout = Layout.open(layout_dir, create=True)
-    layers, diff_ids = [], []
-    for i in range(LAYERS):
-        tar = layer_tar({f"data/{i}.bin": random_bytes(layer_bytes, i)})
-        blob = gzip.compress(tar, compresslevel=1, mtime=0)
-        diff_ids.append(digest_bytes(tar))
-        layers.append({"mediaType": mt.OCI_LAYER_GZIP, "digest": layout.write_blob(blob), "size": len(blob)})
-    config = json.dumps(
-        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids}}
-    ).encode()
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "config": {"mediaType": mt.OCI_CONFIG, "digest": layout.write_blob(config), "size": len(config)},
-            "layers": layers,
-        }
-    ).encode()
-    from registry.oci.manifest import Descriptor
-
-    layout.add(Descriptor(mt.OCI_MANIFEST, layout.write_blob(manifest), len(manifest)), "bench")
+    layers = [{f"data/{i}.bin": random_bytes(layer_bytes, i)} for i in range(LAYERS)]
+    build_image(Layout.open(layout_dir, create=True), "bench", layers)
 
 
 def run(*command: str, env: dict[str, str] | None = None) -> None:
