@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from registry.cli_options import duration, open_database, server_options
+from registry.cli_options import duration, open_registry, server_options
 from registry.config import Settings
 
 if TYPE_CHECKING:
@@ -20,9 +20,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
 
 
 def accounts(settings: Settings) -> Accounts:
-    from registry.metadata.accounts import Accounts
-
-    return Accounts(open_database(settings))
+    return open_registry(settings).accounts
 
 
 def read_password(password_stdin: bool, confirm: bool = True) -> str:

@@ -55,8 +55,8 @@ def serve(settings: Settings) -> None:
     metrics.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
 
-    from registry.api.app import SETTINGS_ENV
     from registry.migrate import upgrade
+    from registry.wiring import SETTINGS_ENV
 
     cert, key = settings.tls_cert or None, settings.tls_key or None
     if bool(cert) != bool(key):
@@ -73,7 +73,7 @@ def serve(settings: Settings) -> None:
     scheme = "https" if cert else "http"
     click.echo(f"berth registry on {scheme}://{settings.listen} (data in {settings.data_dir})", err=True)
     uvicorn.run(
-        "registry.api.app:app_from_environment",
+        "registry.wiring:app_from_environment",
         ssl_certfile=cert,
         ssl_keyfile=key,
         factory=True,

@@ -12,7 +12,7 @@ import click
 from registry.config import Settings, load_settings, parse_duration
 
 if TYPE_CHECKING:
-    from sqlalchemy import Engine
+    from registry.wiring import Registry
 
 
 def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,13 +69,11 @@ SETTING_FLAGS = {
 }
 
 
-def open_database(settings: Settings) -> Engine:
-    """The registry's database, migrated first, as `berth serve` would (imports stay lazy)."""
-    from registry.metadata.db import make_engine
-    from registry.migrate import upgrade
+def open_registry(settings: Settings) -> Registry:
+    """The registry's parts for an admin command, its database migrated first as `berth serve` would."""
+    from registry.wiring import Registry
 
-    upgrade(settings.effective_database_url)
-    return make_engine(settings.effective_database_url)
+    return Registry(settings, migrate=True)
 
 
 def duration(text: str) -> timedelta:

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
 
 import click
 
-from registry.cli_options import duration, open_database, server_options
+from registry.cli_options import duration, open_registry, server_options
 from registry.config import Settings
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
-
-    from registry.service.policies import PolicyService
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
 POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
@@ -30,13 +24,6 @@ def parse_size(text: str) -> int:
     return int(number * POWERS[unit[:1]])
 
 
-def policies(engine: Engine) -> PolicyService:
-    from registry.metadata.policies import Policies
-    from registry.service.policies import PolicyService
-
-    return PolicyService(Policies(engine))
-
-
 @click.command()
 @click.option("--dry-run", is_flag=True, help="Show what would be removed, remove nothing.")
 @click.option("--untagged", is_flag=True, default=None, help="Also remove untagged manifests (env BERTH_GC_UNTAGGED).")
@@ -44,19 +31,10 @@ def policies(engine: Engine) -> PolicyService:
 @server_options
 def gc(settings: Settings, dry_run: bool, untagged: bool | None, grace: str | None) -> None:
     """Remove unreferenced blobs, expired uploads, tags retention drops and (with --untagged) untagged manifests."""
-    from registry.metadata.collect import Collector
-    from registry.service.gc import GarbageCollector
     from registry.service.policies import human
-    from registry.storage import open_storage
 
     period = duration(grace or settings.gc_grace)
-    engine = open_database(settings)
-    collector = GarbageCollector(
-        Collector(engine),
-        open_storage(settings.effective_storage, settings.s3_endpoint or None),
-        policies(engine),
-        settings.upload_session_lifetime,
-    )
+    collector = open_registry(settings).collector
     report = collector.run(period, untagged=settings.gc_untagged if untagged is None else untagged, dry_run=dry_run)
     if report is None:
         raise click.ClickException("another replica is collecting garbage right now; try again later")
@@ -83,7 +61,7 @@ def usage(settings: Settings, by: str, exact: bool) -> None:
     """Storage per repository or namespace: deduplicated (unique blobs) and logical (as pulled)."""
     from registry.service.policies import human
 
-    service = policies(open_database(settings))
+    service = open_registry(settings).policies
     fmt = str if exact else human
     click.echo(f"{by.upper():40} {'UNIQUE':>12} {'LOGICAL':>12}")
     for row in service.usage(by_namespace=by == "namespace"):
@@ -102,7 +80,7 @@ def quota() -> None:
 @server_options
 def quota_set(settings: Settings, pattern: str, size: str) -> None:
     """Limit the repositories matching PATTERN (`team/*`) to SIZE (`50GiB`)."""
-    policies(open_database(settings)).policies.set_quota(pattern, parse_size(size))
+    open_registry(settings).policies.policies.set_quota(pattern, parse_size(size))
     click.echo(f"quota of {pattern} set to {size}")
 
 
@@ -111,7 +89,7 @@ def quota_set(settings: Settings, pattern: str, size: str) -> None:
 @server_options
 def quota_rm(settings: Settings, pattern: str) -> None:
     """Remove the quota of PATTERN."""
-    if not policies(open_database(settings)).policies.remove_quota(pattern):
+    if not open_registry(settings).policies.policies.remove_quota(pattern):
         raise click.ClickException(f"no quota on {pattern}")
     click.echo(f"quota of {pattern} removed")
 
@@ -122,7 +100,7 @@ def quota_list(settings: Settings) -> None:
     """Quotas with what they use now."""
     from registry.service.policies import human
 
-    service = policies(open_database(settings))
+    service = open_registry(settings).policies
     for pattern, limit in service.policies.quotas():
         click.echo(f"{pattern}\t{human(service.policies.pattern_usage(pattern))} of {human(limit)}")
 
@@ -147,9 +125,7 @@ def retention_set(
     if keep_last is None and max_age is None:
         raise click.UsageError("give --keep, --max-age or both")
     max_age_seconds = int(duration(max_age).total_seconds()) if max_age else None
-    policies(open_database(settings)).policies.set_retention(
-        Retention(pattern, tag_pattern, keep_last, max_age_seconds)
-    )
+    open_registry(settings).policies.policies.set_retention(Retention(pattern, tag_pattern, keep_last, max_age_seconds))
     click.echo(f"retention for {pattern} tags {tag_pattern} set")
 
 
@@ -159,7 +135,7 @@ def retention_set(
 @server_options
 def retention_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Remove a retention policy."""
-    if not policies(open_database(settings)).policies.remove_retention(pattern, tag_pattern):
+    if not open_registry(settings).policies.policies.remove_retention(pattern, tag_pattern):
         raise click.ClickException(f"no retention policy for {pattern} tags {tag_pattern}")
     click.echo("removed")
 
@@ -168,7 +144,7 @@ def retention_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def retention_list(settings: Settings) -> None:
     """List retention policies."""
-    for p in policies(open_database(settings)).policies.retention():
+    for p in open_registry(settings).policies.policies.retention():
         age = f" max-age {p.max_age_seconds}s" if p.max_age_seconds is not None else ""
         keep = f" keep {p.keep_last}" if p.keep_last is not None else ""
         click.echo(f"{p.pattern}\ttags {p.tag_pattern}{keep}{age}")
@@ -179,7 +155,7 @@ def retention_list(settings: Settings) -> None:
 @server_options
 def retention_apply(settings: Settings, dry_run: bool) -> None:
     """Delete the tags the policies no longer keep, now."""
-    for tag in policies(open_database(settings)).apply_retention(dry_run):
+    for tag in open_registry(settings).policies.apply_retention(dry_run):
         click.echo(f"{'would remove' if dry_run else 'removed'} tag {tag.repository}:{tag.tag}")
 
 
@@ -194,7 +170,7 @@ def immutable() -> None:
 @server_options
 def immutable_add(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Make tags matching TAG_PATTERN (`v*`) in repositories matching PATTERN immutable."""
-    policies(open_database(settings)).policies.add_immutable(pattern, tag_pattern)
+    open_registry(settings).policies.policies.add_immutable(pattern, tag_pattern)
     click.echo(f"tags {tag_pattern} of {pattern} are immutable")
 
 
@@ -204,7 +180,7 @@ def immutable_add(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def immutable_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
     """Remove an immutability rule."""
-    if not policies(open_database(settings)).policies.remove_immutable(pattern, tag_pattern):
+    if not open_registry(settings).policies.policies.remove_immutable(pattern, tag_pattern):
         raise click.ClickException("no such rule")
     click.echo("removed")
 
@@ -213,7 +189,7 @@ def immutable_rm(settings: Settings, pattern: str, tag_pattern: str) -> None:
 @server_options
 def immutable_list(settings: Settings) -> None:
     """List immutability rules."""
-    for pattern, tag_pattern in policies(open_database(settings)).policies.immutable():
+    for pattern, tag_pattern in open_registry(settings).policies.policies.immutable():
         click.echo(f"{pattern}\t{tag_pattern}")
 
 
@@ -226,9 +202,7 @@ def events(settings: Settings, repository: str | None, limit: int, output: str) 
     """The newest events: who pushed, pulled or deleted what, when, from where."""
     import json
 
-    from registry.metadata.events import Events
-
-    for row in Events(open_database(settings)).recent(limit, repository):
+    for row in open_registry(settings).events.recent(limit, repository):
         if output == "json":
             click.echo(json.dumps(row, default=str))
             continue

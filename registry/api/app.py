@@ -1,69 +1,36 @@
-"""`create_app(settings)`: builds the storage, the index and the services, explicitly."""
+"""`build_app(parts)`: the HTTP application over a wired registry (see registry/wiring.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import secrets
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
-from registry.api.auth import Authenticator
-from registry.api.base import Services
 from registry.api.errors import http_error, registry_error, storage_error
 from registry.api.observe import GC_BYTES, GC_RUNS, Observe, configure_access_log
 from registry.api.routes import ROUTES
-from registry.auth.tokens import TokenAuthority, generate_key_pem
 from registry.config import Settings, parse_duration
 from registry.errors import RegistryError
-from registry.metadata.accounts import Accounts
-from registry.metadata.collect import Collector
-from registry.metadata.db import make_engine
-from registry.metadata.events import Events
-from registry.metadata.manifests import ManifestIndex
-from registry.metadata.policies import Policies
-from registry.service.blobs import BlobService
 from registry.service.events import EventService
 from registry.service.gc import GarbageCollector
-from registry.service.manifests import ManifestService
-from registry.service.policies import PolicyService
-from registry.service.uploads import HasherCache, SessionIds, UploadService
-from registry.storage import open_storage
-from registry.storage.base import BlobStorage
 
-SETTINGS_ENV = "BERTH_SETTINGS_JSON"
+if TYPE_CHECKING:
+    from registry.wiring import Registry
+
 LOG = logging.getLogger("berth.registry")
-THREADS = 32
 
 
-def create_app(settings: Settings) -> Starlette:
-    storage = open_storage(settings.effective_storage, settings.s3_endpoint or None, settings.s3_redirect)
-    engine = make_engine(settings.effective_database_url)
-    index = ManifestIndex(engine)
-    accounts = Accounts(engine)
-    authority = TokenAuthority(
-        accounts.signing_key("primary", generate_key_pem), settings.auth_service, settings.auth_service
-    )
-    policies = PolicyService(Policies(engine))
-    session_lifetime = settings.upload_session_lifetime
-    session_ids = SessionIds(
-        accounts.signing_key("upload-sessions", lambda: secrets.token_hex(32)).encode(), session_lifetime
-    )
-    collector = GarbageCollector(Collector(engine), storage, policies, session_lifetime)
-
-    executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="berth")
-
-    webhooks = [u.strip() for u in settings.webhook_urls.split(",") if u.strip()]
-    events = EventService(Events(engine), webhooks, settings.webhook_secret)
+def build_app(parts: Registry) -> Starlette:
+    settings, events, collector, executor = parts.settings, parts.events, parts.collector, parts.executor
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -87,32 +54,11 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.settings = settings
     app.state.events = events
-    app.state.readiness = lambda: readiness(engine, storage)
+    app.state.readiness = parts.readiness
     configure_access_log(settings.log_level in ("info", "debug"))
-    app.state.auth = Authenticator(accounts, authority, trust_proxy=settings.trust_proxy)
-    app.state.services = Services(
-        blobs=BlobService(index, storage),
-        uploads=UploadService(index, storage, HasherCache(), policies, session_ids),
-        manifests=ManifestService(index, policies),
-        executor=executor,
-        inline_reads=index.inline_reads,
-    )
+    app.state.auth = parts.authenticator
+    app.state.services = parts.services
     return app
-
-
-def readiness(engine: Engine, storage: BlobStorage) -> list[str]:
-    """Problems that make this replica unable to serve: the database and the blob store."""
-    problems = []
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except Exception as exc:
-        problems.append(f"database: {exc}")
-    try:
-        storage.stat("sha256:" + "0" * 64)
-    except Exception as exc:
-        problems.append(f"storage: {exc}")
-    return problems
 
 
 async def publish_events(events: EventService, executor: ThreadPoolExecutor) -> None:
@@ -151,8 +97,3 @@ async def collect_periodically(collector: GarbageCollector, settings: Settings) 
                 len(report.uploads),
                 report.bytes_reclaimed,
             )
-
-
-def app_from_environment() -> Starlette:
-    """The factory uvicorn's worker processes call: settings arrive as JSON in the environment."""
-    return create_app(Settings.from_json(os.environ[SETTINGS_ENV]))

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from starlette.requests import Request
 
@@ -18,6 +18,7 @@ from registry.service.manifests import ManifestService
 from registry.service.uploads import UploadService, UploadWriter
 
 T = TypeVar("T")
+P = ParamSpec("P")
 SMALL_BODY = 1024 * 1024
 
 
@@ -34,18 +35,18 @@ def services(request: Request) -> Services:
     return request.app.state.services
 
 
-async def call(request: Request, function: Callable[..., T], *args: Any) -> T:
+async def call(request: Request, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """Run blocking service code on the registry's thread pool (cheaper than anyio's hop)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(services(request).executor, partial(function, *args))
+    return await loop.run_in_executor(services(request).executor, partial(function, *args, **kwargs))
 
 
-async def read(request: Request, function: Callable[..., T], *args: Any) -> T:
+async def read(request: Request, function: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
     """A one-query read of the index: on SQLite it takes microseconds, less than a thread
     hop, so it runs right here; on a networked database it goes to the pool."""
     if services(request).inline_reads:
-        return function(*args)
-    return await call(request, function, *args)
+        return function(*args, **kwargs)
+    return await call(request, function, *args, **kwargs)
 
 
 def repository(request: Request) -> str:

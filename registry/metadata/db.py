@@ -70,6 +70,12 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def ping(engine: Engine) -> None:
+    """One round trip to the database; raises when it cannot answer."""
+    with engine.connect() as conn:
+        conn.exec_driver_sql("SELECT 1")
+
+
 class WriterLock:
     """Queues SQLite writers: a thread lock within the process, `flock` across processes."""
 

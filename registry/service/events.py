@@ -88,6 +88,10 @@ class EventService:
 
         return write
 
+    def recent(self, limit: int, repository: str | None = None) -> list[dict[str, Any]]:
+        """The newest events first, optionally of one repository."""
+        return self.events.recent(limit, repository)
+
     def record_pull(self, repository: str, actor: str, address: str, **target: Unpack[Target]) -> None:
         """Remember a pull; `flush_pulls` writes it within a second."""
         event = NewEvent("pull", repository, actor, address, at=datetime.now(UTC), **target)

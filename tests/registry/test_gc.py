@@ -12,12 +12,8 @@ import requests
 from sqlalchemy import text
 
 from registry.config import load_settings
-from registry.metadata.collect import Collector
-from registry.metadata.db import make_engine
-from registry.metadata.policies import Policies
 from registry.service.gc import GarbageCollector
-from registry.service.policies import PolicyService
-from registry.storage import open_storage
+from registry.wiring import Registry
 from tests.conftest import RegistryProcess
 from tests.registry.conftest import OCI_INDEX, OCI_MANIFEST, Api, berth, sha256
 
@@ -35,13 +31,7 @@ def in_process_collector(server: RegistryProcess) -> GarbageCollector:
         storage=flags.get("--storage"),
         s3_endpoint=flags.get("--s3-endpoint"),
     )
-    engine = make_engine(settings.effective_database_url)
-    return GarbageCollector(
-        Collector(engine),
-        open_storage(settings.effective_storage, settings.s3_endpoint or None),
-        PolicyService(Policies(engine)),
-        settings.upload_session_lifetime,
-    )
+    return Registry(settings).collector
 
 
 def test_unreferenced_blob_survives_grace_then_goes(server: RegistryProcess) -> None:

@@ -1,0 +1,175 @@
+"""The composition root: every part of the registry, built once from the settings.
+
+`berth serve` (through `create_app`), every admin command and the tests take their parts
+from a `Registry`, so storage, the database, the indexes, the services and auth are wired in
+this one place. Each part is built on first use: `berth quota ls` opens the database and
+nothing else, and importing this module costs nothing beyond the settings.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from registry.config import Settings
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from sqlalchemy import Engine
+    from starlette.applications import Starlette
+
+    from registry.api.auth import Authenticator
+    from registry.api.base import Services
+    from registry.auth.tokens import TokenAuthority
+    from registry.metadata.accounts import Accounts
+    from registry.metadata.manifests import ManifestIndex
+    from registry.service.events import EventService
+    from registry.service.gc import GarbageCollector
+    from registry.service.policies import PolicyService
+    from registry.service.uploads import SessionIds
+    from registry.storage.base import BlobStorage
+
+SETTINGS_ENV = "BERTH_SETTINGS_JSON"
+THREADS = 32
+
+
+class Registry:
+    """The parts of one registry process. `migrate=True` applies pending migrations before
+    the database is first used (admin commands); `berth serve` migrates once, before its
+    workers start, so the workers do not."""
+
+    def __init__(self, settings: Settings, migrate: bool = False) -> None:
+        self.settings = settings
+        self.migrate = migrate
+
+    # bytes and the index -------------------------------------------------------------
+
+    @cached_property
+    def storage(self) -> BlobStorage:
+        from registry.storage import open_storage
+
+        settings = self.settings
+        return open_storage(settings.effective_storage, settings.s3_endpoint or None, settings.s3_redirect)
+
+    @cached_property
+    def database(self) -> Engine:
+        from registry.metadata.db import make_engine
+
+        url = self.settings.effective_database_url
+        if self.migrate:
+            from registry.migrate import upgrade
+
+            upgrade(url)
+        return make_engine(url)
+
+    @cached_property
+    def index(self) -> ManifestIndex:
+        from registry.metadata.manifests import ManifestIndex
+
+        return ManifestIndex(self.database)
+
+    @cached_property
+    def accounts(self) -> Accounts:
+        from registry.metadata.accounts import Accounts
+
+        return Accounts(self.database)
+
+    # rules ---------------------------------------------------------------------------
+
+    @cached_property
+    def policies(self) -> PolicyService:
+        from registry.metadata.policies import Policies
+        from registry.service.policies import PolicyService
+
+        return PolicyService(Policies(self.database))
+
+    @cached_property
+    def collector(self) -> GarbageCollector:
+        from registry.metadata.collect import Collector
+        from registry.service.gc import GarbageCollector
+
+        return GarbageCollector(
+            Collector(self.database), self.storage, self.policies, self.settings.upload_session_lifetime
+        )
+
+    @cached_property
+    def events(self) -> EventService:
+        from registry.metadata.events import Events
+        from registry.service.events import EventService
+
+        webhooks = [url.strip() for url in self.settings.webhook_urls.split(",") if url.strip()]
+        return EventService(Events(self.database), webhooks, self.settings.webhook_secret)
+
+    @cached_property
+    def session_ids(self) -> SessionIds:
+        from registry.service.uploads import SessionIds
+
+        secret = self.accounts.signing_key("upload-sessions", lambda: secrets.token_hex(32))
+        return SessionIds(secret.encode(), self.settings.upload_session_lifetime)
+
+    @cached_property
+    def authority(self) -> TokenAuthority:
+        from registry.auth.tokens import TokenAuthority, generate_key_pem
+
+        service = self.settings.auth_service
+        return TokenAuthority(self.accounts.signing_key("primary", generate_key_pem), service, service)
+
+    # what the HTTP layer is handed -----------------------------------------------------
+
+    @cached_property
+    def executor(self) -> ThreadPoolExecutor:
+        from concurrent.futures import ThreadPoolExecutor
+
+        return ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="berth")
+
+    @cached_property
+    def services(self) -> Services:
+        from registry.api.base import Services
+        from registry.service.blobs import BlobService
+        from registry.service.manifests import ManifestService
+        from registry.service.uploads import HasherCache, UploadService
+
+        index = self.index
+        return Services(
+            blobs=BlobService(index, self.storage),
+            uploads=UploadService(index, self.storage, HasherCache(), self.policies, self.session_ids),
+            manifests=ManifestService(index, self.policies),
+            executor=self.executor,
+            inline_reads=index.inline_reads,
+        )
+
+    @cached_property
+    def authenticator(self) -> Authenticator:
+        from registry.api.auth import Authenticator
+
+        return Authenticator(self.accounts, self.authority, trust_proxy=self.settings.trust_proxy)
+
+    def readiness(self) -> list[str]:
+        """Problems that make this replica unable to serve: the database and the blob store."""
+        from registry.metadata.db import ping
+
+        problems = []
+        try:
+            ping(self.database)
+        except Exception as exc:
+            problems.append(f"database: {exc}")
+        try:
+            self.storage.stat("sha256:" + "0" * 64)
+        except Exception as exc:
+            problems.append(f"storage: {exc}")
+        return problems
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The ASGI application of `berth serve`, wired from `settings`."""
+    from registry.api.app import build_app
+
+    return build_app(Registry(settings))
+
+
+def app_from_environment() -> Starlette:
+    """The factory uvicorn's worker processes call: settings arrive as JSON in the environment."""
+    return create_app(Settings.from_json(os.environ[SETTINGS_ENV]))
