@@ -1,5 +1,7 @@
 """The engine's `berth` commands: run, ps, logs, stop, kill, rm, exec, rmi, container inspect.
 
+A front door: each command turns its arguments into calls on the engine's services
+(`engine/service/`) and their results into output; the rules and the state are theirs.
 Only click is imported at module level; every command imports the engine lazily so
 that the root group (and so `berth run`) starts fast. Exit codes follow docker's:
 125 when berth itself fails, 126 when the command cannot be run, 127 when it is not
@@ -19,7 +21,6 @@ import click
 
 F = TypeVar("F", bound=Callable[..., Any])
 ENGINE_FAILED = 125
-_NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 
 
 def fail(message: str, code: int = ENGINE_FAILED) -> None:
@@ -28,14 +29,9 @@ def fail(message: str, code: int = ENGINE_FAILED) -> None:
 
 
 def _require_root(what: str) -> None:
-    if os.geteuid() != 0:
-        fail(
-            f"{what} needs root: it creates namespaces, mounts overlayfs and writes cgroups "
-            "(run it with sudo; rootless containers are not supported)"
-        )
-    missing = [ns for ns in _NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
-    if missing:
-        fail(f"this kernel lacks {', '.join(missing)} namespaces (CONFIG_{missing[0].upper()}_NS)")
+    from engine.service.lifecycle import require_host
+
+    require_host(what)
 
 
 def _describe(exc: Exception) -> tuple[int, str] | None:
@@ -44,12 +40,13 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
     The exception classes are imported only once something failed, keeping `run` fast.
     """
     from client.errors import ClientError
-    from engine.cgroups import CgroupUnavailable
-    from engine.container import ContainerNotFound, NameInUse
-    from engine.init import StartError
-    from engine.lifecycle import ContainerStateError, UsageError
-    from engine.store import ImageNotFound, PlatformMismatch
-    from engine.unpack import DigestMismatch, UnsafeLayer
+    from engine.runtime.cgroups import CgroupUnavailable
+    from engine.runtime.init import StartError
+    from engine.service.containers import ContainerNotFound, ContainerStateError, NameInUse
+    from engine.service.images import ImageNotFound, PlatformMismatch
+    from engine.service.lifecycle import HostUnsupported
+    from engine.service.specs import UsageError
+    from engine.service.unpack import DigestMismatch, UnsafeLayer
 
     if isinstance(exc, StartError):
         return exc.code, exc.message
@@ -60,6 +57,7 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
         ImageNotFound
         | PlatformMismatch
         | UsageError
+        | HostUnsupported
         | NameInUse
         | CgroupUnavailable
         | UnsafeLayer
@@ -89,11 +87,9 @@ def _handled(func: F) -> F:
 
 
 def _stores() -> tuple[Any, Any]:
-    from engine.container import ContainerStore
-    from engine.store import ImageStore, Paths
+    from engine.service.lifecycle import stores
 
-    paths = Paths.default()
-    return ImageStore(paths), ContainerStore(paths.containers)
+    return stores()
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -137,7 +133,9 @@ def run(
     _require_root("berth run")
     if tty and (detach or not sys.stdin.isatty()):
         fail("the input device is not a TTY" if not detach else "-t with -d needs `attach`, which berth lacks")
-    from engine import lifecycle, store, supervisor
+    from engine.service import images as store
+    from engine.service import lifecycle
+    from engine.service.specs import RunOptions
 
     images, containers = _stores()
     try:
@@ -146,8 +144,7 @@ def run(
         click.echo(f"Unable to find image '{image}' locally", err=True)
         store.pull(image, quiet=quiet)
         resolved = images.resolve(image)
-    layers = store.ensure_layers(images, resolved)
-    options = lifecycle.RunOptions(
+    options = RunOptions(
         command=list(command),
         entrypoint=kw["entrypoint"],
         env=list(kw["env"]),
@@ -164,13 +161,13 @@ def run(
         init=kw["init"],
         auto_remove=kw["auto_remove"],
     )
-    container = lifecycle.create(containers, lifecycle.build_spec(resolved, options), name)
+    container = lifecycle.create(images, containers, resolved, options, name)
     if detach:
-        supervisor.start_detached(container, layers)
+        lifecycle.start_detached(images, container)
         click.echo(container.id)
         return
     stdio = None if interactive or tty else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
-    code = supervisor.supervise(container, layers, stdio=stdio, forward_signals=True)
+    code = lifecycle.start(images, container, stdio=stdio, forward_signals=True)
     if code == 137 and container.oom_killed:
         click.echo(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
     # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.
@@ -185,10 +182,8 @@ def run(
 @_handled
 def ps(show_all: bool, quiet: bool) -> None:
     """List containers."""
-    from engine.container import Status
-
     _, containers = _stores()
-    rows = [c for c in containers.list() if show_all or c.status is Status.RUNNING]
+    rows = containers.list(running_only=not show_all)
     if quiet:
         for c in rows:
             click.echo(c.id[:12])
@@ -214,7 +209,7 @@ def _clip(text: str, width: int) -> str:
 @_handled
 def logs(container: str, follow: bool) -> None:
     """Print a detached container's output."""
-    from engine.lifecycle import follow_log
+    from engine.service.lifecycle import follow_log
 
     _, containers = _stores()
     follow_log(containers.get(container), sys.stdout.buffer, follow)
@@ -235,7 +230,7 @@ def logs(container: str, follow: bool) -> None:
 def stop(names: tuple[str, ...], timeout: float) -> None:
     """Stop running containers (SIGTERM, then SIGKILL)."""
     _require_root("berth stop")
-    from engine.lifecycle import stop as stop_container
+    from engine.service.lifecycle import stop as stop_container
 
     _, containers = _stores()
     for name in names:
@@ -250,13 +245,13 @@ def stop(names: tuple[str, ...], timeout: float) -> None:
 def kill(names: tuple[str, ...], sig: str) -> None:
     """Send a signal to containers' PID 1."""
     _require_root("berth kill")
-    from engine.lifecycle import ContainerStateError, parse_signal, send_signal
+    from engine.service.lifecycle import kill as kill_container
+    from engine.service.specs import parse_signal
 
     _, containers = _stores()
     number = parse_signal(sig)
     for name in names:
-        if not send_signal(containers.get(name), number):
-            raise ContainerStateError(f"container {name} is not running")
+        kill_container(containers.get(name), number)
         click.echo(name)
 
 
@@ -267,7 +262,7 @@ def kill(names: tuple[str, ...], sig: str) -> None:
 def rm(names: tuple[str, ...], force: bool) -> None:
     """Remove containers."""
     _require_root("berth rm")
-    from engine.lifecycle import remove
+    from engine.service.lifecycle import remove
 
     _, containers = _stores()
     for name in names:
@@ -293,7 +288,7 @@ def exec_(
 ) -> None:
     """Run COMMAND inside a running container."""
     _require_root("berth exec")
-    from engine.nsenter import exec_in
+    from engine.service.lifecycle import exec_in
 
     _, containers = _stores()
     code = exec_in(
@@ -308,21 +303,11 @@ def exec_(
 @_handled
 def rmi(images: tuple[str, ...], force: bool) -> None:
     """Remove images from the local store (and unpacked layers nothing uses any more)."""
-    from engine.lifecycle import ContainerStateError
-    from engine.store import ImageNotFound, prune_layers
+    from engine.service.lifecycle import remove_images
 
     store, containers = _stores()
-    all_containers = containers.list()
-    for name in images:
-        ref = store.find(name)
-        if ref is None:
-            raise ImageNotFound(f"no such image: {name}")
-        image = store.resolve(ref)
-        users = [c.name for c in all_containers if c.spec.image_id == image.id]
-        if users and not force:
-            raise ContainerStateError(f"image {ref} is used by container(s) {', '.join(users)} (rm them, or rmi -f)")
-        click.echo(f"Untagged: {store.remove(ref)}")
-    prune_layers(store, {d for c in all_containers for d in c.spec.layers})
+    for ref in remove_images(store, containers, list(images), force):
+        click.echo(f"Untagged: {ref}")
 
 
 @click.group()
@@ -335,7 +320,7 @@ def container() -> None:
 @_handled
 def inspect(names: tuple[str, ...]) -> None:
     """Show containers' configuration and state as JSON (docker's shape)."""
-    from engine.lifecycle import inspect as describe
+    from engine.service.lifecycle import inspect as describe
 
     _, containers = _stores()
     click.echo(json.dumps([describe(containers.get(n)) for n in names], indent=2))

@@ -32,8 +32,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from engine.rootfs import merge_layer  # noqa: E402
-from engine.store import ImageStore, Paths, ensure_layers  # noqa: E402
+from engine.runtime.rootfs import merge_layer  # noqa: E402
+from engine.service.images import ImageStore, ensure_layers  # noqa: E402
+from engine.service.paths import Paths  # noqa: E402
 from tests.engine.images import IMAGE, TarBuilder, busybox_base, standard_image, write_image  # noqa: E402
 
 Timings = list[float]
@@ -311,7 +312,7 @@ def main() -> None:
 
 def unmount_under(work: Path) -> None:
     """Detach whatever podman or dockerd left mounted in the scratch directory."""
-    from engine import syscalls
+    from engine.runtime import syscalls
 
     with open("/proc/self/mountinfo") as f:
         points = [line.split()[4] for line in f if line.split()[4].startswith(str(work))]

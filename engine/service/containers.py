@@ -18,7 +18,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from engine.cgroups import Limits
+from engine.runtime.cgroups import Limits
+from engine.runtime.process import alive
+from engine.runtime.rootfs import Mount
 
 
 class Status(Enum):
@@ -44,15 +46,12 @@ class ContainerNotFound(LookupError):
     pass
 
 
+class ContainerStateError(RuntimeError):
+    """The operation does not fit the container's state (e.g. rm of a running one)."""
+
+
 class NameInUse(ValueError):
     pass
-
-
-@dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    readonly: bool = False
 
 
 @dataclass
@@ -80,26 +79,6 @@ class Spec:
         doc["mounts"] = [Mount(**m) for m in doc.get("mounts", [])]
         doc["limits"] = Limits(**doc.get("limits", {}))
         return cls(**doc)
-
-
-def process_start_time(pid: int) -> int | None:
-    """Field 22 of /proc/PID/stat (clock ticks since boot): pid plus this names one process.
-
-    None for a process that is gone, or a zombie: it has exited, whoever reaps it and when.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    fields = data[data.rindex(b")") + 2 :].split()
-    if fields[0] in (b"Z", b"X"):
-        return None
-    return int(fields[19])
-
-
-def alive(pid: int | None, start: int | None) -> bool:
-    return bool(pid) and start is not None and process_start_time(pid) == start  # type: ignore[arg-type]
 
 
 @dataclass
@@ -229,7 +208,8 @@ class ContainerStore:
             container.save()
         return container
 
-    def list(self) -> list[Container]:
+    def list(self, *, running_only: bool = False) -> list[Container]:
+        """Newest first; `running_only` as `ps` without `-a`."""
         out = []
         for entry in self.root.iterdir() if self.root.is_dir() else []:
             if not entry.name.startswith("."):
@@ -237,6 +217,8 @@ class ContainerStore:
                     out.append(Container.load(entry))
                 except (OSError, ValueError, KeyError, TypeError):
                     continue
+        if running_only:
+            out = [c for c in out if c.status is Status.RUNNING]
         return sorted(out, key=lambda c: c.created, reverse=True)
 
     def get(self, key: str) -> Container:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine.service.paths import Paths
+
 if TYPE_CHECKING:
     from client.layout import Layout
 
@@ -33,51 +35,6 @@ class ImageNotFound(LookupError):
 
 class PlatformMismatch(ValueError):
     """The image exists, but not for this machine's os/architecture."""
-
-
-@dataclass(frozen=True)
-class Paths:
-    """Where everything lives under one root ($BERTH_ROOT)."""
-
-    root: Path
-
-    @property
-    def images(self) -> Path:
-        return self.root / "images"
-
-    @property
-    def layers(self) -> Path:
-        return self.root / "layers"
-
-    @property
-    def containers(self) -> Path:
-        return self.root / "containers"
-
-    def layer(self, digest: str) -> Path:
-        algorithm, _, hexpart = digest.partition(":")
-        return self.layers / algorithm / hexpart
-
-    @property
-    def resolve_cache(self) -> Path:
-        return self.root / "resolved-images.json"
-
-    @classmethod
-    def default(cls) -> Paths:
-        """Absolute, so that the detached supervisor's chdir("/") changes nothing."""
-        return cls(berth_root().absolute())
-
-
-def berth_root() -> Path:
-    """$BERTH_ROOT, else /var/lib/berth for root and ~/.local/share/berth for others.
-
-    The same rule as `client.layout.berth_root` (a test holds them equal), repeated here
-    so that `berth run` need not import the client's layout code.
-    """
-    if os.environ.get("BERTH_ROOT"):
-        return Path(os.environ["BERTH_ROOT"])
-    if os.geteuid() == 0:
-        return Path("/var/lib/berth")
-    return Path.home() / ".local" / "share" / "berth"
 
 
 @dataclass
@@ -241,7 +198,7 @@ def _unpack(store: ImageStore, digest: str, target: Path) -> None:
     import shutil
     import tempfile
 
-    from engine.unpack import unpack_layer
+    from engine.service.unpack import unpack_layer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=".unpack-"))

@@ -1,4 +1,4 @@
-"""Container networking: `none` (a fresh network namespace with only `lo`, up) or `host`.
+"""Network namespace plumbing: `none` (a fresh namespace with only `lo`, up) or `host` (none of its own).
 
 `lo` is brought up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on a throw-away socket: two
 system calls through the standard library, where `ip link set lo up` would cost a
@@ -12,7 +12,7 @@ import _socket
 import fcntl
 import struct
 
-from engine import syscalls
+from engine.runtime import syscalls
 
 MODES = ("none", "host")
 
@@ -43,7 +43,3 @@ def setup(mode: str) -> None:
     """Configure the namespace the calling process is in (called inside the container)."""
     if mode == "none":
         bring_up("lo")
-
-
-def hosts_file(hostname: str) -> str:
-    return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"

@@ -13,10 +13,9 @@ from __future__ import annotations
 import os
 import signal
 
-from engine import cgroups
-from engine import syscalls as sc
-from engine.container import Container
-from engine.init import (
+from engine.runtime import cgroups
+from engine.runtime import syscalls as sc
+from engine.runtime.init import (
     SETUP_FAILED,
     StartError,
     drop_privileges,
@@ -27,8 +26,7 @@ from engine.init import (
     reset_signals,
     resolve_user,
 )
-from engine.lifecycle import ContainerStateError, merge_env
-from engine.supervisor import exit_code, read_all, relay_signals, start_error
+from engine.runtime.supervisor import exit_code, read_all, relay_signals, start_error
 
 _ORDER = (
     ("ipc", sc.CLONE_NEWIPC),
@@ -40,27 +38,24 @@ _ORDER = (
 
 
 def exec_in(
-    container: Container,
+    pid: int,
+    cgroup: cgroups.Cgroup | None,
     args: list[str],
     *,
     env: list[str],
-    user: str | None,
-    workdir: str | None,
+    user: str,
+    cwd: str,
+    hostname: str,
     interactive: bool = False,
 ) -> int:
-    """Run `args` in the container, wait for it, and return its exit code (raises StartError).
+    """Run `args` beside PID 1 `pid`, wait for it, and return its exit code (raises StartError).
 
     Without `interactive` the process reads /dev/null, as with docker exec.
     """
-    if not container.is_running():
-        raise ContainerStateError(f"container {container.name} is not running")
-    pid = container.pid
-    spec = container.spec
     proc = f"/proc/{pid}"
     fds = {name: os.open(f"{proc}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, _ in _ORDER}
     pid_ns = os.open(f"{proc}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     root = os.open(f"{proc}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    cgroup = cgroups.from_json(container.cgroup) if container.cgroup else None
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     shares_terminal = interactive and os.isatty(0)
@@ -84,10 +79,10 @@ def exec_in(
                 sc.setns(fds[name], flag)
             os.fchdir(root)
             os.chroot(".")
-            who = resolve_user(user if user is not None else spec.user)
-            environ = environment(merge_env(spec.env, env), who, spec.hostname)
+            who = resolve_user(user)
+            environ = environment(env, who, hostname)
             drop_privileges(who, keep_mknod=cgroup is not None and cgroup.restricts_devices)
-            os.chdir(workdir or spec.cwd)
+            os.chdir(cwd)
             path = find_executable(args[0], environ["PATH"])
             sc.set_parent_death_signal(signal.SIGKILL)
             execute(path, args, environ)

@@ -14,10 +14,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
-from engine import syscalls as sc
-from engine.container import Mount
+from engine.runtime import syscalls as sc
+
+# overlayfs marks a directory that hides the layers below it with this xattr (value "y").
+OPAQUE_XATTR = "trusted.overlay.opaque"
 
 MASKED_PATHS = (
     "/proc/acpi",
@@ -44,6 +47,15 @@ DEV_LINKS = (
 )
 _NOEXEC = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
 _MAX_LINKS = 40
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind of host path `source` at `target` inside the container."""
+
+    source: str
+    target: str
+    readonly: bool = False
 
 
 def secure_join(root: str, path: str) -> str:
@@ -134,8 +146,6 @@ def merge_layer(layer: Path, target: Path) -> None:
     hundreds of copies of one binary).
     """
     import shutil
-
-    from engine.unpack import OPAQUE_XATTR
 
     copied: dict[tuple[int, int], Path] = {}
     for dirpath, dirnames, filenames in os.walk(layer):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.unpack import OPAQUE_XATTR, DigestMismatch, UnsafeLayer, unpack_layer
+from engine.service.unpack import OPAQUE_XATTR, DigestMismatch, UnsafeLayer, unpack_layer
 from registry.oci.digest import digest_bytes
 from tests.engine.images import TarBuilder, compress
 

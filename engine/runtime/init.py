@@ -26,13 +26,10 @@ import resource
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import NoReturn, Protocol
 
-from engine import network, rootfs
-from engine import syscalls as sc
-
-if TYPE_CHECKING:
-    from engine.container import Spec
+from engine.runtime import netns, rootfs
+from engine.runtime import syscalls as sc
 
 DEFAULT_CAPABILITIES = frozenset(
     sc.CAPABILITIES[name]
@@ -70,6 +67,20 @@ SETUP_FAILED = 125
 NOT_EXECUTABLE = 126
 NOT_FOUND = 127
 NAMESPACES = sc.CLONE_NEWNS | sc.CLONE_NEWUTS | sc.CLONE_NEWIPC
+
+
+class Process(Protocol):
+    """What PID 1 needs to know, as an OCI runtime's config.json says it (the service's Spec is one)."""
+
+    args: list[str]
+    env: list[str]
+    cwd: str
+    user: str
+    hostname: str
+    mounts: list[rootfs.Mount]
+    network: str
+    read_only: bool
+    init: bool
 
 
 class StartError(Exception):
@@ -188,7 +199,7 @@ def execute(path: str, args: list[str], env: dict[str, str]) -> NoReturn:
 
 
 def container_main(
-    spec: Spec,
+    spec: Process,
     layers: list[Path],
     directory: Path,
     etc_files: dict[str, str],
@@ -200,13 +211,13 @@ def container_main(
     """Everything between fork and exec for the container's PID 1. Never returns."""
     try:
         reset_signals()
-        sc.unshare(NAMESPACES | network.namespace_flags(spec.network))
+        sc.unshare(NAMESPACES | netns.namespace_flags(spec.network))
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = rootfs.mount_rootfs(layers, directory)
         rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd, nodev_volumes=not keep_mknod)
         rootfs.pivot(root, spec.read_only)
         _socket.sethostname(spec.hostname)
-        network.setup(spec.network)
+        netns.setup(spec.network)
         if os.read(joined_fd, 1) != b"j":
             raise StartError(SETUP_FAILED, "the supervisor could not move the container into its cgroup")
         sc.unshare(sc.CLONE_NEWCGROUP)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.lifecycle import RunOptions, UsageError, build_spec, merge_env, parse_bytes, parse_signal, parse_volume
-from engine.store import Image
+from engine.service.images import Image
+from engine.service.specs import RunOptions, UsageError, build_spec, merge_env, parse_bytes, parse_signal, parse_volume
 
 
 def image(**config: object) -> Image:

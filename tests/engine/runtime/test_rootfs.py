@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from engine import rootfs
-from engine import syscalls as sc
-from engine.container import Mount
-from engine.store import ImageStore, Paths, ensure_layers
+from engine.runtime import rootfs
+from engine.runtime import syscalls as sc
+from engine.runtime.rootfs import Mount
+from engine.service.images import ImageStore, ensure_layers
+from engine.service.paths import Paths
 from tests.engine.images import BUSYBOX, IMAGE, standard_image
 
 

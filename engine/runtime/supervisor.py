@@ -1,9 +1,9 @@
 """Starting a container's first process and staying its parent until it exits.
 
 The supervisor is whichever process forks PID 1: the `berth run` command itself in the
-foreground, or for `-d` a small daemon (double fork + setsid) that outlives the command,
-keeps the log file open and records the exit code. Its steps follow the state machine:
-created -> (cgroup, fork, exec confirmed) running -> (waitpid, OOM check) stopped.
+foreground, or for `-d` a small daemon (double fork + setsid, `daemonize`) that outlives
+the command and keeps the log file open. The service drives it and records each step in
+the container's state; this module only makes the system calls.
 
 Only one fork starts a container: the supervisor unshares its PID namespace for
 children, forks (the child is PID 1 of the new namespace), then setns()es back to its
@@ -16,34 +16,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine import cgroups, network
-from engine import syscalls as sc
-from engine.container import Container, Status, process_start_time, remove_tree
-from engine.init import FORWARDED_SIGNALS, SETUP_FAILED, StartError, container_main, report
+from engine.runtime import cgroups
+from engine.runtime import syscalls as sc
+from engine.runtime.init import FORWARDED_SIGNALS, SETUP_FAILED, Process, StartError, container_main, report
 
 Stdio = tuple[int, int, int]
 TTY_SIGNALS = frozenset({signal.SIGINT, signal.SIGQUIT})
-
-
-def etc_files(container: Container) -> dict[str, str]:
-    """/etc/hostname, /etc/hosts (and the host's resolv.conf on the host network), bind-mounted in."""
-    spec = container.spec
-    files = {"hostname": spec.hostname + "\n", "hosts": network.hosts_file(spec.hostname)}
-    if spec.network == "host":
-        try:
-            files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
-        except OSError:
-            pass
-    out = {}
-    for name, text in files.items():
-        path = container.directory / name
-        path.write_text(text)
-        out[name] = str(path)
-    return out
 
 
 def read_all(fd: int) -> bytes:
@@ -54,9 +35,19 @@ def read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdio: Stdio | None) -> int:
-    """Fork PID 1 into new namespaces and return its pid once it has exec'd the command."""
-    files = etc_files(container)
+def spawn(
+    process: Process,
+    layers: list[Path],
+    directory: Path,
+    etc_files: dict[str, str],
+    cgroup: cgroups.Cgroup,
+    stdio: Stdio | None,
+) -> int:
+    """Fork PID 1 into new namespaces and return its pid once it has exec'd the command.
+
+    `directory` receives the root filesystem's mount point and overlay directories;
+    `etc_files` maps names under /etc to host files bound over them.
+    """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     joined_read, joined_write = os.pipe2(os.O_CLOEXEC)
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
@@ -78,10 +69,10 @@ def spawn(container: Container, layers: list[Path], cgroup: cgroups.Cgroup, stdi
         except BaseException:
             os._exit(SETUP_FAILED)
         container_main(
-            container.spec,
+            process,
             layers,
-            container.directory,
-            files,
+            directory,
+            etc_files,
             keep_mknod=cgroup.restricts_devices,
             joined_fd=joined_read,
             error_fd=write_end,
@@ -122,46 +113,10 @@ def exit_code(status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
-def supervise(
-    container: Container,
-    layers: list[Path],
-    *,
-    stdio: Stdio | None,
-    forward_signals: bool,
-    on_started: Callable[[], None] = lambda: None,
-) -> int:
-    """Run the container to completion and return its exit code (raises StartError)."""
-    cgroup = cgroups.for_container(container.id)
-    me = os.getpid()
-    cgroup.create(container.spec.limits)
-    container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process_start_time(me))
-    target: list[int] = []
-    # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
-    shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
-    flush = relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
-    try:
-        pid = spawn(container, layers, cgroup, stdio)
-    except StartError as exc:
-        container.transition(Status.STOPPED, exit_code=exc.code, error=exc.message, finished_at=time.time())
-        cleanup(container, cgroup)
-        raise
-    except BaseException as exc:
-        container.transition(Status.STOPPED, exit_code=SETUP_FAILED, error=str(exc), finished_at=time.time())
-        cleanup(container, cgroup)
-        raise
-    container.transition(Status.RUNNING, pid=pid, pid_start=process_start_time(pid), started_at=time.time())
-    target.append(pid)
-    flush()
-    on_started()
+def wait(pid: int) -> int:
+    """Reap PID 1 and return its exit code as a shell reports it (128 + signal when killed)."""
     _, status = os.waitpid(pid, 0)
-    code = exit_code(status)
-    oom = cgroup.oom_killed()
-    try:
-        container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
-    except FileNotFoundError:
-        pass  # removed with `rm -f` while we waited
-    cleanup(container, cgroup)
-    return code
+    return exit_code(status)
 
 
 def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None]:
@@ -188,21 +143,12 @@ def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None
     return flush
 
 
-def cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
-    """After exit: the cgroup goes; with --rm, the whole container directory too."""
-    try:
-        cgroup.destroy()
-    except OSError:
-        pass
-    if container.spec.auto_remove:
-        try:
-            remove_tree(container.directory)
-        except OSError:
-            pass
+def daemonize(log_file: Path, body: Callable[[Stdio, Callable[[], None]], object]) -> None:
+    """Run `body(stdio, started)` in a daemon; return once it calls `started` (or raise its StartError).
 
-
-def start_detached(container: Container, layers: list[Path]) -> None:
-    """Start a supervisor daemon for the container; return once PID 1 has exec'd (or raise)."""
+    The daemon reads /dev/null and writes to `log_file`; what `body` raises before
+    `started` is reported back to the caller.
+    """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
     if first == 0:
@@ -213,7 +159,7 @@ def start_detached(container: Container, layers: list[Path]) -> None:
             if os.fork() != 0:
                 os._exit(0)
             os.chdir("/")  # a daemon must not keep the caller's directory busy
-            log = os.open(container.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+            log = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             for target in (0, 1, 2):
                 os.dup2(null, target)
@@ -231,7 +177,7 @@ def start_detached(container: Container, layers: list[Path]) -> None:
                 os.close(write_end)
                 told.append(True)
 
-            supervise(container, layers, stdio=(null, log, log), forward_signals=False, on_started=started)
+            body((null, log, log), started)
             os._exit(0)
         except StartError as exc:
             if not told:

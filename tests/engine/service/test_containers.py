@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.container import (
+from engine.runtime.process import start_time as process_start_time
+from engine.service.containers import (
     LOST_EXIT_CODE,
     ContainerNotFound,
     ContainerStore,
@@ -16,7 +17,6 @@ from engine.container import (
     NameInUse,
     Spec,
     Status,
-    process_start_time,
 )
 
 

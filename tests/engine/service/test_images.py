@@ -11,7 +11,8 @@ import pytest
 
 from client.layout import Layout
 from client.platform import host_platform
-from engine.store import ImageNotFound, ImageStore, Paths, PlatformMismatch
+from engine.service.images import ImageNotFound, ImageStore, PlatformMismatch
+from engine.service.paths import Paths
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import Descriptor
 from tests.engine.images import TarBuilder, write_image
@@ -85,7 +86,8 @@ def test_remove_drops_the_name_and_unreferenced_blobs(tmp_path: Path) -> None:
 def test_resolutions_are_cached_until_the_index_changes(tmp_path: Path) -> None:
     one_layer(tmp_path, "cached:1")
     probe = (
-        "import sys; from pathlib import Path; from engine.store import ImageStore, Paths; "
+        "import sys; from pathlib import Path; from engine.service.images import ImageStore; "
+        "from engine.service.paths import Paths; "
         f"image = ImageStore(Paths(Path({str(tmp_path)!r}))).resolve('cached:1'); "
         "print(image.name, 'client.layout' in sys.modules)"
     )
@@ -101,7 +103,7 @@ def test_resolutions_are_cached_until_the_index_changes(tmp_path: Path) -> None:
 
 def test_berth_root_rule_matches_the_client(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from client.layout import berth_root as client_root
-    from engine.store import berth_root
+    from engine.service.paths import berth_root
 
     monkeypatch.setenv("BERTH_ROOT", str(tmp_path))
     assert berth_root() == client_root() == tmp_path

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import cgroups
-from engine.cgroups import CgroupV1, CgroupV2, Limits
+from engine.runtime import cgroups
+from engine.runtime.cgroups import CgroupV1, CgroupV2, Limits
 
 
 def test_v2_writes_limits_and_enables_controllers(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ never escapes the limits it is itself under. On pure v2 it is `<mount>/berth/<id
 "no internal processes" rule forbids enabling controllers in the caller's own, populated
 cgroup, so the subtree hangs off the root as docker's cgroupfs driver does.
 
-The devices allow-list (engine/devices.py, docker's default) is what stops a container
+The devices allow-list (devices.py, docker's default) is what stops a container
 from opening a block device node it made with CAP_MKNOD: `devices.allow` rules on v1, a
 BPF program attached to the cgroup on v2. Where that program cannot be attached (a kernel
 without CONFIG_CGROUP_BPF), `restricts_devices` is False and the runtime drops CAP_MKNOD
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from engine import syscalls
-from engine.devices import ALLOWED, bpf_program
+from engine.runtime import syscalls
+from engine.runtime.devices import ALLOWED, bpf_program
 
 CPU_PERIOD_US = 100_000
 _V1_CONTROLLERS = ("memory", "pids", "cpu", "devices")

@@ -1,0 +1,318 @@
+"""The container lifecycle as explicit steps: create, start, exec, stop, kill, remove; and image removal.
+
+Both front doors (the `berth` commands, and later the engine API) call these functions
+and nothing else for containers: each takes the stores it works on, checks the state
+machine (`containers.py`), records every step there, and leaves the system calls to the
+runtime. Signals go through pidfds checked against the recorded start time, so a reused
+pid never receives a signal meant for a container that has already gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.runtime import cgroups, process
+from engine.service.containers import Container, ContainerStateError, ContainerStore, Status, remove_tree
+from engine.service.images import Image, ImageNotFound, ImageStore, ensure_layers, prune_layers
+from engine.service.paths import Paths
+from engine.service.specs import RunOptions, build_spec, merge_env
+
+if TYPE_CHECKING:
+    from engine.runtime.supervisor import Stdio
+
+NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
+
+
+class HostUnsupported(RuntimeError):
+    """This user or kernel cannot run containers (exit code 125)."""
+
+
+def require_host(what: str) -> None:
+    """Refuse early, with the reason, where containers cannot run at all."""
+    if os.geteuid() != 0:
+        raise HostUnsupported(
+            f"{what} needs root: it creates namespaces, mounts overlayfs and writes cgroups "
+            "(run it with sudo; rootless containers are not supported)"
+        )
+    missing = [ns for ns in NAMESPACES if not os.path.exists(f"/proc/self/ns/{ns}")]
+    if missing:
+        raise HostUnsupported(f"this kernel lacks {', '.join(missing)} namespaces (CONFIG_{missing[0].upper()}_NS)")
+
+
+def stores(paths: Paths | None = None) -> tuple[ImageStore, ContainerStore]:
+    """The image and container stores under `paths` (default: $BERTH_ROOT)."""
+    paths = paths or Paths.default()
+    return ImageStore(paths), ContainerStore(paths.containers)
+
+
+def create(
+    images: ImageStore, containers: ContainerStore, image: Image, options: RunOptions, name: str | None
+) -> Container:
+    """A new container in the created state, its layers unpacked; its hostname defaults as docker's does.
+
+    That is the short id, or on the host network the host's own name.
+    """
+    spec = build_spec(image, options)
+    ensure_layers(images, image)
+    container = containers.create(spec, name)
+    if not spec.hostname:
+        spec.hostname = os.uname().nodename if spec.network == "host" else container.id[:12]
+        container.save()
+    return container
+
+
+def _hosts_file(hostname: str) -> str:
+    return f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{hostname}\n"
+
+
+def etc_files(container: Container) -> dict[str, str]:
+    """/etc/hostname, /etc/hosts (and the host's resolv.conf on the host network), bound in by the runtime."""
+    spec = container.spec
+    files = {"hostname": spec.hostname + "\n", "hosts": _hosts_file(spec.hostname)}
+    if spec.network == "host":
+        try:
+            files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
+        except OSError:
+            pass
+    out = {}
+    for name, text in files.items():
+        path = container.directory / name
+        path.write_text(text)
+        out[name] = str(path)
+    return out
+
+
+def start(
+    images: ImageStore,
+    container: Container,
+    *,
+    stdio: Stdio | None,
+    forward_signals: bool,
+    on_started: Callable[[], None] = lambda: None,
+) -> int:
+    """Supervise the container to completion and return its exit code (raises StartError).
+
+    The steps follow the state machine: created -> (cgroup, fork, exec confirmed) running
+    -> (wait, OOM check) stopped; with --rm the directory goes at the end.
+    """
+    from engine.runtime import supervisor
+    from engine.runtime.init import SETUP_FAILED, StartError
+
+    layers = [images.paths.layer(digest) for digest in container.spec.layers]
+    cgroup = cgroups.for_container(container.id)
+    me = os.getpid()
+    cgroup.create(container.spec.limits)
+    container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process.start_time(me))
+    target: list[int] = []
+    # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
+    shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
+    flush = supervisor.relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
+    try:
+        pid = supervisor.spawn(container.spec, layers, container.directory, etc_files(container), cgroup, stdio)
+    except BaseException as exc:
+        code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
+        container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
+        _cleanup(container, cgroup)
+        raise
+    container.transition(Status.RUNNING, pid=pid, pid_start=process.start_time(pid), started_at=time.time())
+    target.append(pid)
+    flush()
+    on_started()
+    code = supervisor.wait(pid)
+    oom = cgroup.oom_killed()
+    try:
+        container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
+    except FileNotFoundError:
+        pass  # removed with `rm -f` while we waited
+    _cleanup(container, cgroup)
+    return code
+
+
+def _cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
+    """After exit: the cgroup goes; with --rm, the whole container directory too."""
+    try:
+        cgroup.destroy()
+    except OSError:
+        pass
+    if container.spec.auto_remove:
+        try:
+            remove_tree(container.directory)
+        except OSError:
+            pass
+
+
+def start_detached(images: ImageStore, container: Container) -> None:
+    """Start the container under a supervisor daemon; return once PID 1 has exec'd (or raise)."""
+    from engine.runtime import supervisor
+
+    def body(stdio: Stdio, started: Callable[[], None]) -> None:
+        start(images, container, stdio=stdio, forward_signals=False, on_started=started)
+
+    supervisor.daemonize(container.log_file, body)
+
+
+def send_signal(container: Container, sig: int) -> bool:
+    """Signal the container's PID 1; False if it is not running."""
+    if container.status is not Status.RUNNING:
+        return False
+    return process.send_signal(container.pid, container.pid_start, sig)
+
+
+def kill(container: Container, sig: int) -> None:
+    if not send_signal(container, sig):
+        raise ContainerStateError(f"container {container.name} is not running")
+
+
+def wait_stopped(container: Container, timeout: float) -> Container:
+    """Wait for PID 1, then its supervisor (which writes the exit code), to be gone."""
+    process.wait_gone(
+        [(container.pid, container.pid_start), (container.supervisor_pid, container.supervisor_start)], timeout
+    )
+    with suppress(FileNotFoundError):
+        return Container.load(container.directory)
+    return container
+
+
+def stop(container: Container, timeout: float) -> Container:
+    """SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop` does."""
+    if not container.is_running():
+        return container
+    process.terminate(container.pid, container.pid_start, timeout)
+    return wait_stopped(container, 10)
+
+
+def remove(containers: ContainerStore, container: Container, force: bool) -> None:
+    if container.is_running() or container.supervised():
+        if not force:
+            raise ContainerStateError(
+                f"cannot remove container {container.name}: it is running (stop it first, or use rm -f)"
+            )
+        send_signal(container, signal.SIGKILL)
+        container = wait_stopped(container, 10)
+    if container.cgroup:
+        with suppress(OSError):
+            cgroups.from_json(container.cgroup).destroy()
+    containers.delete(container)
+
+
+def exec_in(
+    container: Container,
+    args: list[str],
+    *,
+    env: list[str],
+    user: str | None,
+    workdir: str | None,
+    interactive: bool = False,
+) -> int:
+    """Run `args` in the running container with its user, env and cwd unless overridden; its exit code."""
+    from engine.runtime import nsenter
+
+    if not container.is_running() or container.pid is None:
+        raise ContainerStateError(f"container {container.name} is not running")
+    spec = container.spec
+    return nsenter.exec_in(
+        container.pid,
+        cgroups.from_json(container.cgroup) if container.cgroup else None,
+        args,
+        env=merge_env(spec.env, env),
+        user=user if user is not None else spec.user,
+        cwd=workdir or spec.cwd,
+        hostname=spec.hostname,
+        interactive=interactive,
+    )
+
+
+def remove_images(images: ImageStore, containers: ContainerStore, names: list[str], force: bool) -> Iterator[str]:
+    """Untag each image (yielding its store name), then delete unpacked layers nothing needs.
+
+    An image a container uses stays unless `force`.
+    """
+    all_containers = containers.list()
+    for name in names:
+        ref = images.find(name)
+        if ref is None:
+            raise ImageNotFound(f"no such image: {name}")
+        image = images.resolve(ref)
+        users = [c.name for c in all_containers if c.spec.image_id == image.id]
+        if users and not force:
+            raise ContainerStateError(f"image {ref} is used by container(s) {', '.join(users)} (rm them, or rmi -f)")
+        yield images.remove(ref)
+    prune_layers(images, {d for c in all_containers for d in c.spec.layers})
+
+
+def follow_log(container: Container, out: Any, follow: bool) -> None:
+    """Copy the log to `out` (a binary stream); with `follow`, until the container stops."""
+    path: Path = container.log_file
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return
+    with f:
+        while True:
+            chunk = f.read(1 << 16)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            if not follow:
+                return
+            try:
+                current = Container.load(container.directory)
+            except FileNotFoundError:
+                return
+            if current.status is Status.STOPPED and not current.supervised():
+                chunk = f.read()
+                out.write(chunk)
+                out.flush()
+                return
+            time.sleep(0.05)
+
+
+def inspect(container: Container) -> dict[str, Any]:
+    """Docker-shaped inspect output, so scripts written for `docker inspect` mostly work."""
+    spec = container.spec
+
+    def iso(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "0001-01-01T00:00:00Z"
+
+    return {
+        "Id": container.id,
+        "Name": "/" + container.name,
+        "Created": iso(container.created),
+        "Image": spec.image_id,
+        "State": {
+            "Status": {"created": "created", "running": "running", "stopped": "exited"}[container.status.value],
+            "Running": container.status is Status.RUNNING,
+            "Pid": container.pid if container.status is Status.RUNNING else 0,
+            "ExitCode": container.exit_code or 0,
+            "OOMKilled": container.oom_killed,
+            "Error": container.error,
+            "StartedAt": iso(container.started_at),
+            "FinishedAt": iso(container.finished_at),
+        },
+        "Config": {
+            "Image": spec.image,
+            "Cmd": spec.args,
+            "Env": spec.env,
+            "WorkingDir": spec.cwd,
+            "User": spec.user,
+            "Hostname": spec.hostname,
+        },
+        "HostConfig": {
+            "Memory": spec.limits.memory or 0,
+            "PidsLimit": spec.limits.pids,
+            "NanoCpus": int((spec.limits.cpus or 0) * 1e9),
+            "ReadonlyRootfs": spec.read_only,
+            "NetworkMode": spec.network,
+            "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
+            "AutoRemove": spec.auto_remove,
+            "Init": spec.init,
+        },
+        "Mounts": [{"Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts],
+    }

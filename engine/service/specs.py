@@ -1,0 +1,156 @@
+"""How a container's spec is made: the image config's defaults, overridden by the run options.
+
+Docker's rules for entrypoint and cmd, env files and bare `KEY` entries, memory sizes,
+volumes and signals; every option is checked here, before anything is created, so bad
+input changes nothing (UsageError is docker's exit code 125).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+
+from engine.runtime.cgroups import Limits
+from engine.runtime.rootfs import Mount
+from engine.service.containers import Spec
+from engine.service.images import Image
+
+_UNITS = {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+MIN_MEMORY = 6 << 20
+
+
+class UsageError(ValueError):
+    """Options that cannot describe a container (exit code 125, as docker's)."""
+
+
+def parse_bytes(text: str) -> int:
+    """Docker's memory syntax: a number with an optional b, k, m or g suffix."""
+    value = text.strip().lower()
+    if len(value) > 1 and value[-1] == "b" and value[-2] in "kmg":
+        value = value[:-1]
+    unit = 1
+    if value[-1:].isalpha():
+        if value[-1] not in _UNITS:
+            raise UsageError(f"invalid size: {text!r}")
+        unit, value = _UNITS[value[-1]], value[:-1]
+    try:
+        amount = int(float(value) * unit)
+    except ValueError:
+        raise UsageError(f"invalid size: {text!r}") from None
+    if amount <= 0:
+        raise UsageError(f"invalid size: {text!r}")
+    return amount
+
+
+def parse_volume(text: str) -> Mount:
+    """HOST:CONTAINER[:ro|rw]; the host side must be an absolute path (created if missing)."""
+    parts = text.split(":")
+    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
+        raise UsageError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro]")
+    host, target = parts[0], parts[1]
+    if not host.startswith("/") or not target.startswith("/"):
+        raise UsageError(f"invalid volume {text!r}: both paths must be absolute (named volumes are not supported)")
+    if not os.path.exists(host):
+        os.makedirs(host)
+    return Mount(os.path.realpath(host), os.path.normpath(target), len(parts) == 3 and parts[2] == "ro")
+
+
+def read_env_file(path: str) -> list[str]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                out.append(line)
+    return out
+
+
+def merge_env(*layers: list[str]) -> list[str]:
+    """Later KEY=VALUE entries win; a bare KEY takes the value from berth's own environment."""
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for item in layer:
+            key, eq, value = item.partition("=")
+            if not eq:
+                if key not in os.environ:
+                    continue
+                value = os.environ[key]
+            merged[key] = value
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+@dataclass
+class RunOptions:
+    command: list[str] = field(default_factory=list)
+    entrypoint: str | None = None
+    env: list[str] = field(default_factory=list)
+    env_files: list[str] = field(default_factory=list)
+    workdir: str | None = None
+    user: str | None = None
+    hostname: str | None = None
+    volumes: list[str] = field(default_factory=list)
+    network: str = "none"
+    memory: str | None = None
+    pids_limit: int | None = None
+    cpus: float | None = None
+    read_only: bool = False
+    init: bool = False
+    auto_remove: bool = False
+
+
+def build_spec(image: Image, options: RunOptions) -> Spec:
+    """The container's spec: the image config's defaults overridden by the options, as docker does."""
+    config = image.runtime
+    if options.entrypoint is not None:
+        entrypoint = [options.entrypoint] if options.entrypoint else []
+        cmd = list(options.command)
+    else:
+        entrypoint = list(config.get("Entrypoint") or [])
+        cmd = list(options.command) or list(config.get("Cmd") or [])
+    args = entrypoint + cmd
+    if not args:
+        raise UsageError(f"no command specified: image {image.name} has no Entrypoint or Cmd")
+    workdir = options.workdir or config.get("WorkingDir") or "/"
+    if not workdir.startswith("/"):
+        raise UsageError(f"the working directory {workdir!r} is not an absolute path")
+    file_env = [item for path in options.env_files for item in read_env_file(path)]
+    if options.memory is not None and parse_bytes(options.memory) < MIN_MEMORY:
+        raise UsageError("minimum memory limit allowed is 6MB")
+    if options.cpus is not None and options.cpus <= 0:
+        raise UsageError("--cpus must be positive")
+    if options.pids_limit is not None and options.pids_limit <= 0:
+        raise UsageError("--pids-limit must be positive")
+    limits = Limits(
+        memory=parse_bytes(options.memory) if options.memory else None,
+        pids=options.pids_limit,
+        cpus=options.cpus,
+    )
+    return Spec(
+        image=image.name,
+        image_id=image.id,
+        layers=list(image.layers),
+        args=args,
+        env=merge_env(list(config.get("Env") or []), file_env, options.env),
+        cwd=os.path.normpath(workdir),
+        user=options.user if options.user is not None else (config.get("User") or ""),
+        hostname=options.hostname or "",
+        mounts=[parse_volume(v) for v in options.volumes],
+        network=options.network,
+        read_only=options.read_only,
+        init=options.init,
+        limits=limits,
+        auto_remove=options.auto_remove,
+    )
+
+
+def parse_signal(text: str) -> int:
+    name = text.upper()
+    if name.isdigit():
+        return int(name)
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    try:
+        return int(signal.Signals[name])
+    except KeyError:
+        raise UsageError(f"invalid signal: {text}") from None
