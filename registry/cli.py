@@ -49,6 +49,17 @@ def serve(settings: Settings) -> None:
 
     import uvicorn
 
+    from registry.datadir import ExposedSecrets, check_secrets_private, make_private
+
+    # First: the database holds the token-signing key, so nothing of ours may be readable by others.
+    private = make_private(settings)
+    for line in private.changed:
+        click.echo(f"made private: {line}", err=True)
+    try:
+        check_secrets_private(settings, private)
+    except ExposedSecrets as exc:
+        raise click.ClickException(str(exc)) from None
+
     # Before anything imports prometheus_client: every worker then writes its metrics here.
     metrics = settings.data_dir / "metrics"
     shutil.rmtree(metrics, ignore_errors=True)

@@ -71,8 +71,13 @@ SETTING_FLAGS = {
 
 def open_registry(settings: Settings) -> Registry:
     """The registry's parts for an admin command, its database migrated first as `berth serve` would."""
+    from registry.datadir import Tightening, make_database_private
     from registry.wiring import Registry
 
+    private = Tightening()
+    make_database_private(settings.effective_database_url, private)
+    for line in private.changed:
+        click.echo(f"made private: {line}", err=True)
     return Registry(settings, migrate=True)
 
 

@@ -28,6 +28,7 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a key file left by an older version may be open to others
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
 
@@ -48,7 +49,11 @@ def self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path, Path]:
     The server certificate is made again when the host list changes; the CA is kept, so
     clients that trust it keep working.
     """
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)  # the keys below are secrets
+    for existing_key in (directory / "ca.key", directory / "server.key"):
+        if existing_key.exists():
+            existing_key.chmod(0o600)
     ca_crt, ca_key = directory / "ca.crt", directory / "ca.key"
     crt, key_path, hosts_file = directory / "server.crt", directory / "server.key", directory / "hosts"
     now = datetime.now(UTC)

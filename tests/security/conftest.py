@@ -1,0 +1,2 @@
+"""The security suite reuses the registry fixtures: `registry_process`, `postgres_url`, `s3_endpoint` come
+from tests/conftest.py; the e2e fixtures (a private dockerd, podman) are imported by the tests that need them."""
