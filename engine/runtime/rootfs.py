@@ -218,7 +218,8 @@ def _bind(source: str, target: str, readonly: bool, flags: int = 0) -> None:
 
 
 def _mask_and_protect(rootfs: str) -> None:
-    devnull = os.path.join(rootfs, "dev", "null")
+    # The image's own `dev` may be a symlink: joined naively, this would be a host file.
+    devnull = secure_join(rootfs, "/dev/null")
     for path in MASKED_PATHS:
         target = secure_join(rootfs, path)
         if os.path.isdir(target):

@@ -37,7 +37,7 @@ class Berth:
         )
 
 
-def _root_skip_reason() -> str | None:
+def root_skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root: namespaces, overlay mounts and cgroups"
     if BUSYBOX is None:
@@ -49,21 +49,25 @@ def _root_skip_reason() -> str | None:
 
 @pytest.fixture(scope="session")
 def berth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    reason = _root_skip_reason()
+    reason = root_skip_reason()
     if reason:
         pytest.skip(reason)
     root = tmp_path_factory.mktemp("berth-root")
     standard_image(root)
     yield root
+    remove_containers(root)
+
+
+def remove_containers(root: Path) -> None:
+    """`berth rm -f` whatever a test left behind under `root`."""
     containers = root / "containers"
-    if containers.is_dir():
-        names = [n for n in os.listdir(containers) if not n.startswith(".")]
-        if names:
-            subprocess.run(
-                [sys.executable, "-m", "engine", "rm", "-f", *names],
-                env={**os.environ, "BERTH_ROOT": str(root)},
-                capture_output=True,
-            )
+    names = [n for n in os.listdir(containers) if not n.startswith(".")] if containers.is_dir() else []
+    if names:
+        subprocess.run(
+            [sys.executable, "-m", "engine", "rm", "-f", *names],
+            env={**os.environ, "BERTH_ROOT": str(root)},
+            capture_output=True,
+        )
 
 
 @pytest.fixture(scope="session")
