@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin
 
-import requests
-
 from client.auth import RegistryAuth
 from client.credentials import Credentials, load_credentials
 from client.errors import AuthError, ClientError, RegistryDenied, RegistryError, RegistryNotFound
+from client.http import Response
 from client.transport import Transport
 from registry.oci import mediatypes as mt
 
@@ -27,7 +26,7 @@ class ManifestInfo:
     size: int
 
 
-def _errors(response: requests.Response) -> list[dict[str, Any]]:
+def _errors(response: Response) -> list[dict[str, Any]]:
     try:
         body = response.json()
     except ValueError:
@@ -36,12 +35,12 @@ def _errors(response: requests.Response) -> list[dict[str, Any]]:
     return [e for e in errors if isinstance(e, dict)] if isinstance(errors, list) else []
 
 
-def check(response: requests.Response, *expected: int) -> requests.Response:
+def check(response: Response, *expected: int) -> Response:
     """Return `response` if its status is expected, else raise the matching error."""
     if response.status_code in expected:
         return response
     errors = _errors(response)
-    url = response.request.url or response.url
+    url = response.url
     response.close()
     if response.status_code == 401:
         raise AuthError(f"authentication required for {url}" + (": " + errors[0].get("message", "") if errors else ""))
@@ -57,7 +56,7 @@ class RegistryAPI:
         self.transport = transport
         self.host = transport.host
         creds = credentials if credentials is not None else load_credentials(transport.host)
-        transport.set_auth(RegistryAuth(transport.host, creds, transport.session))
+        transport.set_auth(RegistryAuth(transport.host, creds, transport))
 
     @classmethod
     def connect(
@@ -72,7 +71,7 @@ class RegistryAPI:
         transport = Transport(host, insecure=insecure, ca_cert=ca_cert, pool_size=pool_size)
         return cls(transport, credentials)
 
-    def _send(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+    def _send(self, method: str, path: str, **kwargs: Any) -> Response:
         return self.transport.request(method, path, **kwargs)
 
     def ping(self) -> None:
@@ -116,7 +115,7 @@ class RegistryAPI:
         check(response, 200)
         return int(response.headers.get("Content-Length") or 0)
 
-    def get_blob(self, repository: str, digest: str, offset: int = 0) -> requests.Response:
+    def get_blob(self, repository: str, digest: str, offset: int = 0) -> Response:
         """A streaming response; 206 when the registry honoured `offset`, 200 from the start."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         response = self._send("GET", f"/v2/{repository}/blobs/{digest}", headers=headers, stream=True)
@@ -125,7 +124,7 @@ class RegistryAPI:
             response = self._send("GET", f"/v2/{repository}/blobs/{digest}", stream=True)
         return check(response, 200, 206)
 
-    def _location(self, response: requests.Response) -> str:
+    def _location(self, response: Response) -> str:
         location = response.headers.get("Location")
         if not location:
             raise RegistryError(response.status_code, [{"message": "no Location header"}], response.url)
@@ -177,8 +176,7 @@ class RegistryAPI:
             except ValueError:
                 raise RegistryError(200, [{"message": f"{key} list is not JSON"}], response.url) from None
             yield from page.get(key) or []
-            link = response.links.get("next", {}).get("url")
-            url = urljoin(response.url, link) if link else ""
+            url = response.links.get("next", "")
             params = None
 
     def list_tags(self, repository: str, page_size: int | None = None) -> list[str]:

@@ -1,4 +1,4 @@
-"""Registry authentication as a `requests` auth handler: Basic, and the Bearer token challenge.
+"""Registry authentication for the transport: Basic, and the Bearer token challenge.
 
 A 401 carries `WWW-Authenticate: Bearer realm=...,service=...,scope=...` (or `Basic`). The
 handler fetches a token for the scope, caches it per scope until it expires, and replays the
@@ -16,12 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import requests
-from requests.auth import AuthBase, _basic_auth_str
-
 from client.credentials import Credentials
-from client.errors import AuthError, NetworkError
-from client.transport import NoAuth
+from client.errors import AuthError
+from client.transport import Transport, basic_auth
 
 _PARAM_RE = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 _REPO_PATH_RE = re.compile(r"^/v2/(.+?)/(?:blobs|manifests|tags|referrers)/")
@@ -84,13 +81,17 @@ class _Token:
     expires_at: float
 
 
-class RegistryAuth(AuthBase):
-    """Thread-safe: one instance serves every request to one registry host."""
+class RegistryAuth:
+    """Thread-safe: one instance serves every request to one registry host.
 
-    def __init__(self, host: str, credentials: Credentials | None, session: requests.Session) -> None:
+    Tokens are fetched through `transport` without the registry's own auth (the realm may be
+    another host; Basic credentials go to it only as the token request's own).
+    """
+
+    def __init__(self, host: str, credentials: Credentials | None, transport: Transport) -> None:
         self.host = host
         self.credentials = credentials
-        self.session = session
+        self.transport = transport
         self._lock = threading.Lock()
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, ...], _Token] = {}
@@ -100,15 +101,10 @@ class RegistryAuth(AuthBase):
         parts = urlsplit(url)
         return parts.netloc == self.host and parts.path.startswith("/v2/")
 
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        url = request.url or ""
+    def header(self, method: str, url: str) -> str | None:
         if not self._applies(url):
-            return request
-        header = self._header(scopes_for(request.method or "GET", url), refresh=False)
-        if header:
-            request.headers["Authorization"] = header
-        request.register_hook("response", self._on_response)
-        return request
+            return None
+        return self._header(scopes_for(method, url), refresh=False)
 
     def _header(self, scopes: tuple[str, ...], refresh: bool) -> str | None:
         challenge = self._challenge
@@ -117,7 +113,7 @@ class RegistryAuth(AuthBase):
         if challenge.scheme == "basic":
             creds = self.credentials
             if creds and creds.username is not None:
-                return _basic_auth_str(creds.username, creds.password or "")
+                return basic_auth(creds.username, creds.password or "")
             return None
         if challenge.scheme == "bearer":
             return f"Bearer {self._token(scopes, refresh)}"
@@ -154,30 +150,24 @@ class RegistryAuth(AuthBase):
             raise AuthError(f"{self.host} sent a Bearer challenge without a realm")
         service = params.get("service")
         creds = self.credentials
-        try:
-            if creds and creds.identity_token:
-                form: dict[str, Any] = {
-                    "grant_type": "refresh_token",
-                    "refresh_token": creds.identity_token,
-                    "client_id": CLIENT_ID,
-                    "scope": " ".join(scopes),
-                }
-                if service:
-                    form["service"] = service
-                response = self.session.post(
-                    realm, data=form, auth=NoAuth(), timeout=(15, 60), verify=self.session.verify
-                )
-            else:
-                query: list[tuple[str, str]] = [("service", service)] if service else []
-                query += [("scope", s) for s in scopes]
-                if creds and creds.username is not None:
-                    query.append(("account", creds.username))
-                basic = (creds.username, creds.password or "") if creds and creds.username is not None else None
-                response = self.session.get(
-                    realm, params=query, auth=basic or NoAuth(), timeout=(15, 60), verify=self.session.verify
-                )
-        except requests.RequestException as exc:
-            raise NetworkError(f"cannot reach the token service {realm}: {exc}") from None
+        headers: dict[str, str] = {}
+        if creds and creds.identity_token:
+            form: dict[str, Any] = {
+                "grant_type": "refresh_token",
+                "refresh_token": creds.identity_token,
+                "client_id": CLIENT_ID,
+                "scope": " ".join(scopes),
+            }
+            if service:
+                form["service"] = service
+            response = self.transport.request("POST", realm, data=form, auth=False)
+        else:
+            query: list[tuple[str, str]] = [("service", service)] if service else []
+            query += [("scope", s) for s in scopes]
+            if creds and creds.username is not None:
+                query.append(("account", creds.username))
+                headers["Authorization"] = basic_auth(creds.username, creds.password or "")
+            response = self.transport.request("GET", realm, params=query, headers=headers, auth=False)
         if response.status_code in (401, 403):
             raise AuthError(f"the token service {realm} refused the credentials ({response.status_code})")
         if response.status_code != 200:
@@ -189,40 +179,18 @@ class RegistryAuth(AuthBase):
         expires_in = float(body.get("expires_in") or 60)
         return _Token(value, time.time() + expires_in)
 
-    def _on_response(self, response: requests.Response, **kwargs: Any) -> requests.Response:
-        request = response.request
-        if response.status_code != 401 or getattr(request, "_berth_retried", False):
-            return response
-        if not self._applies(response.url or request.url or ""):
-            return response
-        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-        if challenge is None or challenge.scheme not in ("basic", "bearer"):
-            return response
-        if not _replayable(request.body):
-            with self._lock:
-                self._challenge = challenge
-            return response
-        had_auth = "Authorization" in request.headers
-        if had_auth and challenge.scheme == "basic":
-            return response
+    def challenged(self, method: str, url: str, challenge: str, had_auth: bool, replayable: bool) -> str | None:
+        """Learn the challenge of a 401; the Authorization to replay the request with, if any."""
+        if not self._applies(url):
+            return None
+        parsed = parse_challenge(challenge)
+        if parsed is None or parsed.scheme not in ("basic", "bearer"):
+            return None
         with self._lock:
-            self._challenge = challenge
-        scopes = scopes_for(request.method or "GET", request.url or "")
-        if challenge.scheme == "bearer" and challenge.params.get("scope"):
-            scopes = tuple(challenge.params["scope"].split(" ")) + scopes
-        header = self._header(scopes, refresh=had_auth)
-        if header is None:
-            return response
-        response.content  # noqa: B018 -- drain so the connection returns to the pool
-        response.close()
-        retry = request.copy()
-        retry.headers["Authorization"] = header
-        retry._berth_retried = True  # type: ignore[attr-defined]
-        sent = response.connection.send(retry, **kwargs)
-        sent.history.append(response)
-        sent.request = retry
-        return sent
-
-
-def _replayable(body: Any) -> bool:
-    return body is None or isinstance(body, bytes | str)
+            self._challenge = parsed
+        if not replayable or (had_auth and parsed.scheme == "basic"):
+            return None
+        scopes = scopes_for(method, url)
+        if parsed.scheme == "bearer" and parsed.params.get("scope"):
+            scopes = tuple(parsed.params["scope"].split(" ")) + scopes
+        return self._header(scopes, refresh=had_auth)

@@ -50,10 +50,6 @@ class RegistryError(ClientError):
         text = "; ".join(f"{e.get('code', '?')}: {e.get('message', '')}".rstrip(": ") for e in errors)
         super().__init__(f"{status} from {url}" + (f": {text}" if text else ""))
 
-    @property
-    def codes(self) -> set[str]:
-        return {str(e.get("code")) for e in self.errors}
-
 
 class RegistryNotFound(RegistryError, NotFound):
     exit_code = 4

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import requests
-
 from client.api import RegistryAPI
-from client.errors import NetworkError, VerificationError
+from client.errors import VerificationError
 from client.image import CHUNK, BlobOrigins, BlobStream, RegistryRepo, verify_bytes
 from registry.oci import mediatypes as mt
 from registry.oci.digest import digest_bytes
@@ -39,15 +35,7 @@ class RegistrySource:
     def open_blob(self, descriptor: Descriptor, offset: int = 0) -> BlobStream:
         response = self.api.get_blob(self.reference.repository, descriptor.digest, offset)
         start = offset if response.status_code == 206 else 0
-        return BlobStream(_chunks(response), start, response.close)
+        return BlobStream(response.iter_content(CHUNK), start, response.close)
 
     def close(self) -> None:
         self.api.close()
-
-
-def _chunks(response: requests.Response) -> Iterator[bytes]:
-    """The body in chunks; a dropped connection becomes NetworkError so the caller resumes."""
-    try:
-        yield from response.iter_content(CHUNK)
-    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout) as exc:
-        raise NetworkError(f"download interrupted: {exc}") from None

@@ -7,32 +7,37 @@ and those named with `--insecure` may speak plain HTTP; docker tries HTTPS first
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import os
 import random
 import socket
 import ssl
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
-
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from requests.auth import AuthBase
+from typing import Any, Protocol
 
 from client.errors import NetworkError
+from client.http import Pool, Response, TransportErrors, encode_body, with_params
 
 CERTS_DIR = Path(os.environ.get("BERTH_CERTS_DIR", "/etc/docker/certs.d"))
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-TIMEOUT = (15.0, 300.0)
 USER_AGENT = "berth/0.1"
-_bundles: dict[tuple[str, ...], str] = {}
-_bundles_lock = threading.Lock()
+
+
+class Auth(Protocol):
+    """What the transport asks of the registry's auth (client.auth.RegistryAuth)."""
+
+    def header(self, method: str, url: str) -> str | None:
+        """Authorization for a request about to be sent, when the challenge is known."""
+        ...
+
+    def challenged(self, method: str, url: str, challenge: str, had_auth: bool, replayable: bool) -> str | None:
+        """After a 401: the Authorization to send the request again with, or None to give up."""
+        ...
 
 
 def is_loopback(host: str) -> bool:
@@ -46,25 +51,27 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _ca_bundle(extra: list[Path]) -> str:
-    """A file with the default CAs plus `extra`: requests takes one bundle, docker adds to the pool."""
-    key = tuple(sorted(str(p) for p in extra))
-    with _bundles_lock:
-        if key not in _bundles:
-            default = os.environ.get("REQUESTS_CA_BUNDLE") or requests.certs.where()
-            text = Path(default).read_text() + "".join("\n" + p.read_text() for p in extra)
-            fd, path = tempfile.mkstemp(prefix="berth-ca-", suffix=".pem")
-            with os.fdopen(fd, "w") as out:
-                out.write(text)
-            _bundles[key] = path
-        return _bundles[key]
+def basic_auth(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+
+def default_cafile() -> str | None:
+    """The CA bundle to trust: $REQUESTS_CA_BUNDLE or $SSL_CERT_FILE, else certifi's, else the system's."""
+    chosen = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("SSL_CERT_FILE")
+    if chosen:
+        return chosen
+    try:
+        import certifi
+    except ImportError:
+        return None
+    return certifi.where()
 
 
 def _speaks_tls(host: str) -> bool:
     """Whether HOST[:PORT] completes a TLS handshake: how an insecure registry's scheme is chosen.
 
     A bare handshake with an unverified context costs a millisecond on loopback, where a
-    full HTTPS request through requests would load the CA bundle first.
+    verified context would load the CA bundle first.
     """
     name, _, port = host.rpartition(":") if not host.endswith("]") else (host, "", "")
     if not name or not port.isdigit():
@@ -80,7 +87,7 @@ def _speaks_tls(host: str) -> bool:
         return False
 
 
-def retry_after(response: requests.Response | None, attempt: int) -> float:
+def retry_after(response: Response | None, attempt: int) -> float:
     """Seconds to wait: the server's Retry-After (seconds or HTTP date), else exponential backoff."""
     header = response.headers.get("Retry-After") if response is not None else None
     if header:
@@ -94,15 +101,12 @@ def retry_after(response: requests.Response | None, attempt: int) -> float:
     return min(0.25 * 2**attempt, 8.0) * (0.5 + random.random() / 2)
 
 
-def _replayable(data: Any) -> bool:
-    return data is None or isinstance(data, bytes | str | dict)
-
-
 class Transport:
-    """A pooled session for one registry host that picks the scheme once and retries safely.
+    """Pooled connections to one registry host; picks the scheme once and retries safely.
 
     Only requests whose body can be sent again are retried; a streamed upload that fails
-    is restarted by its caller.
+    is restarted by its caller. Docker adds a host's `certs.d` CAs to the default trust, and
+    so does this transport.
     """
 
     def __init__(
@@ -118,38 +122,56 @@ class Transport:
         self.host = host
         self.insecure = insecure or is_loopback(host)
         self.attempts = attempts
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = USER_AGENT
-        if self.insecure:
-            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
-        adapter = HTTPAdapter(pool_connections=2, pool_maxsize=pool_size)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
-        self._configure_tls(ca_cert, certs_dir or CERTS_DIR)
+        self.pool_size = pool_size
+        self.auth: Auth | None = None
+        self._cas: list[Path] = []
+        self._client_cert: tuple[str, str] | None = None
+        self._trust(ca_cert, certs_dir or CERTS_DIR)
+        self._verify = True
+        self._pool: Pool | None = None
         self._base: str | None = None
-        self._base_lock = threading.Lock()
+        self._lock = threading.Lock()
 
-    def _configure_tls(self, ca_cert: str | None, certs_dir: Path) -> None:
-        """Per-request `verify` is passed explicitly: requests lets REQUESTS_CA_BUNDLE override the session's."""
+    def _trust(self, ca_cert: str | None, certs_dir: Path) -> None:
         host_dir = certs_dir / self.host
-        cas = sorted(host_dir.glob("*.crt")) if host_dir.is_dir() else []
+        self._cas = sorted(host_dir.glob("*.crt")) if host_dir.is_dir() else []
         if ca_cert:
-            cas.append(Path(ca_cert))
-        if cas:
-            self.session.verify = _ca_bundle(cas)
+            self._cas.append(Path(ca_cert))
         for cert in sorted(host_dir.glob("*.cert")) if host_dir.is_dir() else []:
             key = cert.with_suffix(".key")
             if key.exists():
-                self.session.cert = (str(cert), str(key))
+                self._client_cert = (str(cert), str(key))
                 break
 
-    def set_auth(self, auth: AuthBase | None) -> None:
-        self.session.auth = auth
+    def _context(self) -> ssl.SSLContext:
+        if not self._verify:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=default_cafile())
+            for ca in self._cas:
+                context.load_verify_locations(cafile=str(ca))
+        if self._client_cert:
+            context.load_cert_chain(*self._client_cert)
+        return context
+
+    @property
+    def pool(self) -> Pool:
+        """Made on first use, once the scheme (and so whether to verify TLS) is known."""
+        self.base_url  # noqa: B018 -- picks the scheme
+        with self._lock:
+            if self._pool is None:
+                self._pool = Pool(self._context, self.pool_size)
+            return self._pool
+
+    def set_auth(self, auth: Auth | None) -> None:
+        self.auth = auth
 
     @property
     def base_url(self) -> str:
         """`https://HOST` or, for an insecure registry that does not speak TLS, `http://HOST`."""
-        with self._base_lock:
+        with self._lock:
             if self._base is None:
                 self._base = self._pick_scheme()
             return self._base
@@ -160,7 +182,7 @@ class Transport:
             return https
         if not _speaks_tls(self.host):
             return f"http://{self.host}"
-        self.session.verify = False
+        self._verify = False
         return https
 
     def url(self, path: str) -> str:
@@ -172,31 +194,28 @@ class Transport:
         path: str,
         *,
         headers: Mapping[str, str] | None = None,
-        params: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | list[tuple[str, str]] | None = None,
         data: Any = None,
         stream: bool = False,
         allow_redirects: bool = True,
-    ) -> requests.Response:
-        """Send, retrying connection errors, 429 and 5xx while the body can be replayed."""
-        url = self.url(path)
-        attempts = self.attempts if _replayable(data) else 1
+        auth: bool = True,
+    ) -> Response:
+        """Send, retrying connection errors, 429 and 5xx while the body can be replayed.
+
+        With `auth`, the registry's credentials go along (only to its own `/v2/` paths), and a
+        401 with a challenge is answered once, if the body can be sent again.
+        """
+        url = with_params(self.url(path), params)
+        sent = {"User-Agent": USER_AGENT, **(headers or {})}
+        body = encode_body(data, sent)
+        attempts = self.attempts if _replayable(body) else 1
         for attempt in range(attempts):
             response = None
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=dict(headers or {}),
-                    params=params,
-                    data=data,
-                    stream=stream,
-                    allow_redirects=allow_redirects,
-                    timeout=TIMEOUT,
-                    verify=self.session.verify,
-                )
-            except requests.exceptions.SSLError as exc:
+                response = self._send(method, url, sent, body, allow_redirects, stream, auth)
+            except ssl.SSLError as exc:
                 raise NetworkError(f"TLS error talking to {self.host}: {exc}") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except TransportErrors as exc:
                 if attempt + 1 >= attempts:
                     raise NetworkError(f"cannot reach {self.host}: {exc}") from None
             else:
@@ -206,12 +225,34 @@ class Transport:
             time.sleep(retry_after(response, attempt))
         raise NetworkError(f"cannot reach {self.host}")
 
+    def _send(
+        self, method: str, url: str, headers: dict[str, str], body: Any, follow: bool, stream: bool, auth: bool
+    ) -> Response:
+        registry_auth = self.auth if auth else None
+        sent = dict(headers)
+        if registry_auth is not None and (value := registry_auth.header(method, url)):
+            sent["Authorization"] = value
+        response = self.pool.send(method, url, sent, body, follow, stream)
+        if response.status_code != 401 or registry_auth is None:
+            return response
+        retry = registry_auth.challenged(
+            method,
+            url,
+            response.headers.get("WWW-Authenticate", ""),
+            "Authorization" in sent,
+            _replayable(body),
+        )
+        if retry is None:
+            return response
+        response.close()
+        return self.pool.send(method, url, {**headers, "Authorization": retry}, body, follow, stream)
+
     def close(self) -> None:
-        self.session.close()
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
 
 
-class NoAuth(AuthBase):
-    """Keeps the session's registry auth off a request (the scheme probe, the token realm)."""
-
-    def __call__(self, r: requests.PreparedRequest) -> requests.PreparedRequest:
-        return r
+def _replayable(body: Any) -> bool:
+    return body is None or isinstance(body, bytes)

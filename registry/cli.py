@@ -60,7 +60,7 @@ def serve(settings: Settings) -> None:
     except ExposedSecrets as exc:
         raise click.ClickException(str(exc)) from None
 
-    # Before anything imports prometheus_client: every worker then writes its metrics here.
+    # Every worker's metrics go here; the app factory reads the variable when it creates them.
     metrics = settings.data_dir / "metrics"
     shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir(parents=True)

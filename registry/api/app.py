@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
 from registry.api.errors import http_error, registry_error, storage_error
-from registry.api.observe import GC_BYTES, GC_RUNS, Observe, configure_access_log
+from registry.api.observe import Metrics, Observe, configure_access_log
 from registry.api.routes import ROUTES
 from registry.config import Settings, parse_duration
 from registry.errors import RegistryError
@@ -31,11 +31,12 @@ LOG = logging.getLogger("berth.registry")
 
 def build_app(parts: Registry) -> Starlette:
     settings, events, collector, executor = parts.settings, parts.events, parts.collector, parts.executor
+    metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         tasks = [
-            asyncio.create_task(collect_periodically(collector, settings)),
+            asyncio.create_task(collect_periodically(collector, settings, metrics)),
             asyncio.create_task(publish_events(events, executor)),
         ]
         try:
@@ -48,12 +49,13 @@ def build_app(parts: Registry) -> Starlette:
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(Observe, access_log=settings.log_level in ("info", "debug"))],
+        middleware=[Middleware(Observe, metrics=metrics, access_log=settings.log_level in ("info", "debug"))],
         exception_handlers={RegistryError: registry_error, HTTPException: http_error, OSError: storage_error},
         lifespan=lifespan,
     )
     app.state.settings = settings
     app.state.events = events
+    app.state.metrics = metrics
     app.state.readiness = parts.readiness
     configure_access_log(settings.log_level in ("info", "debug"))
     app.state.auth = parts.authenticator
@@ -74,7 +76,7 @@ async def publish_events(events: EventService, executor: ThreadPoolExecutor) -> 
             LOG.exception("publishing events failed")
 
 
-async def collect_periodically(collector: GarbageCollector, settings: Settings) -> None:
+async def collect_periodically(collector: GarbageCollector, settings: Settings, metrics: Metrics) -> None:
     """Garbage collection on a schedule; every worker of every replica tries, the lease picks one."""
     interval = parse_duration(settings.gc_interval).total_seconds()
     if interval <= 0:
@@ -88,8 +90,8 @@ async def collect_periodically(collector: GarbageCollector, settings: Settings) 
             LOG.exception("garbage collection failed")
             continue
         if report is not None:
-            GC_RUNS.inc()
-            GC_BYTES.inc(report.bytes_reclaimed)
+            metrics.gc_runs.inc()
+            metrics.gc_bytes.inc(report.bytes_reclaimed)
             LOG.info(
                 "garbage collection removed %d blobs, %d manifests, %d uploads (%d bytes)",
                 len(report.blobs),

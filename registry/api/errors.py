@@ -41,10 +41,8 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 async def storage_error(request: Request, exc: Exception) -> Response:
     """An I/O failure underneath (disk, object store): counted, logged, and a 500 in the spec's shape."""
-    from registry.api.observe import STORAGE_ERRORS
-
     endpoint = request.scope.get("endpoint")
-    STORAGE_ERRORS.labels(getattr(endpoint, "__name__", "unmatched")).inc()
+    request.app.state.metrics.storage_errors.labels(getattr(endpoint, "__name__", "unmatched")).inc()
     LOG.error("storage failure in %s %s", request.method, request.url.path, exc_info=exc)
     body = {"errors": [{"code": "UNKNOWN", "message": "storage failure; try again", "detail": None}]}
     return Response(

@@ -39,5 +39,5 @@ def test_error_bodies_become_exceptions(registry: Registry) -> None:
     api = RegistryAPI.connect(registry.host)
     with pytest.raises(RegistryNotFound) as caught:
         api.get_manifest("never/pushed", "latest")
-    assert caught.value.codes & {"MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
+    assert {e.get("code") for e in caught.value.errors} & {"MANIFEST_UNKNOWN", "NAME_UNKNOWN"}
     assert caught.value.exit_code == 4

@@ -93,7 +93,7 @@ def test_expired_token_is_refreshed(token_registry, token_server: TokenServer) -
     with pytest.raises(NotFound):
         api.list_tags("never/pushed")
     before = len(token_server.requests)
-    auth = api.transport.session.auth
+    auth = api.transport.auth
     for token in auth._tokens.values():  # type: ignore[union-attr]
         token.expires_at = 0
     with pytest.raises(NotFound):
