@@ -261,6 +261,8 @@ def images(fmt: str) -> None:
     if (berth_root() / "images" / "oci-layout").exists():
         store = open_store(create=False)
         for entry in store.entries():
+            if entry.descriptor.artifact_type:  # not an image (the build cache's entries, say)
+                continue
             total = sum(store.reachable([entry.descriptor]).values())
             rows.append((entry.name or "<none>", entry.descriptor, total))
     if fmt == "json":

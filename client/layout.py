@@ -24,7 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -218,6 +218,15 @@ class Layout:
                 return False
             atomic_write(self.root / "index.json", _index_bytes(kept))
             return True
+
+    def discard(self, unwanted: Callable[[Descriptor], bool]) -> int:
+        """Drop every entry whose descriptor `unwanted` picks (blobs stay until `gc`); how many went."""
+        with self._locked():
+            entries = self._index().get("manifests") or []
+            kept = [e for e in entries if not unwanted(_descriptor(e))]
+            if len(kept) != len(entries):
+                atomic_write(self.root / "index.json", _index_bytes(kept))
+            return len(entries) - len(kept)
 
     def origins(self) -> dict[str, list[RegistryRepo]]:
         """digest -> the registry repositories the blob was pulled from or pushed to, most recent first.

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 VERSION = "0.1.0"
 """The project's version (pyproject.toml reads it from here)."""
-SOURCES = ("engine.commands", "client.cli", "registry.cli")
+SOURCES = ("engine.commands", "engine.build_command", "client.cli", "registry.cli")
 
 
 def root() -> click.Group:

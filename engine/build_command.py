@@ -1,0 +1,187 @@
+"""`berth build` and `berth system prune` / `berth builder prune`: front doors that only translate.
+
+The build itself is `engine.service.builds`; this module reads the flags, picks the progress
+display, and sends the finished image where it was asked to go (the local store under each
+`-t`, a registry with `--push`, `--output oci:DIR` or `docker-archive:FILE`).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from engine.commands import ENGINE_FAILED, _handled, _require_root, fail
+
+
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, eq, rest = value.partition("=")
+        if not key:
+            fail(f"invalid {what} {value!r}: expected KEY=VALUE")
+        out[key] = rest if eq else os.environ.get(key, "")
+    return out
+
+
+def _epoch(build_args: dict[str, str]) -> int | None:
+    text = build_args.get("SOURCE_DATE_EPOCH") or os.environ.get("SOURCE_DATE_EPOCH")
+    if not text:
+        return None
+    if not text.isdigit() or len(text) > 12:
+        fail(f"invalid SOURCE_DATE_EPOCH {text!r}: expected seconds since 1970")
+    return int(text)
+
+
+@click.command()
+@click.option("-t", "--tag", "tags", multiple=True, help="Name the image (repeatable).")
+@click.option(
+    "-f", "--file", "dockerfile", type=click.Path(dir_okay=False), help="The Dockerfile (default CONTEXT/Dockerfile)."
+)
+@click.option("--build-arg", multiple=True, help="KEY=VALUE for an ARG (repeatable).")
+@click.option("--target", help="Build up to this stage.")
+@click.option("--no-cache", is_flag=True, help="Run every step, reuse nothing.")
+@click.option("--platform", help="Only linux/amd64 (the host's platform) is supported.")
+@click.option("--push", is_flag=True, help="Push every -t to its registry after building.")
+@click.option("--output", "-o", "output", help="Also write the image to oci:DIR or docker-archive:FILE.")
+@click.option(
+    "--network", type=click.Choice(["host", "none", "bridge", "default"]), default="default", show_default=True
+)
+@click.option("--label", multiple=True, help="KEY=VALUE added to the image's labels.")
+@click.option("--progress", type=click.Choice(["auto", "plain", "rich", "tty"]), default="auto", show_default=True)
+@click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip", show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the image digest.")
+@click.argument("context", type=click.Path(exists=True, file_okay=False))
+@_handled
+def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, quiet: bool, **kw: Any) -> None:
+    """Build an image from a Dockerfile and CONTEXT (a directory)."""
+    _require_root("berth build")
+    from client.location import parse_location
+    from client.platform import host_platform
+    from engine.build_progress import make_progress
+    from engine.service.build_context import ContextError
+    from engine.service.builds import Builder, BuildError, BuildOptions
+    from engine.service.dockerfile import DockerfileError
+
+    host = host_platform()
+    if kw["platform"] and kw["platform"] not in (f"{host.os}/{host.architecture}", host.architecture):
+        fail(f"--platform {kw['platform']}: berth builds only for this machine ({host.os}/{host.architecture})")
+    if push and not tags:
+        fail("--push needs at least one -t")
+    if kw["network"] == "bridge":
+        fail("--network bridge: the engine has no bridge networking yet (use host or none)")
+    target_location = parse_location(output, default="") if output else None
+    if target_location is not None and target_location.kind not in ("oci", "docker-archive"):
+        fail(f"--output {output}: use oci:DIR or docker-archive:FILE")
+    build_args = _pairs(kw["build_arg"], "--build-arg")
+    options = BuildOptions(
+        context=Path(context),
+        dockerfile=Path(kw["dockerfile"]) if kw["dockerfile"] else None,
+        build_args=build_args,
+        target=kw["target"],
+        no_cache=kw["no_cache"],
+        network="none" if kw["network"] == "default" else kw["network"],
+        labels=_pairs(kw["label"], "--label"),
+        compression=kw["compression"],
+        epoch=_epoch(build_args),
+    )
+    mode = {"rich": "tty"}.get(kw["progress"], kw["progress"])
+    progress = make_progress(mode if not quiet else "plain", open(os.devnull, "w") if quiet else None)
+    try:
+        result = Builder(options, progress).build()
+    except (BuildError, DockerfileError, ContextError) as exc:
+        progress.close()
+        fail(str(exc), exc.code if isinstance(exc, BuildError) else 1)
+        return
+    finally:
+        progress.close()
+    _deliver(result.digest, len(result.manifest), tags, push, target_location)
+    click.echo(result.digest if quiet else f"writing image {result.digest}" + "".join(f"\nnaming to {t}" for t in tags))
+
+
+def _deliver(digest: str, size: int, tags: tuple[str, ...], push: bool, target_location: Any) -> None:
+    """Tag in the local store, then push and export from there with the client's copy."""
+    from client.copy import copy_image
+    from client.layout import open_store, store_name
+    from client.layout_image import LayoutSource
+    from client.location import Location, Options, open_target, reference
+    from client.progress import make_reporter
+    from registry.oci import mediatypes as mt
+    from registry.oci.manifest import Descriptor
+
+    layout = open_store()
+    descriptor = Descriptor(mt.OCI_MANIFEST, digest, size)
+    names = [store_name(t) for t in tags]
+    for name in names:
+        layout.add(descriptor, name)
+    if not names:
+        layout.add(descriptor, None)
+    destinations = [Location("docker", reference(t)) for t in tags] if push else []
+    if target_location is not None:
+        if target_location.kind == "docker-archive" and target_location.name is None and names:
+            target_location = Location(target_location.kind, path=target_location.path, name=names[0])
+        destinations.append(target_location)
+    for location in destinations:
+        source = LayoutSource(layout, names[0] if names else digest, "local")
+        target = open_target(location, Options())
+        reporter = make_reporter(quiet=not sys.stderr.isatty())
+        try:
+            copy_image(source, target, platform=None, jobs=4, reporter=reporter)
+        finally:
+            reporter.close()
+            target.close()
+            source.close()
+
+
+def _prune() -> None:
+    from client.layout import berth_root, open_store
+    from client.progress import human_size
+    from engine.commands import _stores
+    from engine.service.build_cache import prune
+    from engine.service.images import prune_layers
+
+    if not (berth_root() / "images" / "oci-layout").exists():
+        click.echo("Total reclaimed space: 0B")
+        return
+    layout = open_store()
+    sizes = {}
+    for blob in (layout.root / "blobs" / "sha256").iterdir():
+        sizes[f"sha256:{blob.name}"] = blob.stat().st_size
+    dropped, removed = prune(layout)
+    store, containers = _stores()
+    prune_layers(store, {d for c in containers.list() for d in c.spec.layers})
+    click.echo(f"Deleted build cache entries: {dropped}")
+    click.echo(f"Total reclaimed space: {human_size(sum(sizes.get(d, 0) for d in removed))}")
+
+
+@click.group()
+def system() -> None:
+    """Manage berth's local data."""
+
+
+@system.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Do not ask (berth never asks; accepted for docker's scripts).")
+@_handled
+def system_prune(force: bool) -> None:
+    """Remove the build cache, blobs no image uses and unpacked layers nothing needs."""
+    _prune()
+
+
+@click.group()
+def builder() -> None:
+    """Manage the build cache."""
+
+
+@builder.command("prune")
+@click.option("-f", "--force", is_flag=True, help="Accepted for docker's scripts.")
+@_handled
+def builder_prune(force: bool) -> None:
+    """Remove the build cache (and the blobs only it kept)."""
+    _prune()
+
+
+COMMANDS: list[click.Command] = [build, system, builder]
+__all__ = ["COMMANDS", "ENGINE_FAILED"]

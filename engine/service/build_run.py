@@ -1,0 +1,113 @@
+"""A RUN step: a container of the engine's own kind, whose overlay upper directory is the change.
+
+The container is created and supervised exactly as `berth run` does it (same namespaces,
+overlay with the build's layers as lowers and a fresh upper, same capabilities and
+no_new_privs, cgroup), with the build's network, user, working directory and environment;
+its output goes to the build's progress. What the runtime adds for any container (the
+mount points /proc, /sys, /dev and /etc/hosts, /etc/hostname, /etc/resolv.conf when the image
+lacks them) is taken back out of the upper directory, as docker's builder does.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.service.layer_diff import is_opaque, is_whiteout
+
+RUNTIME_MOUNTPOINTS = ("proc", "sys", "dev", "etc/hostname", "etc/hosts", "etc/resolv.conf")
+
+
+@dataclass
+class RunResult:
+    code: int
+    changes: Path
+    """The upper directory (or, without overlayfs, the whole root) holding what the step changed."""
+    cleanup: Callable[[], None]
+
+
+def exists_in_layers(layer_dirs: list[Path], path: str) -> bool:
+    """Whether `path` exists in the stack of unpacked layers (whiteouts and opaque dirs honoured)."""
+    parts = path.strip("/").split("/")
+    for layer in reversed(layer_dirs):
+        for depth in range(1, len(parts) + 1):
+            candidate = layer.joinpath(*parts[:depth])
+            try:
+                st = os.lstat(candidate)
+            except FileNotFoundError:
+                break
+            if is_whiteout(st):
+                return False
+            if depth == len(parts):
+                return True
+            if stat.S_ISDIR(st.st_mode) and is_opaque(str(candidate)):
+                return False
+        else:
+            continue
+    return False
+
+
+def drop_runtime_mountpoints(changes: Path, existed: set[str]) -> None:
+    """Remove the empty files and directories the runtime created only to mount over."""
+    for path in RUNTIME_MOUNTPOINTS:
+        if path in existed:
+            continue
+        target = changes / path
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+            os.unlink(target)
+        elif stat.S_ISDIR(st.st_mode) and not os.listdir(target):
+            os.rmdir(target)
+
+
+def run_step(
+    layer_digests: list[str],
+    layer_dirs: list[Path],
+    args: list[str],
+    env: list[str],
+    *,
+    cwd: str,
+    user: str,
+    network: str,
+    on_output: Callable[[bytes], None],
+) -> RunResult:
+    from engine.service import lifecycle
+    from engine.service.images import Image
+    from engine.service.specs import RunOptions
+
+    images, containers = lifecycle.stores()
+    existed = {p for p in RUNTIME_MOUNTPOINTS if exists_in_layers(layer_dirs, p)}
+    image = Image("berth-build", "", "", {}, list(layer_digests))
+    options = RunOptions(command=args, entrypoint="", env=env, workdir=cwd, user=user, network=network)
+    container = lifecycle.create(images, containers, image, options, None)
+    read_end, write_end = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+    def pump() -> None:
+        with open(read_end, "rb", buffering=0) as f:
+            while chunk := f.read(65536):
+                on_output(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code = lifecycle.start(images, container, stdio=(devnull, write_end, write_end), forward_signals=True)
+    finally:
+        os.close(write_end)
+        os.close(devnull)
+        reader.join()
+    changes = container.directory / ("upper" if layer_dirs else "rootfs")
+    drop_runtime_mountpoints(changes, existed)
+
+    def cleanup() -> None:
+        """The supervisor (this process) has reaped PID 1 and removed its cgroup: only files remain."""
+        containers.delete(container)
+
+    return RunResult(code, changes, cleanup)

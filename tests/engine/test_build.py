@@ -1,0 +1,118 @@
+"""`berth build` end to end on the engine: real containers for RUN, the store, the cache, failures."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from client.layout import Layout, store_name
+from tests.engine.conftest import Berth
+from tests.engine.images import IMAGE
+
+pytestmark = pytest.mark.root
+
+DOCKERFILE = f"""\
+ARG BASE={IMAGE}
+FROM $BASE AS base
+ENV GREETING="hello world"
+WORKDIR /app/new
+COPY a.txt sub ./
+RUN echo "$GREETING" > out.txt && rm /etc/keep
+USER app
+RUN id -u > /tmp/id.txt
+
+FROM base
+COPY --from=base /app/new/out.txt /copied
+COPY <<EOF /here.txt
+greeting is $GREETING
+EOF
+CMD ["cat", "/copied", "/here.txt", "/tmp/id.txt"]
+"""
+
+
+def make_context(path: Path, dockerfile: str = DOCKERFILE) -> Path:
+    path.mkdir()
+    (path / "Dockerfile").write_text(dockerfile)
+    (path / "a.txt").write_text("a\n")
+    (path / "sub").mkdir()
+    (path / "sub" / "b.txt").write_text("b\n")
+    (path / "secret.txt").write_text("never copied\n")
+    (path / ".dockerignore").write_text("secret.txt\n")
+    return path
+
+
+def steps(output: str, word: str) -> int:
+    return sum(1 for line in output.splitlines() if line.startswith("#") and line.split()[1:2] == [word])
+
+
+def test_build_run_and_cached_rebuild(berth: Berth, tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ctx")
+    first = berth("build", "-t", "built/one:1", "--progress", "plain", str(context), timeout=120)
+    assert first.returncode == 0, first.stderr
+    run = berth("run", "--rm", "built/one:1")
+    assert run.stdout == "hello world\ngreeting is hello world\n1000\n", run.stderr
+
+    again = berth("build", "-t", "built/one:1", "--progress", "plain", str(context), timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert steps(again.stderr, "CACHED") == 6 and steps(again.stderr, "DONE") == 2  # the two FROMs
+    assert again.stdout.split()[2] == first.stdout.split()[2]
+
+    (context / "sub" / "b.txt").write_text("changed\n")
+    changed = berth("build", "-t", "built/one:1", "--progress", "plain", str(context), timeout=120)
+    assert steps(changed.stderr, "CACHED") == 1  # WORKDIR only: COPY and everything after it ran again
+
+    layout = Layout.open(berth.root / "images")
+    _, manifest = layout.image(store_name("built/one:1"))
+    config = json.loads(layout.read_blob(manifest.config.digest))
+    assert len(config["rootfs"]["diff_ids"]) == len(manifest.layers)
+    assert sum(not h.get("empty_layer") for h in config["history"]) == len(manifest.layers)
+    assert config["config"]["User"] == "app" and config["config"]["WorkingDir"] == "/app/new"
+
+
+def test_failing_run_stops_with_its_code_and_tags_nothing(berth: Berth, tmp_path: Path) -> None:
+    dockerfile = f"FROM {IMAGE}\nRUN echo partial > /x; for i in 1 2 3; do echo line $i; done; exit 7\nCMD x\n"
+    context = make_context(tmp_path / "ctx", dockerfile)
+    result = berth("build", "-t", "built/failed:1", "--progress", "plain", str(context), timeout=120)
+    assert result.returncode == 7
+    assert "failed with exit code 7" in result.stderr and "  line 3" in result.stderr
+    assert berth("run", "--rm", "built/failed:1", "true").returncode != 0
+    assert not [p for p in (berth.root / "containers").iterdir() if not p.name.startswith(".")]
+
+
+@pytest.mark.parametrize(
+    ("copy", "message"),
+    [
+        ("COPY ../outside /x", "outside the build context"),
+        ("COPY secret.txt /x", "excluded by .dockerignore"),
+        ("COPY nothing* /x", "matches nothing"),
+        ("FROB x", "Dockerfile:2: unknown instruction"),
+    ],
+)
+def test_bad_sources_are_refused(berth: Berth, tmp_path: Path, copy: str, message: str) -> None:
+    context = make_context(tmp_path / "ctx", f"FROM {IMAGE}\n{copy}\n")
+    result = berth("build", "--progress", "plain", str(context), timeout=60)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
+def test_symlink_out_of_the_context_stays_inside(berth: Berth, tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ctx", f'FROM {IMAGE}\nCOPY escape /got\nCMD ["cat", "/got"]\n')
+    (context / "escape").symlink_to("/etc/hostname")
+    result = berth("build", "--progress", "plain", str(context), timeout=60)
+    assert result.returncode != 0 and "not found in the build context" in result.stderr
+
+
+def test_source_date_epoch_gives_one_digest(berth: Berth, tmp_path: Path) -> None:
+    digests = []
+    for name in ("one", "two"):
+        context = make_context(tmp_path / name)
+        if name == "two":
+            shutil.copystat(context / "a.txt", context / "sub")
+        result = berth(
+            "build", "--no-cache", "-q", "--build-arg", "SOURCE_DATE_EPOCH=1700000000", str(context), timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        digests.append(result.stdout.strip())
+    assert digests[0] == digests[1]
