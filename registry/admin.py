@@ -16,7 +16,7 @@ from registry.config import Settings
 if TYPE_CHECKING:
     from registry.metadata.accounts import Accounts
 
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,254}$")
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,254}")
 
 
 def accounts(settings: Settings) -> Accounts:
@@ -30,7 +30,7 @@ def read_password(password_stdin: bool, confirm: bool = True) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name) or name == "anonymous":
+    if not NAME.fullmatch(name) or name == "anonymous":
         raise click.BadParameter(f"{name!r} is not a valid account name")
     return name
 

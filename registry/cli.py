@@ -42,13 +42,27 @@ from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
 @click.option("--gc-interval", help="Collect garbage this often, 0 to never (default 1h, env BERTH_GC_INTERVAL).")
 @click.option("--gc-grace", help="Spare what was touched more recently (default 24h, env BERTH_GC_GRACE).")
 @click.option("--gc-untagged/--no-gc-untagged", default=None, help="Scheduled runs remove untagged manifests too.")
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    help="Connections each worker holds at most; more are closed at once (default 1024, env BERTH_MAX_CONNECTIONS).",
+)
+@click.option(
+    "--client-timeout",
+    help="Close a connection whose request headers, or the next chunk of its body, take longer "
+    "(default 60s, env BERTH_CLIENT_TIMEOUT).",
+)
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""
+    import functools
+    import resource
     import shutil
 
     import uvicorn
 
+    from registry.api.connections import GuardedHttpToolsProtocol
+    from registry.config import parse_duration
     from registry.datadir import ExposedSecrets, check_secrets_private, make_private
 
     # First: the database holds the token-signing key, so nothing of ours may be readable by others.
@@ -59,6 +73,20 @@ def serve(settings: Settings) -> None:
         check_secrets_private(settings, private)
     except ExposedSecrets as exc:
         raise click.ClickException(str(exc)) from None
+
+    try:
+        timeout = parse_duration(settings.client_timeout).total_seconds()
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--client-timeout") from None
+    if timeout <= 0:
+        raise click.BadParameter("must be longer than 0", param_hint="--client-timeout")
+    # Every connection is a file descriptor: allow as many as the hard limit lets us.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # an unlimited hard limit is more than the kernel allows
+            click.echo(f"could not raise the open file limit from {soft}", err=True)
 
     # Every worker's metrics go here; the app factory reads the variable when it creates them.
     metrics = settings.data_dir / "metrics"
@@ -93,7 +121,9 @@ def serve(settings: Settings) -> None:
         workers=settings.effective_workers,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
-        http="httptools",
+        http=functools.partial(
+            GuardedHttpToolsProtocol, max_connections=settings.max_connections, header_timeout=timeout
+        ),
         # Forwarded headers are believed only when configured (they name the token realm
         # and the client address that login throttling counts).
         proxy_headers=settings.trust_proxy,

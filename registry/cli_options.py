@@ -42,6 +42,12 @@ def server_options(command: Callable[..., Any]) -> Callable[..., Any]:
             settings = load_settings(config_file, **given)
         except (OSError, ValueError) as exc:
             raise click.UsageError(str(exc)) from None
+        from registry.metadata.db import DriverMissing, check_driver
+
+        try:
+            check_driver(settings.effective_database_url)
+        except DriverMissing as exc:
+            raise click.ClickException(str(exc)) from None
         return command(settings, **kwargs)
 
     return wrapper
@@ -66,6 +72,8 @@ SETTING_FLAGS = {
     "gc_untagged",
     "webhook_urls",
     "webhook_secret",
+    "max_connections",
+    "client_timeout",
 }
 
 

@@ -43,6 +43,8 @@ class Settings:
     webhook_urls: str = ""
     webhook_secret: str = ""
     log_level: str = "info"
+    max_connections: int = 1024
+    client_timeout: str = "60s"
 
     @property
     def host(self) -> str:
@@ -86,7 +88,7 @@ class Settings:
 MIN_UPLOAD_SESSION = timedelta(hours=1)
 KEYS = {f.name for f in fields(Settings)}
 BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged"}
-DURATION = re.compile(r"^(\d+)([smhdw])$")
+DURATION = re.compile(r"(\d+)([smhdw])")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
@@ -94,7 +96,7 @@ def parse_duration(text: str) -> timedelta:
     """`90s`, `30m`, `12h`, `30d`, `2w`, or `0` for none."""
     if text.strip() == "0":
         return timedelta(0)
-    match = DURATION.match(text.strip())
+    match = DURATION.fullmatch(text.strip())
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 30m or 90s")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
@@ -103,7 +105,7 @@ def parse_duration(text: str) -> timedelta:
 def _coerce(name: str, value: Any) -> Any:
     if name == "data_dir":
         return Path(value).expanduser()
-    if name == "workers":
+    if name in ("workers", "max_connections"):
         return int(value)
     if name in BOOLEANS:
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")

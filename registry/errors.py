@@ -48,9 +48,11 @@ class DigestInvalid(RegistryError):
 
 
 class ManifestBlobUnknown(RegistryError):
+    """400, as Docker's registry API documents and CNCF Distribution answers."""
+
     code, status, default_message = (
         "MANIFEST_BLOB_UNKNOWN",
-        404,
+        400,
         "manifest references a manifest or blob unknown to registry",
     )
 

@@ -15,7 +15,7 @@ POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
 
 def parse_size(text: str) -> int:
     """`50GiB`, `500MB`, `1073741824`: binary units with `i`, decimal without."""
-    match = SIZE.match(text)
+    match = SIZE.fullmatch(text)
     if not match:
         raise click.BadParameter(f"{text!r} is not a size like 50GiB or 500MB")
     number, unit = float(match.group(1)), (match.group(2) or "").upper()

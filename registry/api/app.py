@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 
+from registry.api.connections import BodyTimeout
 from registry.api.errors import http_error, registry_error, storage_error
 from registry.api.observe import Metrics, Observe, configure_access_log
 from registry.api.routes import ROUTES
@@ -49,7 +50,10 @@ def build_app(parts: Registry) -> Starlette:
 
     app = Starlette(
         routes=ROUTES,
-        middleware=[Middleware(Observe, metrics=metrics, access_log=settings.log_level in ("info", "debug"))],
+        middleware=[
+            Middleware(Observe, metrics=metrics, access_log=settings.log_level in ("info", "debug")),
+            Middleware(BodyTimeout, seconds=parse_duration(settings.client_timeout).total_seconds()),
+        ],
         exception_handlers={RegistryError: registry_error, HTTPException: http_error, OSError: storage_error},
         lifespan=lifespan,
     )

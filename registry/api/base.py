@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,6 +21,9 @@ from registry.service.uploads import UploadService, UploadWriter
 T = TypeVar("T")
 P = ParamSpec("P")
 SMALL_BODY = 1024 * 1024
+# A count in a header or query: ASCII digits only (str.isdigit also takes "²", which int()
+# refuses), and at most 18 of them, so it fits the database's 64-bit integers.
+COUNT = re.compile(r"[0-9]{1,18}")
 
 
 @dataclass(frozen=True)
@@ -56,9 +60,13 @@ def repository(request: Request) -> str:
     return name
 
 
+def count(value: str | None) -> int | None:
+    """A non-negative decimal number, or None when absent or malformed."""
+    return int(value) if value is not None and COUNT.fullmatch(value) else None
+
+
 def content_length(request: Request) -> int | None:
-    value = request.headers.get("content-length")
-    return int(value) if value and value.isdigit() else None
+    return count(request.headers.get("content-length"))
 
 
 async def stream_into(request: Request, writer: UploadWriter) -> None:

@@ -8,11 +8,12 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry.api.auth import require
 from registry.api.base import call, event, read, repository, services
-from registry.service.blobs import parse_range
+from registry.service.blobs import check_digest, parse_range
 
 
 async def get_blob(request: Request) -> Response:
-    name, digest = repository(request), request.path_params["digest"]
+    # Canonical, so only validated text is echoed into headers.
+    name, digest = repository(request), check_digest(request.path_params["digest"])
     await require(request, name, "pull")
     blobs = services(request).blobs
     size = await read(request, blobs.size, name, digest)
@@ -40,7 +41,7 @@ async def get_blob(request: Request) -> Response:
 
 
 async def delete_blob(request: Request) -> Response:
-    name, digest = repository(request), request.path_params["digest"]
+    name, digest = repository(request), check_digest(request.path_params["digest"])
     await require(request, name, "delete")
     await call(request, services(request).blobs.delete, name, digest)
     await call(request, event(request, "delete", name, digest=digest, media_type="blob"))

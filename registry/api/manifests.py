@@ -9,9 +9,10 @@ from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
 from registry.api.base import call, event, event_in_transaction, read, repository, services
-from registry.errors import DigestInvalid, ManifestInvalid
+from registry.errors import ManifestInvalid
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import MAX_MANIFEST_BYTES
+from registry.service.blobs import check_digest
 
 
 async def get_manifest(request: Request) -> Response:
@@ -24,6 +25,8 @@ async def get_manifest(request: Request) -> Response:
         event(request, "pull", name, digest=row.digest, tag=tag, media_type=row.media_type)()
     headers = {
         "Content-Type": row.media_type,
+        # The media type is the pusher's choice (say text/html): never let a browser run it.
+        "Content-Security-Policy": "default-src 'none'; sandbox",
         "Docker-Content-Digest": row.digest,
         "ETag": f'"{row.digest}"',
         "Content-Length": str(row.size),
@@ -71,10 +74,8 @@ async def delete_manifest(request: Request) -> Response:
 
 
 async def referrers(request: Request) -> Response:
-    name, digest = repository(request), request.path_params["digest"]
+    name, digest = repository(request), check_digest(request.path_params["digest"])
     await require(request, name, "pull")
-    if ":" not in digest:
-        raise DigestInvalid(f"invalid digest {digest!r}")
     artifact_type = request.query_params.get("artifactType")
     found = await call(request, services(request).manifests.referrers, name, digest, artifact_type)
     index = {

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 ACCESS = logging.getLogger("berth.access")
 API_VERSION = (b"docker-distribution-api-version", b"registry/2.0")
+# Every response: a browser must not guess a type other than the declared one.
+NOSNIFF = (b"x-content-type-options", b"nosniff")
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -101,7 +103,12 @@ class Observe:
             nonlocal status, sent
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), API_VERSION, (b"x-request-id", request_id.encode())]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    API_VERSION,
+                    NOSNIFF,
+                    (b"x-request-id", request_id.encode()),
+                ]
             elif message["type"] == "http.response.body":
                 sent += len(message.get("body", b""))
             await send(message)

@@ -9,15 +9,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import call, read, repository, services
+from registry.api.base import call, count, read, repository, services
 from registry.errors import PaginationInvalid
 
 
 def _page(request: Request) -> tuple[int | None, str | None]:
-    n = request.query_params.get("n")
-    if n is not None and (not n.isdigit()):
-        raise PaginationInvalid(detail={"n": n})
-    return (int(n) if n is not None else None), request.query_params.get("last") or None
+    text = request.query_params.get("n")
+    n = count(text)
+    if text is not None and n is None:
+        raise PaginationInvalid(detail={"n": text})
+    return n, request.query_params.get("last") or None
 
 
 def _listing(request: Request, body: dict[str, object], items: list[str], n: int | None) -> Response:

@@ -6,8 +6,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import SMALL_BODY, call, content_length, repository, services, stream_into
+from registry.api.base import SMALL_BODY, call, content_length, count, repository, services, stream_into
 from registry.errors import BlobUploadInvalid, RangeInvalid
+from registry.service.blobs import check_digest
 from registry.service.uploads import UploadService, UploadWriter
 
 
@@ -33,13 +34,14 @@ def _content_range_start(request: Request) -> int | None:
     if not value:
         return None
     spec = value.removeprefix("bytes ").removeprefix("bytes=").split("/")[0]
-    first, _, last = spec.partition("-")
-    if not (first.isdigit() and last.isdigit()) or int(last) < int(first):
+    first_text, _, last_text = spec.partition("-")
+    first, last = count(first_text), count(last_text)
+    if first is None or last is None or last < first:
         raise RangeInvalid(f"invalid Content-Range {value!r}")
     length = content_length(request)
-    if length is not None and length != int(last) - int(first) + 1:
+    if length is not None and length != last - first + 1:
         raise RangeInvalid(f"Content-Range {value!r} does not match Content-Length {length}")
-    return int(first)
+    return first
 
 
 async def _write_body(request: Request, writer: UploadWriter) -> None:
@@ -59,6 +61,7 @@ async def start_upload(request: Request) -> Response:
     mount = params.get("mount")
     if mount:
         readable = can_pull(request, principal)
+        mount = check_digest(mount)
         mounted = await call(request, svc.blobs.mount, name, mount, params.get("from"), readable)
         if mounted:
             return _created(name, mount)
@@ -73,8 +76,13 @@ async def start_upload(request: Request) -> Response:
     upload_id = svc.uploads.start(name)
     if not digest:
         return Response(status_code=202, headers=_session_headers(name, upload_id, 0))
-    writer = await call(request, svc.uploads.open, name, upload_id, None, length)
-    await _write_body(request, writer)
+    writer = await call(request, svc.uploads.open, name, upload_id, None, length, digest)
+    try:
+        await _write_body(request, writer)
+    except BlobUploadInvalid:
+        # The client never learnt this session's id, so nothing can resume it: its bytes go now.
+        await call(request, svc.uploads.cancel, name, upload_id)
+        raise
     digest = await call(request, svc.uploads.complete, writer, digest)
     return _created(name, digest)
 

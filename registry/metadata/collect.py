@@ -100,16 +100,16 @@ class Collector:
 
     # -- upload sessions
 
-    def expired_uploads(self, cutoff: datetime) -> list[tuple[str, dict[str, Any]]]:
-        """Open sessions started before `cutoff` that nobody is writing to."""
+    def expired_uploads(self, cutoff: datetime) -> list[tuple[str, dict[str, Any], int]]:
+        """Open sessions started before `cutoff` that nobody is writing to: id, storage state, bytes."""
         now = datetime.now(UTC)
-        query = select(Upload.id, Upload.storage_state).where(
+        query = select(Upload.id, Upload.storage_state, Upload.offset).where(
             Upload.started_at < cutoff,
             Upload.closed.is_(False),
             or_(Upload.lease_until.is_(None), Upload.lease_until < now),
         )
         with self.engine.connect() as conn:
-            return [(r.id, json.loads(r.storage_state)) for r in conn.execute(query)]
+            return [(r.id, json.loads(r.storage_state), r.offset) for r in conn.execute(query)]
 
     def drop_tombstones(self, cutoff: datetime) -> int:
         """Forget ended sessions whose ids are past their lifetime (their bytes are gone)."""

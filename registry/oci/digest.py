@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 
 
 class InvalidDigest(ValueError):
@@ -28,7 +28,7 @@ class Digest:
 
 def parse_digest(value: str) -> Digest:
     """Parse and validate a digest; only sha256 and sha512 are accepted."""
-    match = _DIGEST_RE.match(value)
+    match = _DIGEST_RE.fullmatch(value)
     if not match:
         raise InvalidDigest(f"invalid digest {value!r}")
     algorithm, encoded = match.groups()

@@ -125,6 +125,8 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         doc = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidManifest("manifest is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidManifest("manifest must be a JSON object")
     if doc.get("schemaVersion") == 1:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from registry.oci.digest import InvalidDigest, parse_digest
 
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-NAME_RE = re.compile(rf"^{_COMPONENT}(?:/{_COMPONENT})*$")
-TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+NAME_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 _HOST_RE = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
-    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?$"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+    r"|\[[0-9A-Fa-f:.]+\])(?::[0-9]+)?"
 )
 NAME_MAX = 255
 
@@ -31,11 +31,11 @@ class InvalidReference(ValueError):
 
 
 def valid_name(name: str) -> bool:
-    return len(name) <= NAME_MAX and bool(NAME_RE.match(name))
+    return len(name) <= NAME_MAX and bool(NAME_RE.fullmatch(name))
 
 
 def valid_tag(tag: str) -> bool:
-    return bool(TAG_RE.match(tag))
+    return bool(TAG_RE.fullmatch(tag))
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ class Reference:
 
 
 def _is_host(component: str) -> bool:
-    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.match(component))
+    return ("." in component or ":" in component or component == "localhost") and bool(_HOST_RE.fullmatch(component))
 
 
 def parse_reference(text: str, default_tag: str | None = DEFAULT_TAG) -> Reference:

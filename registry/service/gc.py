@@ -29,11 +29,12 @@ class GcReport:
     tags: list[Expired] = field(default_factory=list)
     manifests: list[Candidate] = field(default_factory=list)
     blobs: list[Candidate] = field(default_factory=list)
+    upload_bytes: int = 0
     leftover_bytes: int = 0
 
     @property
     def bytes_reclaimed(self) -> int:
-        return sum(b.size for b in self.blobs) + self.leftover_bytes
+        return sum(b.size for b in self.blobs) + self.upload_bytes + self.leftover_bytes
 
 
 class GarbageCollector:
@@ -58,9 +59,10 @@ class GarbageCollector:
 
     def _collect(self, cutoff: datetime, untagged: bool, dry_run: bool) -> GcReport:
         report = GcReport(dry_run)
-        for upload_id, state in self.collector.expired_uploads(cutoff):
+        for upload_id, state, size in self.collector.expired_uploads(cutoff):
             if dry_run or self.collector.expire_upload(upload_id, partial(self.storage.cancel_upload, state)):
                 report.uploads.append(upload_id)
+                report.upload_bytes += size
         if not dry_run:
             self.collector.drop_tombstones(datetime.now(UTC) - self.session_lifetime)
             report.leftover_bytes = self.storage.sweep_uploads(cutoff.timestamp(), self.collector.active_upload_ids())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fnmatch import fnmatchcase
@@ -38,14 +39,23 @@ class PolicyService:
     def __init__(self, policies: Policies):
         self.policies = policies
 
-    def check_quota(self, repository: str, incoming: int, digest: str | None = None) -> None:
-        """Refuse `incoming` new bytes (a blob `digest`, if known) beyond any matching quota."""
+    def _limits(self, repository: str, digest: str | None) -> Iterator[tuple[str, int, int]]:
+        """(pattern, limit, bytes used) of every quota a new blob `digest` in `repository` counts against."""
         for pattern, limit in self.policies.quotas():
             if not matches(pattern, repository):
                 continue
             if digest is not None and self.policies.pattern_holds(pattern, digest):
                 continue
-            used = self.policies.pattern_usage(pattern)
+            yield pattern, limit, self.policies.pattern_usage(pattern)
+
+    def allowance(self, repository: str, digest: str | None = None) -> int | None:
+        """How many new bytes `repository` may still take (None: no quota applies)."""
+        room = [limit - used for _, limit, used in self._limits(repository, digest)]
+        return max(min(room), 0) if room else None
+
+    def check_quota(self, repository: str, incoming: int, digest: str | None = None) -> None:
+        """Refuse `incoming` new bytes (a blob `digest`, if known) beyond any matching quota."""
+        for pattern, limit, used in self._limits(repository, digest):
             if used + incoming > limit:
                 raise QuotaExceeded(
                     f"pushing {human(incoming)} to {repository} would exceed the quota of {pattern}: "

@@ -128,6 +128,9 @@ class UploadWriter:
     offset: int
     hasher: Any | None
     renew: Callable[[], None] | None = None
+    allowance: int | None = None
+    """The size the session may reach under the repository's quotas (None: no quota)."""
+    over_quota: Callable[[UploadWriter, int], int | None] | None = None
     status: UploadStatus = UploadStatus.WRITING
     leased_at: float = field(default_factory=time.monotonic)
 
@@ -137,7 +140,11 @@ class UploadWriter:
 
     def store(self, chunks: Sequence[bytes]) -> None:
         """Write the bytes; `hash` may run at the same time in another thread. A long body
-        renews the lease now and then, so a slow upload keeps its session."""
+        renews the lease now and then, so a slow upload keeps its session. Bytes count
+        against the quota as they arrive, whatever the client declared."""
+        end = self.offset + sum(len(chunk) for chunk in chunks)
+        if self.allowance is not None and end > self.allowance and self.over_quota is not None:
+            self.allowance = self.over_quota(self, end)
         self.state = self.storage.write_upload(self.state, self.offset, chunks)
         self.offset += sum(len(chunk) for chunk in chunks)
         if self.renew is not None and time.monotonic() - self.leased_at > RENEW_AFTER:
@@ -195,13 +202,21 @@ class UploadService:
         return self._session(repository, upload_id).offset
 
     def open(
-        self, repository: str, upload_id: str, start: int | None = None, incoming: int | None = None
+        self,
+        repository: str,
+        upload_id: str,
+        start: int | None = None,
+        incoming: int | None = None,
+        digest: str | None = None,
     ) -> UploadWriter:
         """Lease the session for writing; `start` is the client's Content-Range start and
-        `incoming` its Content-Length, when given (checked against quotas before any byte lands)."""
+        `incoming` its Content-Length, when given (checked against quotas before any byte
+        lands), `digest` the blob's when the request names it (a blob the namespace holds
+        costs nothing)."""
         session = self._session(repository, upload_id)
+        digest = _check_digest(digest) if digest else None
         if incoming:
-            self.policies.check_quota(repository, session.offset + incoming)
+            self.policies.check_quota(repository, session.offset + incoming, digest)
         if start is not None and start != session.offset:
             raise RangeInvalid(
                 f"chunk starts at {start}, the upload is at {session.offset}",
@@ -225,7 +240,25 @@ class UploadService:
             session.offset,
             hasher,
             renew=lambda: self.index.renew_lease(upload_id, LEASE_SECONDS),
+            allowance=self.policies.allowance(repository, digest),
+            over_quota=self._over_quota,
         )
+
+    def _over_quota(self, writer: UploadWriter, size: int) -> int | None:
+        """A body went past the allowance seen at `open`: refuse it and end the session,
+        deleting its bytes, unless space was freed meanwhile (then the new allowance)."""
+        try:
+            self.policies.check_quota(writer.repository, size)
+        except QuotaExceeded:
+            self._end(writer)
+            raise
+        return self.policies.allowance(writer.repository)
+
+    def _end(self, writer: UploadWriter) -> None:
+        """Cancel a session a request was writing: its id becomes unknown, its bytes go now."""
+        writer.move(UploadStatus.CANCELLED)
+        if self.index.close_upload(writer.repository, writer.upload_id, writer.started):
+            self.storage.cancel_upload(writer.state)
 
     def close(self, writer: UploadWriter) -> int:
         """Record what was written (also after a client disconnect) and release the lease."""
@@ -245,18 +278,18 @@ class UploadService:
                 hasher = hashlib.new(algorithm)
                 for chunk in self.storage.read_upload(writer.state, writer.offset):
                     hasher.update(chunk)
-            if hasher.hexdigest() != expected:
-                raise DigestInvalid(detail={"digest": digest})
         except Exception:
             writer.hasher = None
             self.close(writer)
             raise
+        if hasher.hexdigest() != expected:
+            # Rejected bytes are not kept for a day until collection: they go now.
+            self._end(writer)
+            raise DigestInvalid(detail={"digest": digest})
         try:
             self.policies.check_quota(writer.repository, writer.offset, digest)
         except QuotaExceeded:
-            writer.move(UploadStatus.CANCELLED)
-            if self.index.close_upload(writer.repository, writer.upload_id, writer.started):
-                self.storage.cancel_upload(writer.state)
+            self._end(writer)
             raise
         writer.move(UploadStatus.COMMITTED)
         self.index.touch_blob(digest)

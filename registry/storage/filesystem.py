@@ -2,7 +2,9 @@
 
 A blob becomes visible by one `rename` of a complete, fsynced upload file, or for a blob
 stored whole by linking a complete, fsynced unnamed file (`O_TMPFILE`) into place, so a
-crash leaves nothing behind.
+crash leaves nothing behind. The directory is fsynced after the rename or link (and its
+parent after creating it): only then is the name itself on disk, and the caller's 201
+survives a power loss.
 
 The root and the digest-algorithm directories are marked as tops of directory hierarchies
 (ext4's `chattr +T`), so the directories below them are spread over the filesystem's
@@ -98,6 +100,7 @@ class FilesystemStorage:
                 _link(fd, target)
             except FileExistsError:  # stored meanwhile by another request: same digest, same bytes
                 pass
+            _sync_directory(target.parent)
         finally:
             os.close(fd)
 
@@ -156,8 +159,9 @@ class FilesystemStorage:
         finally:
             os.close(fd)
         target = self._path(digest)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        _make_directory(target.parent)
         os.replace(source, target)
+        _sync_directory(target.parent)
 
     def cancel_upload(self, state: UploadState) -> None:
         try:
@@ -195,8 +199,30 @@ def _unnamed_file(directory: Path) -> int:
     try:
         return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
     except FileNotFoundError:
-        directory.mkdir(parents=True, exist_ok=True)
+        _make_directory(directory)
         return os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o644)
+
+
+def _make_directory(directory: Path) -> None:
+    """Create a blob directory durably: a new one's name is fsynced into its parent."""
+    try:
+        os.mkdir(directory)
+    except FileExistsError:
+        return
+    except FileNotFoundError:
+        _make_directory(directory.parent)
+        _make_directory(directory)
+        return
+    _sync_directory(directory.parent)
+
+
+def _sync_directory(directory: Path) -> None:
+    """fsync a directory, so the names created or renamed in it survive a power loss."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _link(fd: int, target: Path) -> None:

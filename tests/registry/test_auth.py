@@ -167,7 +167,7 @@ def test_mount_needs_pull_on_the_source(closed: RegistryProcess) -> None:
         auth=mallory,
         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
     )
-    assert stolen.status_code == 404 and error_code(stolen) == "MANIFEST_BLOB_UNKNOWN"
+    assert stolen.status_code == 400 and error_code(stolen) == "MANIFEST_BLOB_UNKNOWN"
 
 
 def test_refresh_token_flow(closed: RegistryProcess) -> None:

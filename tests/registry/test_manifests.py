@@ -84,7 +84,7 @@ def test_manifest_validation_errors_store_nothing(api: Api) -> None:
         }
     ).encode()
     response = api.put_manifest("bad", missing_blob)
-    assert response.status_code == 404 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
+    assert response.status_code == 400 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
     missing_child = json.dumps(
         {
             "schemaVersion": 2,
@@ -93,7 +93,7 @@ def test_manifest_validation_errors_store_nothing(api: Api) -> None:
         }
     ).encode()
     response = api.put_manifest("bad", missing_child, OCI_INDEX)
-    assert response.status_code == 404 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
+    assert response.status_code == 400 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
     assert api.http.get(api.url("manifests/bad")).status_code == 404
     tags = api.http.get(api.url("tags/list"))
     assert tags.status_code == 404 and error_code(tags) == "NAME_UNKNOWN"

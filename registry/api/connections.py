@@ -1,0 +1,102 @@
+"""Bounds on what one client can hold: a connection slot, time to send its headers, time
+between the chunks of its body.
+
+Without them a few thousand idle sockets take every file descriptor (and `/healthz` stops
+answering), and a request that declares 1 GiB and then goes quiet keeps its worker forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+CLOSE = (b"connection", b"close")
+
+
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol, plus: a worker refuses connections beyond
+    `max_connections` (closed at once, before they cost anything but the accept), and a
+    connection must deliver each request's headers within `header_timeout` seconds of
+    opening or of the previous response (uvicorn only times out idle keep-alive
+    connections, never one that opens and says nothing or trickles its headers)."""
+
+    def __init__(self, *args: Any, max_connections: int, header_timeout: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.headers_seen = 0
+        self.header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self.transport.close()
+            return
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self.headers_seen += 1
+        self._disarm()
+        super().on_headers_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self.header_timer = self.loop.call_later(self.header_timeout, self._headers_late, self.headers_seen)
+
+    def _disarm(self) -> None:
+        if self.header_timer is not None:
+            self.header_timer.cancel()
+            self.header_timer = None
+
+    def _headers_late(self, seen: int) -> None:
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if seen == self.headers_seen and not busy and not self.transport.is_closing():
+            self.transport.close()
+
+
+class BodyTimeout:
+    """A request body that stops arriving for `seconds` is treated as a disconnect: the
+    handler sees `ClientDisconnect` (an upload keeps what arrived and answers 400), and
+    the connection is closed after the response."""
+
+    def __init__(self, app: ASGIApp, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        pending, timed_out = True, False
+
+        async def timed_receive() -> Message:
+            nonlocal pending, timed_out
+            if not pending:  # the body is complete: this waits for a disconnect, however long
+                return await receive()
+            try:
+                async with asyncio.timeout(self.seconds):
+                    message = await receive()
+            except TimeoutError:
+                pending, timed_out = False, True
+                return {"type": "http.disconnect"}
+            pending = message["type"] == "http.request" and message.get("more_body", False)
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if timed_out and message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), CLOSE]
+            await send(message)
+
+        await self.app(scope, timed_receive, closing_send)
