@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from client.compress import COMPRESSIONS
 from client.errors import ClientError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -62,6 +63,20 @@ def _transfer_options(func: F) -> F:
     return func
 
 
+def _compression_options(func: F) -> F:
+    func = click.option(
+        "--preserve-digests",
+        is_flag=True,
+        help="Send every blob as it is, so the image keeps its digest (no compression).",
+    )(func)
+    func = click.option(
+        "--compression",
+        type=click.Choice(COMPRESSIONS),
+        help="Compress uncompressed layers sent to a registry with this (default gzip).",
+    )(func)
+    return func
+
+
 def _options(**kw: Any) -> Any:
     from client.location import Options
 
@@ -69,16 +84,21 @@ def _options(**kw: Any) -> Any:
 
 
 def _transfer(source_text: str, source_default: str, target_text: str, target_default: str, kw: dict[str, Any]) -> None:
+    from client.compress import CompressingSource, choose
     from client.copy import copy_image
+    from client.image import ImageSource
     from client.location import open_source, open_target, parse_location
     from client.platform import parse_platform
     from client.progress import make_reporter
 
     options = _options(**kw)
+    compression = choose(kw.get("compression"), kw.get("preserve_digests", False))
     platform = parse_platform(kw["platform"]) if kw.get("platform") else None
     source_location = parse_location(source_text, source_default)
     target_location = parse_location(target_text, target_default)
-    source = open_source(source_location, options)
+    source: ImageSource = open_source(source_location, options)
+    if target_location.kind == "docker" and compression != "none":
+        source = CompressingSource(source, compression, options.jobs)
     try:
         target = open_target(target_location, options)
         reporter = make_reporter(kw["quiet"] or kw["fmt"] == "json")
@@ -131,6 +151,7 @@ def pull(reference: str, **kw: Any) -> None:
 @click.argument("source")
 @click.argument("destination", required=False)
 @_transfer_options
+@_compression_options
 @_handled
 def push(source: str, destination: str | None, **kw: Any) -> None:
     """Push an image from the local store (or any SOURCE, e.g. oci:DIR:TAG) to a registry.
@@ -144,6 +165,7 @@ def push(source: str, destination: str | None, **kw: Any) -> None:
 @click.argument("source")
 @click.argument("destination")
 @_transfer_options
+@_compression_options
 @_handled
 def copy(source: str, destination: str, **kw: Any) -> None:
     """Copy an image between registries, OCI layouts, docker archives and the local store.
