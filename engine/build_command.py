@@ -121,8 +121,9 @@ def _deliver(digest: str, size: int, tags: tuple[str, ...], push: bool, target_l
         layout.add(descriptor, None)
     destinations = [Location("docker", reference(t)) for t in tags] if push else []
     if target_location is not None:
-        if target_location.kind == "docker-archive" and target_location.name is None and names:
-            target_location = Location(target_location.kind, path=target_location.path, name=names[0])
+        if target_location.name is None and names:  # docker load tags it; oci: names it by the tag, as skopeo
+            name = names[0] if target_location.kind == "docker-archive" else reference(tags[0]).tag or "latest"
+            target_location = Location(target_location.kind, path=target_location.path, name=name)
         destinations.append(target_location)
     for location in destinations:
         source = LayoutSource(layout, names[0] if names else digest, "local")

@@ -217,6 +217,9 @@ class Builder:
         step = self.reporter.step(label)
         state = self._from(dockerfile, base)
         step.done()
+        env = state.config.get("Env") or []
+        if not any(item.startswith("PATH=") for item in env):  # docker's builders add the default PATH
+            state.config["Env"] = [ic.DEFAULT_PATH, *env]
         triggers = state.config.pop("OnBuild", None) or []
         for text in triggers:
             trigger = parse(f"FROM scratch\n{text}\n").stages[0].instructions[0]

@@ -116,3 +116,19 @@ def test_source_date_epoch_gives_one_digest(berth: Berth, tmp_path: Path) -> Non
         assert result.returncode == 0, result.stderr
         digests.append(result.stdout.strip())
     assert digests[0] == digests[1]
+
+
+def test_prune_drops_the_cache_but_not_images(berth: Berth, tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ctx")
+    args = ("build", "-t", "built/pruned:1", "--compression", "zstd", "--progress", "plain", str(context))
+    assert berth(*args, timeout=120).returncode == 0
+    layout = Layout.open(berth.root / "images")
+    _, manifest = layout.image(store_name("built/pruned:1"))
+    assert {layer.media_type for layer in manifest.layers[3:]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert any(e.descriptor.artifact_type for e in layout.entries())
+    pruned = berth("builder", "prune", timeout=60)
+    assert pruned.returncode == 0 and "Deleted build cache entries:" in pruned.stdout
+    assert not any(e.descriptor.artifact_type for e in layout.entries())
+    assert "hello world" in berth("run", "--rm", "built/pruned:1").stdout
+    again = berth(*args, timeout=120)
+    assert steps(again.stderr, "CACHED") == 0
