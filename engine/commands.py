@@ -45,12 +45,15 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
     from engine.service.containers import ContainerNotFound, ContainerStateError, NameInUse
     from engine.service.images import ImageNotFound, PlatformMismatch
     from engine.service.lifecycle import HostUnsupported
+    from engine.service.names import BadName
+    from engine.service.networks import NetworkError, NetworkNotFound
+    from engine.service.ports import PortError
     from engine.service.specs import UsageError
     from engine.service.unpack import DigestMismatch, UnsafeLayer
 
     if isinstance(exc, StartError):
         return exc.code, exc.message
-    if isinstance(exc, ContainerNotFound | ContainerStateError):
+    if isinstance(exc, ContainerNotFound | ContainerStateError | NetworkNotFound):
         return 1, str(exc).strip("'\"")
     if isinstance(
         exc,
@@ -62,7 +65,10 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
         | CgroupUnavailable
         | UnsafeLayer
         | DigestMismatch
-        | ClientError,
+        | ClientError
+        | NetworkError
+        | PortError
+        | BadName,
     ):
         return ENGINE_FAILED, str(exc).strip("'\"")
     if isinstance(exc, PermissionError):
@@ -103,7 +109,15 @@ def _stores() -> tuple[Any, Any]:
 @click.option("--hostname", help="Container hostname (default: the short ID).")
 @click.option("--entrypoint", help="Override the image's entrypoint.")
 @click.option("-v", "--volume", multiple=True, help="Bind mount HOST:CONTAINER[:ro].")
-@click.option("--network", "--net", type=click.Choice(["none", "host"]), default="none", show_default=True)
+@click.option(
+    "--network", "--net", default="bridge", show_default=True, help="bridge, host, none, or a network's name."
+)
+@click.option("--network-alias", "aliases", multiple=True, help="Another name on a user network (repeatable).")
+@click.option("--ip", help="The container's IPv4 address on a user network.")
+@click.option("--dns", multiple=True, help="A nameserver for /etc/resolv.conf (repeatable).")
+@click.option("--add-host", multiple=True, help="Add NAME:IP to /etc/hosts (repeatable).")
+@click.option("-p", "--publish", multiple=True, help="Publish [IP:][HOST:]CONTAINER[/PROTO] (ranges allowed).")
+@click.option("-P", "--publish-all", is_flag=True, help="Publish every EXPOSEd port on a free host port.")
 @click.option("-m", "--memory", help="Memory limit (e.g. 64m, 1g).")
 @click.option("--pids-limit", type=int, help="Maximum number of processes.")
 @click.option("--cpus", type=float, help="CPU quota in cores (e.g. 0.5).")
@@ -154,6 +168,12 @@ def run(
         hostname=kw["hostname"],
         volumes=list(kw["volume"]),
         network=kw["network"],
+        aliases=list(kw["aliases"]),
+        ip=kw["ip"],
+        dns=list(kw["dns"]),
+        add_hosts=list(kw["add_host"]),
+        publish=list(kw["publish"]),
+        publish_all=kw["publish_all"],
         memory=kw["memory"],
         pids_limit=kw["pids_limit"],
         cpus=kw["cpus"],
@@ -184,19 +204,53 @@ def ps(show_all: bool, quiet: bool) -> None:
     """List containers."""
     _, containers = _stores()
     rows = containers.list(running_only=not show_all)
+    published = _published()
     if quiet:
         for c in rows:
             click.echo(c.id[:12])
         return
-    fmt = "{:<12}   {:<32} {:<24} {:<26} {}"
-    click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "NAMES"))
+    fmt = "{:<12}   {:<32} {:<24} {:<26} {:<30} {}"
+    click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PORTS", "NAMES"))
     for c in rows:
         image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
-        click.echo(
-            fmt.format(
-                c.id[:12], _clip(image, 32), _clip(f'"{" ".join(c.spec.args)}"', 24), c.describe_status(), c.name
-            )
-        )
+        ports = ", ".join(b.describe() for b in published.get(c.id, []))
+        command = _clip(f'"{" ".join(c.spec.args)}"', 24)
+        click.echo(fmt.format(c.id[:12], _clip(image, 32), command, c.describe_status(), ports, c.name))
+
+
+def _published() -> dict[str, list[Any]]:
+    """Every container's published ports, after releasing those of containers that are gone."""
+    from engine.service.attachments import reconcile
+    from engine.service.networks import Networks
+    from engine.service.paths import Paths
+
+    networks = Networks(Paths.default().networks)
+    if not networks.store.path.exists():
+        return {}
+    with networks.store.locked() as state:
+        reconcile(state)
+        return {cid: a.ports for cid, a in state.attachments.items()}
+
+
+@click.command()
+@click.argument("name")
+@click.argument("private", required=False)
+@_handled
+def port(name: str, private: str | None) -> None:
+    """List a container's published ports (or the host side of PRIVATE, e.g. 80/tcp)."""
+    _, containers = _stores()
+    target = containers.get(name)
+    bindings = _published().get(target.id, [])
+    if private is not None:
+        number, _, proto = private.partition("/")
+        bindings = [b for b in bindings if str(b.container_port) == number and b.proto == (proto or "tcp")]
+        if not bindings:
+            fail(f"no public port '{private}' published for {name}", 1)
+        for b in bindings:
+            click.echo(f"{b.host_ip or '0.0.0.0'}:{b.host_port}")
+        return
+    for b in bindings:
+        click.echo(f"{b.container_port}/{b.proto} -> {b.host_ip or '0.0.0.0'}:{b.host_port}")
 
 
 def _clip(text: str, width: int) -> str:
@@ -328,4 +382,11 @@ def inspect(names: tuple[str, ...]) -> None:
 
 container.add_command(ps, "ls")
 
-COMMANDS: list[click.Command] = [run, ps, logs, stop, kill, rm, exec_, rmi, container]
+
+def _all() -> list[click.Command]:
+    from engine.network_commands import COMMANDS as NETWORK
+
+    return [run, ps, logs, stop, kill, rm, exec_, rmi, container, port, *NETWORK]
+
+
+COMMANDS: list[click.Command] = _all()

@@ -1,0 +1,1 @@
+"""The runtime: system calls in named steps, no policy."""

@@ -207,11 +207,14 @@ def container_main(
     keep_mknod: bool,
     joined_fd: int,
     error_fd: int,
+    netns_fd: int = -1,
 ) -> NoReturn:
     """Everything between fork and exec for the container's PID 1. Never returns."""
     try:
         reset_signals()
         sc.unshare(NAMESPACES | netns.namespace_flags(spec.network))
+        if netns_fd >= 0:
+            sc.setns(netns_fd, sc.CLONE_NEWNET)
         sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
         root = rootfs.mount_rootfs(layers, directory)
         rootfs.prepare(root, spec.mounts, etc_files, cwd=spec.cwd, nodev_volumes=not keep_mknod)

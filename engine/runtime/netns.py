@@ -1,4 +1,5 @@
-"""Network namespace plumbing: `none` (a fresh namespace with only `lo`, up) or `host` (none of its own).
+"""Network namespace plumbing: `none` (a fresh namespace with only `lo`, up), `host` (none of its own),
+or a bridge network, whose namespace the supervisor has wired already (engine.service.attachments).
 
 `lo` is brought up with the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls on a throw-away socket: two
 system calls through the standard library, where `ip link set lo up` would cost a
@@ -14,8 +15,6 @@ import struct
 
 from engine.runtime import syscalls
 
-MODES = ("none", "host")
-
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
@@ -23,9 +22,7 @@ _IFREQ = "16sH22x"
 
 
 def namespace_flags(mode: str) -> int:
-    """The unshare(2) flags a container on this network needs."""
-    if mode not in MODES:
-        raise ValueError(f"unsupported network {mode!r}: choose one of {', '.join(MODES)}")
+    """The unshare(2) flags a container on this network needs (a bridged one enters its own with setns)."""
     return syscalls.CLONE_NEWNET if mode == "none" else 0
 
 

@@ -42,11 +42,13 @@ def spawn(
     etc_files: dict[str, str],
     cgroup: cgroups.Cgroup,
     stdio: Stdio | None,
+    netns_fd: int = -1,
 ) -> int:
     """Fork PID 1 into new namespaces and return its pid once it has exec'd the command.
 
     `directory` receives the root filesystem's mount point and overlay directories;
-    `etc_files` maps names under /etc to host files bound over them.
+    `etc_files` maps names under /etc to host files bound over them; `netns_fd`, when given,
+    is a network namespace already wired for the container, which PID 1 enters.
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     joined_read, joined_write = os.pipe2(os.O_CLOEXEC)
@@ -76,6 +78,7 @@ def spawn(
             keep_mknod=cgroup.restricts_devices,
             joined_fd=joined_read,
             error_fd=write_end,
+            netns_fd=netns_fd,
         )
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     os.close(own_pid_ns)

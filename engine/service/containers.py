@@ -72,6 +72,16 @@ class Spec:
     init: bool = False
     limits: Limits = field(default_factory=Limits)
     auto_remove: bool = False
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    dns: list[str] = field(default_factory=list)
+    extra_hosts: list[list[str]] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+
+    @property
+    def bridged(self) -> bool:
+        """On a bridge network (the default `bridge` or a user network), not `none` or `host`."""
+        return self.network not in ("none", "host")
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Spec:

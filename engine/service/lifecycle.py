@@ -25,6 +25,7 @@ from engine.service.specs import RunOptions, build_spec, merge_env
 
 if TYPE_CHECKING:
     from engine.runtime.supervisor import Stdio
+    from engine.service.attachments import Joined
 
 NAMESPACES = ("pid", "mnt", "uts", "ipc", "net", "cgroup")
 
@@ -72,20 +73,58 @@ def _hosts_file(hostname: str) -> str:
 
 
 def etc_files(container: Container) -> dict[str, str]:
-    """/etc/hostname, /etc/hosts (and the host's resolv.conf on the host network), bound in by the runtime."""
+    """/etc/hostname, /etc/hosts and /etc/resolv.conf, bound in by the runtime.
+
+    On a bridge network the network service has written /etc/hosts already (and keeps it up to
+    date as containers come and go); resolv.conf holds the host's nameservers minus loopback ones.
+    """
     spec = container.spec
-    files = {"hostname": spec.hostname + "\n", "hosts": _hosts_file(spec.hostname)}
+    files = {"hostname": spec.hostname + "\n"}
+    if not spec.bridged:
+        files["hosts"] = _hosts_file(spec.hostname)
     if spec.network == "host":
         try:
             files["resolv.conf"] = Path("/etc/resolv.conf").read_text()
         except OSError:
             pass
+    elif spec.bridged:
+        from engine.service.names import resolv_text
+
+        files["resolv.conf"] = resolv_text(spec.dns)
     out = {}
     for name, text in files.items():
         path = container.directory / name
         path.write_text(text)
         out[name] = str(path)
+    if spec.bridged:
+        out["hosts"] = str(container.directory / "hosts")
     return out
+
+
+def join_network(container: Container) -> Joined:
+    """Reserve ports and wire the container's network namespace (before PID 1 exists)."""
+    from engine.service import attachments, ports
+    from engine.service.networks import Networks
+
+    spec = container.spec
+    request = attachments.Request(
+        network=spec.network,
+        name=container.name,
+        hostname=spec.hostname,
+        hosts_file=str(container.directory / "hosts"),
+        aliases=spec.aliases,
+        ip=spec.ip,
+        extra_hosts=spec.extra_hosts,
+        publish=[p for text in spec.publish for p in ports.parse_publish(text)],
+    )
+    return attachments.join(Networks(Paths.default().networks), container.id, request)
+
+
+def leave_network(container: Container) -> None:
+    from engine.service import attachments
+    from engine.service.networks import Networks
+
+    attachments.leave(Networks(Paths.default().networks), container.id)
 
 
 def start(
@@ -113,13 +152,21 @@ def start(
     # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
     shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
     flush = supervisor.relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
+    joined = None
     try:
-        pid = supervisor.spawn(container.spec, layers, container.directory, etc_files(container), cgroup, stdio)
+        if container.spec.bridged:
+            joined = join_network(container)
+        netns_fd = joined.namespace_fd if joined else -1
+        pid = supervisor.spawn(
+            container.spec, layers, container.directory, etc_files(container), cgroup, stdio, netns_fd
+        )
     except BaseException as exc:
         code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
         container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
-        _cleanup(container, cgroup)
+        _cleanup(container, cgroup, joined)
         raise
+    if joined is not None:
+        joined.release_namespace()
     container.transition(Status.RUNNING, pid=pid, pid_start=process.start_time(pid), started_at=time.time())
     target.append(pid)
     flush()
@@ -130,12 +177,18 @@ def start(
         container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
     except FileNotFoundError:
         pass  # removed with `rm -f` while we waited
-    _cleanup(container, cgroup)
+    _cleanup(container, cgroup, joined)
     return code
 
 
-def _cleanup(container: Container, cgroup: cgroups.Cgroup) -> None:
-    """After exit: the cgroup goes; with --rm, the whole container directory too."""
+def _cleanup(container: Container, cgroup: cgroups.Cgroup, joined: Joined | None = None) -> None:
+    """After exit: the network attachment and the cgroup go; with --rm, the whole container directory too."""
+    if container.spec.bridged:
+        leave_network(container)
+    if joined is not None:
+        joined.release_namespace()
+        for sock in joined.sockets:
+            sock.close()
     try:
         cgroup.destroy()
     except OSError:

@@ -36,6 +36,10 @@ class Paths:
     def containers(self) -> Path:
         return self.root / "containers"
 
+    @property
+    def networks(self) -> Path:
+        return self.root / "networks"
+
     def layer(self, digest: str) -> Path:
         algorithm, _, hexpart = digest.partition(":")
         return self.layers / algorithm / hexpart

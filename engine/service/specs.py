@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any
 
 from engine.runtime.cgroups import Limits
 from engine.runtime.rootfs import Mount
@@ -90,13 +91,51 @@ class RunOptions:
     user: str | None = None
     hostname: str | None = None
     volumes: list[str] = field(default_factory=list)
-    network: str = "none"
+    network: str = "bridge"
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    dns: list[str] = field(default_factory=list)
+    add_hosts: list[str] = field(default_factory=list)
+    publish: list[str] = field(default_factory=list)
+    publish_all: bool = False
     memory: str | None = None
     pids_limit: int | None = None
     cpus: float | None = None
     read_only: bool = False
     init: bool = False
     auto_remove: bool = False
+
+
+def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, Any]:
+    """The spec's network fields, each checked (the service checks what depends on its state)."""
+    plain = not (options.aliases or options.ip or options.dns or options.add_hosts or options.publish)
+    if options.network in ("none", "host") and plain:
+        return {"network": options.network}  # without importing ipaddress: `--network none` stays fast
+    from engine.service import names, ports
+    from engine.service.networks import NetworkError, check_name
+
+    try:
+        if options.network not in ("none", "host"):
+            check_name(options.network)
+        elif options.aliases or options.ip:
+            raise UsageError("--ip and --network-alias are supported on user-defined networks only")
+        publish = list(options.publish)
+        if options.publish_all:
+            publish += [f"{p.container_port}/{p.proto}" for p in ports.exposed(config)]
+        for text in publish:
+            ports.parse_publish(text)
+        if options.network in ("none", "host"):
+            publish = []  # docker discards published ports without a bridge
+        return {
+            "network": options.network,
+            "aliases": [names.check_hostname(a, "network alias") for a in options.aliases],
+            "ip": options.ip,
+            "dns": [names.parse_dns(d) for d in options.dns],
+            "extra_hosts": [list(names.parse_add_host(h)) for h in options.add_hosts],
+            "publish": publish,
+        }
+    except (NetworkError, names.BadName, ports.PortError) as exc:
+        raise UsageError(str(exc)) from None
 
 
 def build_spec(image: Image, options: RunOptions) -> Spec:
@@ -121,6 +160,7 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         raise UsageError("--cpus must be positive")
     if options.pids_limit is not None and options.pids_limit <= 0:
         raise UsageError("--pids-limit must be positive")
+    network = network_options(options, config)
     limits = Limits(
         memory=parse_bytes(options.memory) if options.memory else None,
         pids=options.pids_limit,
@@ -136,7 +176,7 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         user=options.user if options.user is not None else (config.get("User") or ""),
         hostname=options.hostname or "",
         mounts=[parse_volume(v) for v in options.volumes],
-        network=options.network,
+        **network,
         read_only=options.read_only,
         init=options.init,
         limits=limits,

@@ -2,12 +2,16 @@
 
 Run as root: python tests/bench/bench_engine.py [-n 30] [--no-docker] [--no-podman] [--no-pull]
 
-Every runtime runs `true` from the same busybox root filesystem with no network, and
-each figure is the wall-clock time of the whole command (process start to exit), as a
-user would see it. Medians, minimums and 90th percentiles in milliseconds, and ratios to
-runc, all from this one run. With --pull it also times pull + first run of a ~50 MB
-image from a berth registry on a loopback port: `berth run` into an empty store against
-`docker pull` + `docker run`.
+Every runtime runs `true` from the same busybox root filesystem with no network (and berth
+once more on its default bridge network), and each figure is the wall-clock time of the whole
+command (process start to exit), as a user would see it. Medians, minimums and 90th
+percentiles in milliseconds, and ratios to runc, all from this one run. With --pull it also
+times pull + first run of a ~50 MB image from a berth registry on a loopback port: `berth run`
+into an empty store against `docker pull` + `docker run`.
+
+The whole benchmark runs in a network namespace of its own (made at start), so berth's bridge and
+NAT rules never touch the machine's network. `--throughput MIB` sends MIB through a published
+port and straight to the container's address, host side to a busybox `nc -l` in the container.
 
 dockerd is started here, private to the run (its own data root, exec root and socket,
 no iptables, no bridge); crun and podman are tried and their refusals reported: crun
@@ -181,8 +185,10 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
                 "crun run", ["crun", "--root", str(work / "crun-state"), "run", "--bundle", str(bundle)], needs_id=True
             )
         )
-    berth = [sys.executable, "-m", "engine", "run", "--rm", IMAGE, "true"]
+    berth = [sys.executable, "-m", "engine", "run", "--rm", "--network", "none", IMAGE, "true"]
     runtimes.append(Runtime("berth run --rm (python -m engine)", berth, env))
+    bridged = [sys.executable, "-m", "engine", "run", "--rm", "--network", "bridge", IMAGE, "true"]
+    runtimes.append(Runtime("berth run --rm --network bridge", bridged, env))
     script = Path(sys.executable).parent / "berth"
     if script.exists():
         runtimes.append(Runtime("berth run --rm (console script)", [str(script), *berth[3:]], env))
@@ -286,6 +292,44 @@ def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
     return lines
 
 
+SEND = """import socket, sys, time
+size, host, port = int(sys.argv[1]) << 20, sys.argv[2], int(sys.argv[3])
+block = memoryview(bytes(1 << 20))
+for _ in range(100):
+    try:
+        sock = socket.create_connection((host, port))
+        break
+    except OSError:
+        time.sleep(0.05)
+started = time.perf_counter()
+for _ in range(size >> 20):
+    sock.sendall(block)
+sock.shutdown(socket.SHUT_WR)
+sock.recv(1)
+print(time.perf_counter() - started)
+"""
+
+
+def bench_throughput(work: Path, mib: int) -> list[str]:
+    """Host -> container through a published port, and straight to the container's address."""
+    env = {**os.environ, "BERTH_ROOT": str(work / "berth")}
+    berth = [sys.executable, "-m", "engine"]
+    lines = []
+    for label, publish in (("published port 127.0.0.1:15001", True), ("container address", False)):
+        argv = [*berth, "run", "-d", *(["-p", "15001:5001"] if publish else []), IMAGE, "nc", "-l", "-p", "5001"]
+        box = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.strip()
+        try:
+            inspect = subprocess.run([*berth, "network", "inspect", "bridge"], env=env, capture_output=True, text=True)
+            address = json.loads(inspect.stdout)[0]["Containers"][box]["IPv4Address"].split("/")[0]
+            host, port = ("127.0.0.1", "15001") if publish else (address, "5001")
+            sent = subprocess.run([sys.executable, "-c", SEND, str(mib), host, port], capture_output=True, text=True)
+            seconds = float(sent.stdout)
+            lines.append(f"{label:<36} {mib / seconds:8.0f} MiB/s   ({mib} MiB in {seconds:.2f} s)")
+        finally:
+            subprocess.run([*berth, "rm", "-f", box], env=env, capture_output=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", type=int, default=30, help="runs per runtime (docker and podman: n/3)")
@@ -293,15 +337,25 @@ def main() -> None:
     parser.add_argument("--no-podman", action="store_true")
     parser.add_argument("--no-pull", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="pull rounds")
+    parser.add_argument("--throughput", type=int, default=1024, metavar="MIB", help="MiB per transfer (0: skip)")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the engine benchmark needs root (namespaces, overlay mounts, cgroups)")
+    from engine import network, syscalls
+
+    syscalls.unshare(syscalls.CLONE_NEWNET)  # our own network namespace: bridges and NAT stay in it
+    network.bring_up("lo")
     with tempfile.TemporaryDirectory(prefix="bench-engine-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         try:
             print(f"start-to-exit of `true`, {args.n} runs each, {os.cpu_count()} cores")
             for line in bench_start(args.n, work, not args.no_docker, not args.no_podman):
                 print(line)
+            print("docker run --network bridge: not measured (the private dockerd runs with --bridge=none)")
+            if args.throughput:
+                print(f"\nthroughput host -> container, {args.throughput} MiB through python's sendall")
+                for line in bench_throughput(work, args.throughput):
+                    print(line)
             if not args.no_pull:
                 print(f"\npull + first run, {args.rounds} rounds, loopback berth registry (ratio: to berth)")
                 for line in bench_pull(work, args.rounds, not args.no_docker):

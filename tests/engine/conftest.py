@@ -13,20 +13,23 @@ from typing import Any
 import pytest
 
 from tests.engine.images import BUSYBOX, standard_image
+from tests.engine.netns import NetNS, session_netns
 
 
 @dataclass
 class Berth:
-    """Runs the real `berth` command against one BERTH_ROOT."""
+    """Runs the real `berth` command against one BERTH_ROOT, inside a network namespace of the tests
+    (`netns`, or one shared by the session): bridges and NAT rules never reach the machine's network."""
 
     root: Path
+    netns: NetNS | None = None
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "BERTH_ROOT": str(self.root)}
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "engine", *args]
+        return (self.netns or session_netns()).wrap([sys.executable, "-m", "engine", *args])
 
     def __call__(self, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs)
@@ -63,11 +66,7 @@ def remove_containers(root: Path) -> None:
     containers = root / "containers"
     names = [n for n in os.listdir(containers) if not n.startswith(".")] if containers.is_dir() else []
     if names:
-        subprocess.run(
-            [sys.executable, "-m", "engine", "rm", "-f", *names],
-            env={**os.environ, "BERTH_ROOT": str(root)},
-            capture_output=True,
-        )
+        Berth(root)("rm", "-f", *names)
 
 
 @pytest.fixture(scope="session")

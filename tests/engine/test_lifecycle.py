@@ -110,7 +110,7 @@ def test_exec_joins_the_namespaces(berth: Berth) -> None:
         "hostname; echo $FROM_RUN$EXTRA; pwd; grep -c 1000 /proc/1/cmdline; ls /sys/class/net",
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["execbox", "12", "/data", "1", "lo"]
+    assert result.stdout.split() == ["execbox", "12", "/data", "1", "eth0", "lo"]  # the default bridge network
     assert berth("exec", "-u", "app", "-w", "/tmp", container_id, "sh", "-c", "id -u; pwd").stdout.split() == [
         "1000",
         "/tmp",

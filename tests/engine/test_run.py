@@ -12,6 +12,7 @@ import pytest
 
 from tests.engine.conftest import Berth
 from tests.engine.images import IMAGE
+from tests.engine.netns import session_netns
 
 pytestmark = pytest.mark.root
 
@@ -49,7 +50,7 @@ def test_default_hostname_is_the_short_id(berth: Berth) -> None:
 
 
 def test_network_none_has_only_lo_up(berth: Berth) -> None:
-    code, out, err = sh(berth, "ls /sys/class/net; ip -o link")
+    code, out, err = sh(berth, "ls /sys/class/net; ip -o link", "--network", "none")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "lo" and len([ln for ln in lines if ": " in ln]) == 1
@@ -60,7 +61,9 @@ def test_network_host_sees_host_interfaces(berth: Berth) -> None:
     code, out, _ = sh(berth, "ls /sys/class/net; hostname", "--network", "host")
     assert code == 0
     *interfaces, hostname = out.split()
-    assert sorted(interfaces) == sorted(os.listdir("/sys/class/net"))
+    # berth runs in the tests' network namespace: its links, as /proc/net/dev there lists them
+    listed = session_netns().run("cat", "/proc/net/dev").stdout.splitlines()[2:]
+    assert sorted(interfaces) == sorted(line.split(":")[0].strip() for line in listed)
     assert hostname == os.uname().nodename
 
 

@@ -1,0 +1,239 @@
+"""Containers on networks: joining at start, connect/disconnect while running, leaving, reconciling.
+
+A container's attachment is owned by its supervisor (pid and start time recorded): while that
+process lives, the leases, published ports, veths and names stay; once it is gone, whatever
+`berth` command takes the network lock next releases them (after `kill -9` of a supervisor, or a
+reboot, where the links and rules are already gone and only the records remain).
+"""
+
+from __future__ import annotations
+
+import _socket
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from engine.runtime.process import alive
+from engine.runtime.process import start_time as process_start_time
+from engine.service import names, ports
+from engine.service.networks import (
+    DEFAULT,
+    Attachment,
+    Endpoint,
+    Network,
+    NetworkError,
+    NetworkNotFound,
+    Networks,
+    State,
+    allocate,
+    hosts_for,
+    link_present,
+    mac_for,
+    plumb,
+    refresh_hosts,
+    veth_name,
+)
+
+if TYPE_CHECKING:
+    from engine.runtime.nat import Forward
+    from engine.runtime.netlink import Namespace
+
+
+@dataclass
+class Request:
+    """What a container asks of its first network (from its spec)."""
+
+    network: str
+    name: str
+    hostname: str
+    hosts_file: str
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+    extra_hosts: list[list[str]] = field(default_factory=list)
+    publish: list[ports.Publish] = field(default_factory=list)
+
+
+@dataclass
+class Joined:
+    """What the supervisor holds while the container runs: its wired namespace and port reservations."""
+
+    namespace_fd: int
+    sockets: list[_socket.socket]
+    bindings: list[ports.Binding]
+
+    def release_namespace(self) -> None:
+        """After PID 1 has entered the namespace, the supervisor's handle is no longer needed."""
+        if self.namespace_fd >= 0:
+            os.close(self.namespace_fd)
+            self.namespace_fd = -1
+
+
+def forwards(attachment: Attachment) -> list[Forward]:
+    from engine.runtime.nat import Forward
+
+    if not attachment.endpoints:
+        return []
+    address = attachment.endpoints[0].ip
+    return [Forward(b.proto, b.host_ip, b.host_port, address, b.container_port) for b in attachment.ports]
+
+
+def release(state: State, container_id: str) -> None:
+    """Drop a container's records and everything plumbed for them; the NAT elements go first."""
+    attachment = state.attachments.pop(container_id, None)
+    if attachment is None:
+        return
+    if attachment.ports:
+        from engine.runtime import nat
+
+        nat.remove_forwards(forwards(attachment))
+    for endpoint in attachment.endpoints:
+        if link_present(endpoint.veth):
+            from engine.runtime import netlink
+
+            netlink.delete_link(endpoint.veth)
+    refresh_hosts(state, {e.network for e in attachment.endpoints})
+
+
+def reconcile(state: State) -> list[str]:
+    """Release every attachment whose supervisor is gone; returns their container ids."""
+    dead = [cid for cid, a in state.attachments.items() if not alive(a.owner_pid, a.owner_start)]
+    for cid in dead:
+        release(state, cid)
+    return dead
+
+
+def join(networks: Networks, container_id: str, request: Request) -> Joined:
+    """Wire a new network namespace for a container about to start, with its address, ports and names.
+
+    Called by the supervisor before it forks PID 1, which then enters the namespace. Port
+    conflicts, bad addresses and full subnets are refused here, before anything is created.
+    """
+    from engine.runtime import nat, netlink
+
+    if request.network == DEFAULT:
+        if request.ip or request.aliases:
+            raise NetworkError("--ip and --network-alias are supported on user-defined networks only")
+        networks.default()  # committed on its own: the bridge outlives this container
+    with networks.store.locked() as state:
+        reconcile(state)
+        try:
+            network = networks.get(state, request.network)
+        except NetworkNotFound as exc:
+            raise NetworkError(str(exc)) from None  # docker's `run` fails with 125 here
+        plumb(network)
+        endpoint = _endpoint(state, network, container_id, request.ip, request.aliases, "eth0")
+        bindings, sockets = ports.reserve(request.publish) if not network.internal else ([], [])
+        me = os.getpid()
+        attachment = Attachment(
+            request.name,
+            request.hostname,
+            request.hosts_file,
+            me,
+            process_start_time(me),
+            request.extra_hosts,
+            bindings,
+            [endpoint],
+        )
+        state.attachments[container_id] = attachment
+        namespace = None
+        try:
+            namespace = netlink.new_namespace()
+            _plug(namespace, network, endpoint, default_route=not network.internal)
+            nat.add_forwards(forwards(attachment))
+        except BaseException:
+            if namespace is not None:
+                namespace.close()
+            for sock in sockets:
+                sock.close()
+            release(state, container_id)
+            raise
+        namespace.inside.close()
+        names.rewrite(request.hosts_file, hosts_for(state, attachment))
+        refresh_hosts(state, {network.name})
+    return Joined(namespace.fd, sockets, bindings)
+
+
+def leave(networks: Networks, container_id: str) -> None:
+    """The container has exited: release its addresses, ports, links and names."""
+    with networks.store.locked() as state:
+        release(state, container_id)
+
+
+def _endpoint(
+    state: State, network: Network, container_id: str, ip: str | None, aliases: list[str], ifname: str
+) -> Endpoint:
+    for alias in aliases:
+        names.check_hostname(alias, "network alias")
+    address = allocate(state, network, ip)
+    return Endpoint(network.name, address, mac_for(address), ifname, veth_name(container_id, network), aliases)
+
+
+def _plug(namespace: Namespace, network: Network, endpoint: Endpoint, default_route: bool) -> None:
+    import ipaddress
+
+    from engine.runtime import netlink
+
+    netlink.plug(
+        namespace,
+        bridge=network.bridge,
+        host_name=endpoint.veth,
+        ifname=endpoint.ifname,
+        address=endpoint.ip,
+        prefixlen=ipaddress.IPv4Network(network.subnet).prefixlen,
+        mac=endpoint.mac,
+        gateway=network.gateway if default_route else None,
+    )
+
+
+def connect(
+    networks: Networks, container_id: str, pid: int, network_name: str, aliases: list[str], ip: str | None
+) -> None:
+    """Give a running container (PID 1 `pid`) one more interface, on another network."""
+    from engine.runtime import netlink
+
+    with networks.store.locked() as state:
+        reconcile(state)
+        attachment = state.attachments.get(container_id)
+        if attachment is None:
+            raise NetworkError("the container is not running on a bridge network (none and host cannot connect)")
+        network = networks.get(state, network_name)
+        if any(e.network == network.name for e in attachment.endpoints):
+            raise NetworkError(f"the container is already connected to network {network.name}")
+        if not network.user_defined and (ip or aliases):
+            raise NetworkError("--ip and --alias are supported on user-defined networks only")
+        plumb(network)
+        used = {e.ifname for e in attachment.endpoints}
+        ifname = next(f"eth{n}" for n in range(len(used) + 1) if f"eth{n}" not in used)
+        endpoint = _endpoint(state, network, container_id, ip, aliases, ifname)
+        namespace = netlink.open_namespace(pid)
+        try:
+            _plug(namespace, network, endpoint, default_route=False)
+        finally:
+            namespace.close()
+        attachment.endpoints.append(endpoint)
+        refresh_hosts(state, {e.network for e in attachment.endpoints})
+
+
+def disconnect(networks: Networks, container_id: str, pid: int, network_name: str) -> None:
+    from engine.runtime import nat, netlink
+
+    with networks.store.locked() as state:
+        reconcile(state)
+        attachment = state.attachments.get(container_id)
+        network = networks.get(state, network_name)
+        endpoint = next((e for e in attachment.endpoints if e.network == network.name), None) if attachment else None
+        if attachment is None or endpoint is None:
+            raise NetworkError(f"the container is not connected to network {network.name}")
+        if endpoint is attachment.endpoints[0] and attachment.ports:
+            nat.remove_forwards(forwards(attachment))
+            attachment.ports = []
+        namespace = netlink.open_namespace(pid)
+        try:
+            netlink.unplug(namespace, endpoint.ifname)
+        finally:
+            namespace.close()
+        if link_present(endpoint.veth):
+            netlink.delete_link(endpoint.veth)
+        attachment.endpoints.remove(endpoint)
+        refresh_hosts(state, {network.name, *(e.network for e in attachment.endpoints)})
+        names.rewrite(attachment.hosts_file, hosts_for(state, attachment))
