@@ -404,14 +404,14 @@ class Builder:
         return [*state.shell, instruction.args]
 
     def _cached(self, key: str) -> tuple[LayerBlob | None, str] | None:
-        return None if self.options.no_cache else self.cache.get(key)
+        return None if self.options.no_cache else self.cache.get(f"{key}+{self.options.compression}")
 
     def _store_layer(self, key: str, changes: Path) -> tuple[LayerBlob | None, str]:
         layer = None
         if has_changes(changes):
             layer = write_layer(changes, self.layout, self.options.compression, self.options.epoch)
         created = self.created if self.options.epoch is not None else _now()
-        self.cache.put(key, layer, created)
+        self.cache.put(f"{key}+{self.options.compression}", layer, created)  # one blob per compression
         return layer, created
 
     def _add_layer(self, state: State, key: str, hit: tuple[LayerBlob | None, str], created_by: str) -> None:
