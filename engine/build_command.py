@@ -71,8 +71,6 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
         fail(f"--platform {kw['platform']}: berth builds only for this machine ({host.os}/{host.architecture})")
     if push and not tags:
         fail("--push needs at least one -t")
-    if kw["network"] == "bridge":
-        fail("--network bridge: the engine has no bridge networking yet (use host or none)")
     target_location = parse_location(output, default="") if output else None
     if target_location is not None and target_location.kind not in ("oci", "docker-archive"):
         fail(f"--output {output}: use oci:DIR or docker-archive:FILE")
@@ -83,7 +81,7 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
         build_args=build_args,
         target=kw["target"],
         no_cache=kw["no_cache"],
-        network="none" if kw["network"] == "default" else kw["network"],
+        network="bridge" if kw["network"] == "default" else kw["network"],
         labels=_pairs(kw["label"], "--label"),
         compression=kw["compression"],
         epoch=_epoch(build_args),

@@ -60,7 +60,7 @@ class BuildOptions:
     build_args: dict[str, str] = field(default_factory=dict)
     target: str | None = None
     no_cache: bool = False
-    network: str = "none"
+    network: str = "bridge"
     labels: dict[str, str] = field(default_factory=dict)
     compression: str = "gzip"
     epoch: int | None = None
@@ -351,9 +351,9 @@ class Builder:
 
         command = self._run_command(state, instruction)
         env = self._run_env(state)
-        network = instruction.flags.get("network", self.options.network)
+        network = instruction.flags.get("network", "default")
         if network not in ("host", "none", "default"):
-            raise DockerfileError(instruction.line, f"RUN --network={network}: berth builds support host and none")
+            raise DockerfileError(instruction.line, f"RUN --network={network}: use default, none or host")
         network = self.options.network if network == "default" else network
         keyed_env = sorted(e for e in env if e.partition("=")[0] not in ic.PROXY_ARGS)
         key = chain(state.key, "RUN", command, keyed_env, state.config.get("User"), state.workdir)

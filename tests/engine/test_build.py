@@ -89,6 +89,9 @@ def test_failing_run_stops_with_its_code_and_tags_nothing(berth: Berth, tmp_path
         ("COPY secret.txt /x", "excluded by .dockerignore"),
         ("COPY nothing* /x", "matches nothing"),
         ("FROB x", "Dockerfile:2: unknown instruction"),
+        ("RUN --network=bogus true", "Dockerfile:2: RUN --network=bogus"),
+        ("COPY --chmod=999 a.txt /x", "Dockerfile:2: invalid --chmod"),
+        ("EXPOSE 70000", "Dockerfile:2: invalid port"),
     ],
 )
 def test_bad_sources_are_refused(berth: Berth, tmp_path: Path, copy: str, message: str) -> None:
