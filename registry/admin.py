@@ -3,7 +3,6 @@ accounts, grants and robot tokens."""
 
 from __future__ import annotations
 
-import re
 import sys
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -15,8 +14,6 @@ from registry.config import Settings
 
 if TYPE_CHECKING:
     from registry.metadata.accounts import Accounts
-
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,254}")
 
 
 def accounts(settings: Settings) -> Accounts:
@@ -30,7 +27,9 @@ def read_password(password_stdin: bool, confirm: bool = True) -> str:
 
 
 def check_name(name: str) -> str:
-    if not NAME.fullmatch(name) or name == "anonymous":
+    from registry.auth.access import valid_account_name
+
+    if not valid_account_name(name):
         raise click.BadParameter(f"{name!r} is not a valid account name")
     return name
 
@@ -43,8 +42,9 @@ def user() -> None:
 @user.command("add")
 @click.argument("name")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--admin", is_flag=True, help="May use the web interface's administration pages.")
 @server_options
-def user_add(settings: Settings, name: str, password_stdin: bool) -> None:
+def user_add(settings: Settings, name: str, password_stdin: bool, admin: bool) -> None:
     """Create an account (the registry closes to anonymous users once one exists)."""
     from registry.auth.passwords import hash_password
 
@@ -53,9 +53,9 @@ def user_add(settings: Settings, name: str, password_stdin: bool) -> None:
         hashed = hash_password(read_password(password_stdin))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
-    if not accounts(settings).add(name, "user", hashed):
+    if not accounts(settings).add(name, "user", hashed, admin=admin):
         raise click.ClickException(f"an account named {name!r} exists already")
-    click.echo(f"added {name}")
+    click.echo(f"added {name}{' (admin)' if admin else ''}")
 
 
 @user.command("import")
@@ -108,7 +108,7 @@ def user_list(settings: Settings) -> None:
     """List accounts and robot tokens."""
     for row in accounts(settings).list():
         expires = f" expires {row.expires_at:%Y-%m-%d %H:%M}" if row.expires_at else ""
-        click.echo(f"{row.name}\t{row.kind}{expires}")
+        click.echo(f"{row.name}\t{row.kind}{' admin' if row.admin else ''}{expires}")
 
 
 @click.command()

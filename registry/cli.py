@@ -52,6 +52,7 @@ from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
     help="Close a connection whose request headers, or the next chunk of its body, take longer "
     "(default 60s, env BERTH_CLIENT_TIMEOUT).",
 )
+@click.option("--ui/--no-ui", default=None, help="Serve the web interface at / (default on, env BERTH_UI).")
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""

@@ -74,6 +74,7 @@ SETTING_FLAGS = {
     "webhook_secret",
     "max_connections",
     "client_timeout",
+    "ui",
 }
 
 

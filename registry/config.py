@@ -45,6 +45,7 @@ class Settings:
     log_level: str = "info"
     max_connections: int = 1024
     client_timeout: str = "60s"
+    ui: bool = True
 
     @property
     def host(self) -> str:
@@ -87,7 +88,7 @@ class Settings:
 
 MIN_UPLOAD_SESSION = timedelta(hours=1)
 KEYS = {f.name for f in fields(Settings)}
-BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged"}
+BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged", "ui"}
 DURATION = re.compile(r"(\d+)([smhdw])")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -100,6 +101,21 @@ def parse_duration(text: str) -> timedelta:
     if not match:
         raise ValueError(f"{text!r} is not a duration like 30d, 12h, 30m or 90s")
     return timedelta(**{UNITS[match.group(2)]: int(match.group(1))})
+
+
+SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", re.IGNORECASE)
+POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
+
+
+def parse_size(text: str) -> int:
+    """`50GiB`, `500MB`, `1073741824`: binary units with `i`, decimal without."""
+    match = SIZE.fullmatch(text) if len(text) <= 64 else None
+    if not match:
+        raise ValueError(f"{text[:64]!r} is not a size like 50GiB or 500MB")
+    number, unit = float(match.group(1)), (match.group(2) or "").upper()
+    if "I" in unit:
+        return int(number * 1024 ** ("BKMGT".index(unit[0])))
+    return int(number * POWERS[unit[:1]])
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 
 from registry.cli_options import duration, open_registry, server_options
 from registry.config import Settings
 
-SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*$", re.IGNORECASE)
-POWERS = {"": 1, "B": 1, "K": 1000, "M": 1000**2, "G": 1000**3, "T": 1000**4}
-
 
 def parse_size(text: str) -> int:
-    """`50GiB`, `500MB`, `1073741824`: binary units with `i`, decimal without."""
-    match = SIZE.fullmatch(text)
-    if not match:
-        raise click.BadParameter(f"{text!r} is not a size like 50GiB or 500MB")
-    number, unit = float(match.group(1)), (match.group(2) or "").upper()
-    if "I" in unit:
-        return int(number * 1024 ** ("BKMGT".index(unit[0])))
-    return int(number * POWERS[unit[:1]])
+    """A size argument (`50GiB`, `500MB`), as a usage error when malformed."""
+    from registry.config import parse_size as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 @click.command()

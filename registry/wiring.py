@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from registry.service.policies import PolicyService
     from registry.service.uploads import SessionIds
     from registry.storage.base import BlobStorage
+    from registry.ui.pages import UI
 
 SETTINGS_ENV = "BERTH_SETTINGS_JSON"
 THREADS = 32
@@ -146,6 +147,23 @@ class Registry:
         from registry.api.auth import Authenticator
 
         return Authenticator(self.accounts, self.authority, trust_proxy=self.settings.trust_proxy)
+
+    @cached_property
+    def web_interface(self) -> UI:
+        """The web interface's parts; its session key lives in the database, shared by every replica."""
+        from registry.config import parse_duration
+        from registry.metadata.browse import Browse
+        from registry.service.administration import Administration
+        from registry.service.browse import BrowseService
+        from registry.ui.routes import build_ui, new_session_key
+
+        return build_ui(
+            self.accounts.signing_key("web-sessions", new_session_key),
+            BrowseService(Browse(self.database), self.storage, self.services.manifests, self.policies),
+            Administration(self.accounts, self.policies, self.collector),
+            parse_duration(self.settings.gc_grace),
+            self.settings.gc_untagged,
+        )
 
     def readiness(self) -> list[str]:
         """Problems that make this replica unable to serve: the database and the blob store."""

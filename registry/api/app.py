@@ -48,8 +48,13 @@ def build_app(parts: Registry) -> Starlette:
             await asyncio.get_running_loop().run_in_executor(executor, events.flush_pulls)
             executor.shutdown(wait=False, cancel_futures=True)
 
+    routes = list(ROUTES)
+    if settings.ui:
+        from registry.ui.routes import ROUTES as UI_ROUTES
+
+        routes += UI_ROUTES
     app = Starlette(
-        routes=ROUTES,
+        routes=routes,
         middleware=[
             Middleware(Observe, metrics=metrics, access_log=settings.log_level in ("info", "debug")),
             Middleware(BodyTimeout, seconds=parse_duration(settings.client_timeout).total_seconds()),
@@ -64,6 +69,8 @@ def build_app(parts: Registry) -> Starlette:
     configure_access_log(settings.log_level in ("info", "debug"))
     app.state.auth = parts.authenticator
     app.state.services = parts.services
+    if settings.ui:
+        app.state.ui = parts.web_interface
     return app
 
 
@@ -89,7 +96,7 @@ async def collect_periodically(collector: GarbageCollector, settings: Settings, 
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))
         try:
-            report = await run_in_threadpool(collector.run, grace, settings.gc_untagged)
+            report = await run_in_threadpool(collector.run, grace, settings.gc_untagged, False, "schedule")
         except Exception:
             LOG.exception("garbage collection failed")
             continue

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 ACTIONS = frozenset({"pull", "push", "delete"})
 ANONYMOUS = "anonymous"
+ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,254}")
+
+
+def valid_account_name(name: str) -> bool:
+    """A name an account may have (`anonymous` is the principal of requests without one)."""
+    return bool(ACCOUNT_NAME.fullmatch(name)) and name != ANONYMOUS
 
 
 @dataclass(frozen=True, slots=True)

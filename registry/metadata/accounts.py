@@ -6,7 +6,7 @@ import builtins
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import overload
+from typing import Any, overload
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ class AccountRow:
     kind: str
     password_hash: str
     expires_at: datetime | None
+    admin: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,13 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+ACCOUNT_COLUMNS = (Account.name, Account.kind, Account.password_hash, Account.expires_at, Account.admin)
+
+
+def _account(row: Any) -> AccountRow:
+    return AccountRow(row.name, row.kind, row.password_hash, _aware(row.expires_at), bool(row.admin))
+
+
 class Accounts:
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -51,26 +59,24 @@ class Accounts:
 
     def get(self, name: str) -> AccountRow | None:
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(Account.name, Account.kind, Account.password_hash, Account.expires_at).where(
-                    Account.name == name
-                )
-            ).first()
-        return None if row is None else AccountRow(row.name, row.kind, row.password_hash, _aware(row.expires_at))
+            row = conn.execute(select(*ACCOUNT_COLUMNS).where(Account.name == name)).first()
+        return None if row is None else _account(row)
 
     def list(self) -> list[AccountRow]:
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(Account.name, Account.kind, Account.password_hash, Account.expires_at).order_by(Account.name)
-            ).all()
-        return [AccountRow(r.name, r.kind, r.password_hash, _aware(r.expires_at)) for r in rows]
+            rows = conn.execute(select(*ACCOUNT_COLUMNS).order_by(Account.name)).all()
+        return [_account(r) for r in rows]
 
-    def add(self, name: str, kind: str, password_hash: str, expires_at: datetime | None = None) -> bool:
+    def add(
+        self, name: str, kind: str, password_hash: str, expires_at: datetime | None = None, admin: bool = False
+    ) -> bool:
         """Create an account; False if the name is taken."""
         try:
             with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
                 conn.execute(
-                    insert(Account).values(name=name, kind=kind, password_hash=password_hash, expires_at=expires_at)
+                    insert(Account).values(
+                        name=name, kind=kind, password_hash=password_hash, expires_at=expires_at, admin=admin
+                    )
                 )
         except IntegrityError:
             return False
@@ -79,6 +85,12 @@ class Accounts:
     def set_password(self, name: str, password_hash: str) -> bool:
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
             query = update(Account).where(Account.name == name).values(password_hash=password_hash)
+            return conn.execute(query).rowcount == 1
+
+    def set_admin(self, name: str, admin: bool) -> bool:
+        """Give or take the admin role of a person's account (robots never have it)."""
+        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            query = update(Account).where(Account.name == name, Account.kind == "user").values(admin=admin)
             return conn.execute(query).rowcount == 1
 
     def remove(self, name: str) -> bool:

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, exists, not_, or_, select, update
+from sqlalchemy import Engine, and_, delete, exists, insert, not_, or_, select, update
 from sqlalchemy.orm import aliased
 
 from registry.metadata.db import WRITE, insert_for
 from registry.metadata.models import (
     Blob,
+    GcRun,
     Lease,
     Manifest,
     ManifestBlob,
@@ -28,6 +29,25 @@ from registry.metadata.models import (
     Tag,
     Upload,
 )
+
+
+def _utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were written as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class GcRunRow:
+    """What one collection removed (counts and bytes), and who started it."""
+
+    started_at: datetime
+    finished_at: datetime
+    trigger: str
+    blobs: int
+    manifests: int
+    tags: int
+    uploads: int
+    bytes_reclaimed: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +117,20 @@ class Collector:
     def release(self, name: str, holder: str) -> None:
         with self._write() as conn, conn.begin():
             conn.execute(update(Lease).where(Lease.name == name, Lease.holder == holder).values(holder=""))
+
+    # -- the record of runs
+
+    def record_run(self, run: GcRunRow) -> None:
+        with self._write() as conn, conn.begin():
+            conn.execute(insert(GcRun).values(**{k: getattr(run, k) for k in GcRunRow.__dataclass_fields__}))
+
+    def runs(self, limit: int) -> list[GcRunRow]:
+        """The latest runs, newest first."""
+        columns = [getattr(GcRun, k) for k in GcRunRow.__dataclass_fields__]
+        query = select(*columns).order_by(GcRun.finished_at.desc(), GcRun.id.desc()).limit(limit)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return [GcRunRow(*(_utc(v) if isinstance(v, datetime) else v for v in row)) for row in rows]
 
     # -- upload sessions
 

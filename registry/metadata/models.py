@@ -104,7 +104,11 @@ class ManifestChild(Base):
 
 class Tag(Base):
     __tablename__ = "tag"
-    __table_args__ = (UniqueConstraint("repository_id", "name", name="uq_tag_repository_name"),)
+    __table_args__ = (
+        UniqueConstraint("repository_id", "name", name="uq_tag_repository_name"),
+        # The web interface pages a repository's tags by push time.
+        Index("ix_tag_repository_updated", "repository_id", "updated_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), nullable=False)
     name: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -143,6 +147,8 @@ class Account(Base):
     password_hash: Mapped[str] = mapped_column(String(255), nullable=False)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
+    # May use the web interface's administration pages (users, tokens, grants, policies, GC).
+    admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False, server_default=false())
 
 
 class Grant(Base):
@@ -215,6 +221,8 @@ class Event(Base):
     """Who did what, when, from where: pushes, pulls, deletes and tag changes."""
 
     __tablename__ = "event"
+    # Who pushed a tag last (the web interface's tag list) and a repository's activity.
+    __table_args__ = (Index("ix_event_repository_tag", "repository", "tag"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
     action: Mapped[str] = mapped_column(String(16), nullable=False)
@@ -238,3 +246,18 @@ class EventDelivery(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class GcRun(Base):
+    """What one garbage collection run removed, for the administration page."""
+
+    __tablename__ = "gc_run"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    trigger: Mapped[str] = mapped_column(String(32), nullable=False)
+    blobs: Mapped[int] = mapped_column(Integer, nullable=False)
+    manifests: Mapped[int] = mapped_column(Integer, nullable=False)
+    tags: Mapped[int] = mapped_column(Integer, nullable=False)
+    uploads: Mapped[int] = mapped_column(Integer, nullable=False)
+    bytes_reclaimed: Mapped[int] = mapped_column(BigInteger, nullable=False)

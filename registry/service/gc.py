@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
 
-from registry.metadata.collect import Candidate, Collector
+from registry.metadata.collect import Candidate, Collector, GcRunRow
 from registry.service.policies import Expired, PolicyService
 from registry.storage.base import BlobStorage
 
@@ -48,14 +48,32 @@ class GarbageCollector:
         self.session_lifetime = session_lifetime
         self.holder = f"{socket.gethostname()}:{os.getpid()}"
 
-    def run(self, grace: timedelta, untagged: bool = False, dry_run: bool = False) -> GcReport | None:
-        """Collect once; None when another replica is collecting."""
+    def run(
+        self, grace: timedelta, untagged: bool = False, dry_run: bool = False, trigger: str = "command"
+    ) -> GcReport | None:
+        """Collect once; None when another replica is collecting. A real run is recorded with
+        its `trigger` (schedule, command, or who started it from the web interface)."""
         if not self.collector.acquire(LEASE, self.holder, LEASE_SECONDS):
             return None
+        started = datetime.now(UTC)
         try:
-            return self._collect(datetime.now(UTC) - grace, untagged, dry_run)
+            report = self._collect(started - grace, untagged, dry_run)
         finally:
             self.collector.release(LEASE, self.holder)
+        if not dry_run:
+            self.collector.record_run(
+                GcRunRow(
+                    started,
+                    datetime.now(UTC),
+                    trigger,
+                    len(report.blobs),
+                    len(report.manifests),
+                    len(report.tags),
+                    len(report.uploads),
+                    report.bytes_reclaimed,
+                )
+            )
+        return report
 
     def _collect(self, cutoff: datetime, untagged: bool, dry_run: bool) -> GcReport:
         report = GcReport(dry_run)

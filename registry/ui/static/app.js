@@ -1,0 +1,18 @@
+// Copy buttons: the text to copy is in data-copy. Everything else works without JavaScript.
+"use strict";
+document.addEventListener("click", async (event) => {
+  const button = event.target.closest("button[data-copy]");
+  if (!button) return;
+  const text = button.dataset.copy;
+  const label = button.textContent;
+  try {
+    await navigator.clipboard.writeText(text);
+    button.textContent = "Copied";
+  } catch (error) {
+    // No clipboard (plain HTTP on another host): select the text so Ctrl+C copies it.
+    const code = button.parentElement.querySelector("code");
+    if (code) window.getSelection().selectAllChildren(code);
+    button.textContent = "Press Ctrl+C";
+  }
+  setTimeout(() => { button.textContent = label; }, 1500);
+});
