@@ -23,13 +23,15 @@ class Berth:
 
     root: Path
     netns: NetNS | None = None
+    on_host: bool = False  # the machine's network, for a registry on its loopback: only with --network none
 
     @property
     def env(self) -> dict[str, str]:
         return {**os.environ, "BERTH_ROOT": str(self.root)}
 
     def argv(self, *args: str) -> list[str]:
-        return (self.netns or session_netns()).wrap([sys.executable, "-m", "engine", *args])
+        argv = [sys.executable, "-m", "engine", *args]
+        return argv if self.on_host else (self.netns or session_netns()).wrap(argv)
 
     def __call__(self, *args: str, timeout: float = 60, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.argv(*args), capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs)

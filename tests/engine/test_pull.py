@@ -36,18 +36,19 @@ def pushed(berth_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def test_run_pulls_a_missing_image(pushed: str, tmp_path: Path) -> None:
-    fresh = Berth(tmp_path / "fresh-root")
-    result = fresh("run", "--rm", "-q", pushed, "cat", "/data/hello", timeout=120)
+    fresh = Berth(tmp_path / "fresh-root", on_host=True)  # the registry listens on the machine's loopback
+    result = fresh("run", "--rm", "-q", "--network", "none", pushed, "cat", "/data/hello", timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello from layer three\n"
     assert "Unable to find image" in result.stderr
-    again = fresh("run", "--rm", pushed, "true")
+    again = fresh("run", "--rm", "--network", "none", pushed, "true")
     assert again.returncode == 0 and "Unable to find" not in again.stderr
     assert len(list((tmp_path / "fresh-root" / "layers" / "sha256").iterdir())) == 3
 
 
 def test_unknown_repository_is_a_clear_error(pushed: str, tmp_path: Path) -> None:
     host = pushed.split("/")[0]
-    result = Berth(tmp_path / "root")("run", "--rm", "-q", f"{host}/engine/absent:1", "true", timeout=60)
+    berth = Berth(tmp_path / "root", on_host=True)
+    result = berth("run", "--rm", "-q", "--network", "none", f"{host}/engine/absent:1", "true", timeout=60)
     assert result.returncode == 125
     assert "absent" in result.stderr
