@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from engine.commands import ENGINE_FAILED, _handled, _require_root, fail
+from engine.commands import ENGINE_FAILED, _handled, fail
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -58,8 +58,8 @@ def _epoch(build_args: dict[str, str]) -> int | None:
 @_handled
 def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, quiet: bool, **kw: Any) -> None:
     """Build an image from a Dockerfile and CONTEXT (a directory)."""
-    _require_root("berth build")
-    from client.location import parse_location
+    if os.geteuid() != 0:  # the rest of _require_root's checks wait for the first RUN (a cached build needs none)
+        fail("berth build needs root: its steps mount overlayfs and run containers (run it with sudo)")
     from client.platform import host_platform
     from engine.build_progress import make_progress
     from engine.service.build_context import ContextError
@@ -71,9 +71,13 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
         fail(f"--platform {kw['platform']}: berth builds only for this machine ({host.os}/{host.architecture})")
     if push and not tags:
         fail("--push needs at least one -t")
-    target_location = parse_location(output, default="") if output else None
-    if target_location is not None and target_location.kind not in ("oci", "docker-archive"):
-        fail(f"--output {output}: use oci:DIR or docker-archive:FILE")
+    target_location = None
+    if output:
+        from client.location import parse_location
+
+        target_location = parse_location(output, default="")
+        if target_location.kind not in ("oci", "docker-archive"):
+            fail(f"--output {output}: use oci:DIR or docker-archive:FILE")
     build_args = _pairs(kw["build_arg"], "--build-arg")
     options = BuildOptions(
         context=Path(context),
@@ -102,11 +106,7 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
 
 def _deliver(digest: str, size: int, tags: tuple[str, ...], push: bool, target_location: Any) -> None:
     """Tag in the local store, then push and export from there with the client's copy."""
-    from client.copy import copy_image
     from client.layout import open_store, store_name
-    from client.layout_image import LayoutSource
-    from client.location import Location, Options, open_target, reference
-    from client.progress import make_reporter
     from registry.oci import mediatypes as mt
     from registry.oci.manifest import Descriptor
 
@@ -117,6 +117,13 @@ def _deliver(digest: str, size: int, tags: tuple[str, ...], push: bool, target_l
         layout.add(descriptor, name)
     if not names:
         layout.add(descriptor, None)
+    if not push and target_location is None:
+        return
+    from client.copy import copy_image
+    from client.layout_image import LayoutSource
+    from client.location import Location, Options, open_target, reference
+    from client.progress import make_reporter
+
     destinations = [Location("docker", reference(t)) for t in tags] if push else []
     if target_location is not None:
         if target_location.name is None and names:  # docker load tags it; oci: names it by the tag, as skopeo

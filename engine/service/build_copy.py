@@ -67,7 +67,12 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
         if not 0 <= chmod <= 0o7777:
             raise DockerfileError(instruction.line, f"invalid --chmod {flags['chmod']!r}")
     heredocs = {h.name: h for h in instruction.heredocs}
-    staging = Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir()))
+    needs_staging = bool(heredocs) or (
+        instruction.keyword == "ADD" and any(urlparse(s).scheme in ("http", "https") for s in sources)
+    )
+    staging = (
+        Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir())) if needs_staging else Path("/nonexistent")
+    )
     try:
         spec = CopySpec([], dest, dest.endswith("/") or len(sources) > 1, flags.get("chown"), chmod)
         spec.extract = instruction.keyword == "ADD"
@@ -88,7 +93,10 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
                     spec.sources.append((str(staging), marker))
                     content.update(b"heredoc\0" + body.encode())
                 elif instruction.keyword == "ADD" and urlparse(source).scheme in ("http", "https"):
-                    name, digest = _fetch(source, staging)
+                    try:
+                        name, digest = _fetch(source, staging)
+                    except OSError as exc:  # requests' errors are OSErrors too
+                        raise DockerfileError(instruction.line, f"ADD {source}: {exc}") from None
                     spec.sources.append((str(staging), name))
                     spec.extract = False
                     content.update(f"url\0{digest}".encode())
@@ -109,7 +117,8 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
     finally:
         import shutil
 
-        shutil.rmtree(staging, ignore_errors=True)
+        if needs_staging:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _from_source(builder: Builder, spec: CopySpec, source: str) -> str:

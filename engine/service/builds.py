@@ -215,7 +215,12 @@ class Builder:
         total = len(stage.instructions) + 1
         label = f"[{stage.name or 'stage-' + str(stage.index)} 1/{total}] FROM {base}"
         step = self.reporter.step(label)
-        state = self._from(dockerfile, base)
+        platform = (
+            self._expand(stage.platform, self.global_args, Instruction("FROM", base, stage.line))
+            if stage.platform
+            else None
+        )
+        state = self._from(dockerfile, base, platform)
         step.done()
         env = state.config.get("Env") or []
         if not any(item.startswith("PATH=") for item in env):  # docker's builders add the default PATH
@@ -229,8 +234,14 @@ class Builder:
             self._instruction(state, instruction, prefix)
         return state
 
-    def _from(self, dockerfile: Dockerfile, base: str) -> State:
+    def _from(self, dockerfile: Dockerfile, base: str, platform: str | None = None) -> State:
         from client.platform import host_platform
+
+        host = host_platform()
+        if platform and platform not in (f"{host.os}/{host.architecture}", host.architecture):
+            raise BuildError(
+                f"FROM --platform={platform}: berth builds only for this machine ({host.os}/{host.architecture})"
+            )
 
         names = {s.name: s.index for s in dockerfile.stages if s.name}
         if base.lower() in names and names[base.lower()] in self.stages:

@@ -11,6 +11,7 @@ import pytest
 from client.layout import Layout, store_name
 from tests.engine.conftest import Berth
 from tests.engine.images import IMAGE
+from tests.engine.netns import session_netns
 
 pytestmark = pytest.mark.root
 
@@ -135,3 +136,55 @@ def test_prune_drops_the_cache_but_not_images(berth: Berth, tmp_path: Path) -> N
     assert "hello world" in berth("run", "--rm", "built/pruned:1").stdout
     again = berth(*args, timeout=120)
     assert steps(again.stderr, "CACHED") == 0
+
+
+def test_add_archives_urls_and_metadata(berth: Berth, tmp_path: Path) -> None:
+    import io
+    import subprocess
+    import sys
+    import tarfile
+
+    context = make_context(tmp_path / "ctx")
+    with tarfile.open(context / "bundle.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("pkg/file.txt")
+        info.size = 8
+        tar.addfile(info, io.BytesIO(b"from tar"))
+    (tmp_path / "served.txt").write_text("served over http\n")
+    # The server runs in berth's network namespace, where the build fetches from.
+    command = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(tmp_path)]
+    server = subprocess.Popen((berth.netns or session_netns()).wrap(command), stdout=subprocess.PIPE, text=True)
+    port = server.stdout.readline().split(" port ")[1].split()[0]  # type: ignore[union-attr]
+    dockerfile = f"""\
+FROM --platform=$BUILDPLATFORM_UNSET {IMAGE}
+ADD bundle.tar.gz /opt/
+ADD http://127.0.0.1:{port}/served.txt /downloads/
+SHELL ["/bin/sh", "-ec"]
+HEALTHCHECK --interval=30s --retries=3 CMD test -f /opt/pkg/file.txt
+STOPSIGNAL SIGQUIT
+VOLUME /data
+EXPOSE 8080-8081/udp
+CMD cat /opt/pkg/file.txt /downloads/served.txt
+"""
+    (context / "Dockerfile").write_text(dockerfile)
+    try:
+        result = berth("build", "-t", "built/add:1", "--progress", "plain", str(context), timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert result.returncode == 0, result.stderr
+    assert berth("run", "--rm", "built/add:1").stdout == "from tarserved over http\n"
+    layout = Layout.open(berth.root / "images")
+    _, manifest = layout.image(store_name("built/add:1"))
+    config = json.loads(layout.read_blob(manifest.config.digest))["config"]
+    assert config["Cmd"] == ["/bin/sh", "-ec", "cat /opt/pkg/file.txt /downloads/served.txt"]
+    assert config["Healthcheck"] == {
+        "Test": ["CMD-SHELL", "test -f /opt/pkg/file.txt"],
+        "Interval": 30_000_000_000,
+        "Retries": 3,
+    }
+    assert config["StopSignal"] == "SIGQUIT" and config["Volumes"] == {"/data": {}}
+    assert config["ExposedPorts"] == {"8080/udp": {}, "8081/udp": {}}
+
+    (context / "Dockerfile").write_text(f"FROM --platform=linux/s390x {IMAGE}\n")
+    wrong = berth("build", str(context), timeout=60)
+    assert wrong.returncode != 0 and "berth builds only for this machine" in wrong.stderr
