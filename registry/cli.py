@@ -14,6 +14,7 @@ from registry.admin import COMMANDS as ADMIN_COMMANDS
 from registry.cli_options import server_options
 from registry.config import Settings
 from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
+from registry.upstream_cli import COMMANDS as UPSTREAM_COMMANDS
 
 
 @click.command()
@@ -53,6 +54,12 @@ from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
     "(default 60s, env BERTH_CLIENT_TIMEOUT).",
 )
 @click.option("--ui/--no-ui", default=None, help="Serve the web interface at / (default on, env BERTH_UI).")
+@click.option(
+    "--default-upstream",
+    metavar="NAME",
+    help="Serve repositories that match no upstream prefix and are not local from this upstream "
+    "(a mirror for dockerd's registry-mirrors; env BERTH_DEFAULT_UPSTREAM).",
+)
 @server_options
 def serve(settings: Settings) -> None:
     """Run the registry (applies pending database migrations first)."""
@@ -96,8 +103,11 @@ def serve(settings: Settings) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
 
     from registry.migrate import upgrade
+    from registry.upstream_cli import check_upstream_name
     from registry.wiring import SETTINGS_ENV
 
+    if settings.default_upstream:
+        check_upstream_name(settings.default_upstream, "--default-upstream")
     cert, key = settings.tls_cert or None, settings.tls_key or None
     if bool(cert) != bool(key):
         raise click.UsageError("--tls-cert and --tls-key go together")
@@ -157,7 +167,7 @@ def current(settings: Settings) -> None:
     click.echo(current_revision(settings.effective_database_url) or "(empty database)")
 
 
-COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS, *MAINTENANCE_COMMANDS]
+COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS, *MAINTENANCE_COMMANDS, *UPSTREAM_COMMANDS]
 
 
 def main() -> None:

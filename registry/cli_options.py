@@ -75,6 +75,7 @@ SETTING_FLAGS = {
     "max_connections",
     "client_timeout",
     "ui",
+    "default_upstream",
 }
 
 

@@ -42,6 +42,7 @@ class Settings:
     gc_untagged: bool = False
     webhook_urls: str = ""
     webhook_secret: str = ""
+    default_upstream: str = ""
     log_level: str = "info"
     max_connections: int = 1024
     client_timeout: str = "60s"

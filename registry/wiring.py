@@ -26,10 +26,13 @@ if TYPE_CHECKING:
     from registry.auth.tokens import TokenAuthority
     from registry.metadata.accounts import Accounts
     from registry.metadata.manifests import ManifestIndex
+    from registry.metadata.upstreams import UpstreamIndex
     from registry.service.events import EventService
     from registry.service.gc import GarbageCollector
+    from registry.service.manifests import ManifestService
     from registry.service.policies import PolicyService
     from registry.service.uploads import SessionIds
+    from registry.service.upstreams import UpstreamService
     from registry.storage.base import BlobStorage
     from registry.ui.pages import UI
 
@@ -132,15 +135,32 @@ class Registry:
         from registry.service.blobs import BlobService
         from registry.service.manifests import ManifestService
         from registry.service.uploads import HasherCache, UploadService
+        from registry.service.upstream_blobs import UpstreamBlobs
 
         index = self.index
+        manifests = ManifestService(index, self.policies)
+        upstreams = self.upstreams(manifests)
         return Services(
             blobs=BlobService(index, self.storage),
             uploads=UploadService(index, self.storage, HasherCache(), self.policies, self.session_ids),
-            manifests=ManifestService(index, self.policies),
+            manifests=manifests,
+            upstreams=upstreams,
+            upstream_blobs=UpstreamBlobs(upstreams, upstreams.index, index, self.storage),
             executor=self.executor,
             inline_reads=index.inline_reads,
         )
+
+    def upstreams(self, manifests: ManifestService) -> UpstreamService:
+        """The pull-through cache, serving local repositories through `manifests`."""
+        from registry.service.upstreams import UpstreamService
+
+        return UpstreamService(self.upstream_index, self.index, manifests, self.settings.default_upstream)
+
+    @cached_property
+    def upstream_index(self) -> UpstreamIndex:
+        from registry.metadata.upstreams import UpstreamIndex
+
+        return UpstreamIndex(self.database)
 
     @cached_property
     def authenticator(self) -> Authenticator:

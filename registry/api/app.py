@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -37,7 +37,7 @@ def build_app(parts: Registry) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         tasks = [
-            asyncio.create_task(collect_periodically(collector, settings, metrics)),
+            asyncio.create_task(collect_periodically(collector, settings, metrics, parts.services.upstreams.evict)),
             asyncio.create_task(publish_events(events, executor)),
         ]
         try:
@@ -87,8 +87,11 @@ async def publish_events(events: EventService, executor: ThreadPoolExecutor) -> 
             LOG.exception("publishing events failed")
 
 
-async def collect_periodically(collector: GarbageCollector, settings: Settings, metrics: Metrics) -> None:
-    """Garbage collection on a schedule; every worker of every replica tries, the lease picks one."""
+async def collect_periodically(
+    collector: GarbageCollector, settings: Settings, metrics: Metrics, evict: Callable[[], object] | None = None
+) -> None:
+    """Garbage collection on a schedule (after evicting what upstream caches hold beyond their
+    limits); every worker of every replica tries, the lease picks one."""
     interval = parse_duration(settings.gc_interval).total_seconds()
     if interval <= 0:
         return
@@ -96,6 +99,8 @@ async def collect_periodically(collector: GarbageCollector, settings: Settings, 
     while True:
         await asyncio.sleep(interval * random.uniform(0.9, 1.1))
         try:
+            if evict is not None:
+                await run_in_threadpool(evict)
             report = await run_in_threadpool(collector.run, grace, settings.gc_untagged, False, "schedule")
         except Exception:
             LOG.exception("garbage collection failed")

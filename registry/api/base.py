@@ -17,6 +17,8 @@ from registry.oci.reference import valid_name
 from registry.service.blobs import BlobService
 from registry.service.manifests import ManifestService
 from registry.service.uploads import UploadService, UploadWriter
+from registry.service.upstream_blobs import UpstreamBlobs
+from registry.service.upstreams import UpstreamService
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -31,6 +33,8 @@ class Services:
     blobs: BlobService
     uploads: UploadService
     manifests: ManifestService
+    upstreams: UpstreamService
+    upstream_blobs: UpstreamBlobs
     executor: ThreadPoolExecutor
     inline_reads: bool
 

@@ -8,6 +8,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from registry.api.auth import require
 from registry.api.base import call, event, read, repository, services
+from registry.api.upstream import fetch_blob
+from registry.errors import BlobUnknown
 from registry.service.blobs import check_digest, parse_range
 
 
@@ -16,7 +18,15 @@ async def get_blob(request: Request) -> Response:
     name, digest = repository(request), check_digest(request.path_params["digest"])
     await require(request, name, "pull")
     blobs = services(request).blobs
-    size = await read(request, blobs.size, name, digest)
+    try:
+        size = await read(request, blobs.size, name, digest)
+    except BlobUnknown:
+        if not services(request).upstreams.active:
+            raise
+        fetched = await fetch_blob(request, name, digest)
+        if fetched is not None:
+            return fetched
+        size = await read(request, blobs.size, name, digest)
     headers = {
         "Docker-Content-Digest": digest,
         "Accept-Ranges": "bytes",

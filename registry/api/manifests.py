@@ -19,10 +19,14 @@ async def get_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     await require(request, name, "pull")
     head = request.method == "HEAD"
-    row = await read(request, services(request).manifests.get, name, reference, not head)
+    svc, upstream = services(request), None
+    if svc.upstreams.active:
+        row, upstream = await call(request, svc.upstreams.manifest, name, reference, not head)
+    else:
+        row = await read(request, svc.manifests.get, name, reference, not head)
     if not head:
         tag = None if ":" in reference else reference
-        event(request, "pull", name, digest=row.digest, tag=tag, media_type=row.media_type)()
+        event(request, "pull", name, digest=row.digest, tag=tag, media_type=row.media_type, upstream=upstream)()
     headers = {
         "Content-Type": row.media_type,
         # The media type is the pusher's choice (say text/html): never let a browser run it.
@@ -37,6 +41,7 @@ async def get_manifest(request: Request) -> Response:
 async def put_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     principal = await require(request, name, "push")
+    await read(request, services(request).upstreams.check_push, name)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk

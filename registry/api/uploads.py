@@ -6,7 +6,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import SMALL_BODY, call, content_length, count, repository, services, stream_into
+from registry.api.base import SMALL_BODY, call, content_length, count, read, repository, services, stream_into
 from registry.errors import BlobUploadInvalid, RangeInvalid
 from registry.service.blobs import check_digest
 from registry.service.uploads import UploadService, UploadWriter
@@ -57,6 +57,7 @@ async def start_upload(request: Request) -> Response:
     name = repository(request)
     principal = await require(request, name, "push")
     svc = services(request)
+    await read(request, svc.upstreams.check_push, name)
     params = request.query_params
     mount = params.get("mount")
     if mount:

@@ -23,6 +23,7 @@ class NewEvent:
     media_type: str | None = None
     request_id: str | None = None
     at: datetime | None = None
+    upstream: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

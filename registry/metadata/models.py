@@ -233,6 +233,8 @@ class Event(Base):
     actor: Mapped[str] = mapped_column(String(255), nullable=False)
     address: Mapped[str] = mapped_column(String(64), nullable=False)
     request_id: Mapped[str | None] = mapped_column(String(64))
+    # The upstream a pull was served through (pull-through cache), if any.
+    upstream: Mapped[str | None] = mapped_column(String(64))
 
 
 class EventDelivery(Base):
@@ -261,3 +263,63 @@ class GcRun(Base):
     tags: Mapped[int] = mapped_column(Integer, nullable=False)
     uploads: Mapped[int] = mapped_column(Integer, nullable=False)
     bytes_reclaimed: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Upstream(Base):
+    """A registry whose repositories are served, and cached, under `prefix/` (a pull-through cache)."""
+
+    __tablename__ = "upstream"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), nullable=False)
+    prefix: Mapped[str] = mapped_column(String(255), unique=True, nullable=False)
+    username: Mapped[str | None] = mapped_column(String(255))
+    password: Mapped[str | None] = mapped_column(Text)
+    tag_ttl_seconds: Mapped[int] = mapped_column(Integer, nullable=False)
+    allow: Mapped[str] = mapped_column(Text, nullable=False)
+    ca_pem: Mapped[str | None] = mapped_column(Text)
+    cache_max_age_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    cache_max_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = _now()
+
+
+class UpstreamRepository(Base):
+    """A repository filled from an upstream: pushes into it are refused."""
+
+    __tablename__ = "upstream_repository"
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True)
+    upstream: Mapped[str] = mapped_column(ForeignKey("upstream.name", ondelete="CASCADE"), nullable=False, index=True)
+
+
+class UpstreamTag(Base):
+    """When a cached tag was last confirmed by its upstream (revalidated after the tag TTL)."""
+
+    __tablename__ = "upstream_tag"
+    repository_id: Mapped[int] = mapped_column(ForeignKey("repository.id", ondelete="CASCADE"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class UpstreamManifest(Base):
+    """A manifest cached from an upstream and when it was last pulled (evicted least recently pulled first)."""
+
+    __tablename__ = "upstream_manifest"
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id", ondelete="CASCADE"), primary_key=True)
+    pulled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class UpstreamPending(Base):
+    """A blob or child manifest a cached manifest references but the cache does not hold yet:
+    it becomes a `manifest_blob` or `manifest_child` edge when it arrives."""
+
+    __tablename__ = "upstream_pending"
+    manifest_id: Mapped[int] = mapped_column(ForeignKey("manifest.id", ondelete="CASCADE"), primary_key=True)
+    digest: Mapped[str] = mapped_column(String(160), primary_key=True, index=True)
+
+
+class BlobFetch(Base):
+    """The one fetch of a blob from an upstream in progress, leased to one process of one replica."""
+
+    __tablename__ = "blob_fetch"
+    digest: Mapped[str] = mapped_column(String(160), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64), nullable=False)
+    until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -34,6 +34,7 @@ class TargetWithoutDigest(TypedDict, total=False):
     tag: str | None
     media_type: str | None
     request_id: str | None
+    upstream: str | None
 
 
 class Target(TargetWithoutDigest, total=False):
@@ -53,6 +54,7 @@ def payload(event: dict[str, Any]) -> dict[str, Any]:
             "digest": event["digest"],
             "tag": event["tag"],
             "mediaType": event["media_type"],
+            **({"upstream": event["upstream"]} if event.get("upstream") else {}),
         },
         "actor": {"name": event["actor"]},
         "request": {"addr": event["address"], "id": event["request_id"]},

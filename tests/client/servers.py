@@ -62,7 +62,14 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0
 class Distribution:
     """`docker-registry serve` (CNCF Distribution 2.8) with filesystem storage in `root`."""
 
-    def __init__(self, root: Path, auth: dict[str, Any] | None = None, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        auth: dict[str, Any] | None = None,
+        tls: tuple[Path, Path] | None = None,
+        access_log: Path | None = None,
+    ) -> None:
+        """`access_log`: write Distribution's access log (one line per request) to this file."""
         assert DISTRIBUTION, "docker-registry is not installed"
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
@@ -74,7 +81,7 @@ class Distribution:
             http["tls"] = {"certificate": str(tls[0]), "key": str(tls[1])}
         config: dict[str, Any] = {
             "version": 0.1,
-            "log": {"level": "error", "accesslog": {"disabled": True}},
+            "log": {"level": "error", "accesslog": {"disabled": access_log is None}},
             "storage": {
                 "filesystem": {"rootdirectory": str(root / "data")},
                 "delete": {"enabled": True},
@@ -86,12 +93,12 @@ class Distribution:
             config["auth"] = auth
         path = root / "config.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
+        output = open(access_log, "ab") if access_log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
         self.process = subprocess.Popen(
-            [DISTRIBUTION, "serve", str(path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            [DISTRIBUTION, "serve", str(path)], stdout=output, stderr=output, start_new_session=True
         )
+        if access_log:
+            output.close()
         wait_port(self.port, self.process)
 
     def stop(self) -> None:
