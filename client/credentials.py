@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +85,8 @@ def _from_auths(auths: Any, registry: str) -> Credentials | None:
 
 def _helper(name: str, action: str, payload: str) -> str | None:
     """Run `docker-credential-NAME ACTION`; None when the helper has nothing for that registry."""
+    import subprocess  # only here: most registries need no helper, and every pull imports this module
+
     try:
         done = subprocess.run(
             [f"docker-credential-{name}", action], input=payload, capture_output=True, text=True, timeout=60

@@ -200,11 +200,10 @@ class Layout:
             descriptor.platform,
         ).to_json()
         with self._locked():
-            entries = [
-                e
-                for e in self._index().get("manifests") or []
-                if not name or (e.get("annotations") or {}).get(REF_NAME) != name
-            ]
+            current = self._index().get("manifests") or []
+            if entry in current:
+                return  # already so (a pull of an image already present): no write, no fsync
+            entries = [e for e in current if not name or (e.get("annotations") or {}).get(REF_NAME) != name]
             if not name and any(e.get("digest") == descriptor.digest for e in entries):
                 return
             entries.append(entry)

@@ -8,7 +8,6 @@ and those named with `--insecure` may speak plain HTTP; docker tries HTTPS first
 from __future__ import annotations
 
 import base64
-import ipaddress
 import os
 import random
 import socket
@@ -45,6 +44,10 @@ def is_loopback(host: str) -> bool:
     name = name.strip("[]")
     if name == "localhost" or name.endswith(".localhost"):
         return True
+    if not (":" in name or name[-1:].isdigit()):
+        return False  # a host name: no need to load ipaddress (every pull passes here)
+    import ipaddress
+
     try:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:

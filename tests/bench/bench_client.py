@@ -1,12 +1,17 @@
-"""Benchmark: `berth push` / `berth pull` of a ~50 MB, 4-layer image beside `skopeo copy` (and docker).
+"""Benchmark: `berth push` / `berth pull` beside `skopeo copy` (and docker), and berth's start-up.
 
-`berth` rows are the real command (a new Python process each time); `library` rows are the
-same copy called inside this process, which shows the transfer apart from interpreter start-up.
+Issue 12's targets, each printed with its verdict: `berth --version` under 60 ms; `berth pull`
+of an image already present under 100 ms; `berth pull` and `berth push` of a 5-layer ~300 MiB
+image at least as fast as `skopeo copy` as whole commands, and of a 4-layer ~50 MB one within
+1.2x. `berth` rows are the real command (a new Python process each time); `library` rows are
+the same copy called inside this process, which shows the transfer apart from start-up.
 
-Run: python tests/bench/bench_client.py [--registry distribution|berth|both] [--rounds 3] [--docker]
+Run: python tests/bench/bench_client.py [--registry distribution|berth|both] [--rounds 3]
+     [--sizes 50,300] [--docker]
 
 Every round pushes to a new repository (so nothing is skipped) and pulls into an empty
-store/directory. The figures are medians in seconds and ratios to skopeo from this one run.
+store/directory, then pulls again with the image present (skopeo: into the same directory).
+The figures are medians in seconds and ratios to skopeo from this one run.
 
 The command is timed as installed: pip compiles an installed package's bytecode, but an
 editable install under PYTHONDONTWRITEBYTECODE=1 (as on these machines) would compile our
@@ -33,14 +38,18 @@ from tests.client.images import build_image, random_bytes  # noqa: E402
 from tests.client.servers import Distribution  # noqa: E402
 from tests.conftest import RegistryProcess, dockerd_command  # noqa: E402
 
-LAYERS = 4
-LAYER_BYTES = 12_500_000
+SIZES = {"50": (4, 12_500_000), "300": (5, 300 * 1024 * 1024 // 5)}
+"""Preset: (layers, bytes per layer)."""
+TARGETS = {"50": 1.2, "300": 1.0}
+"""Issue 12: berth's whole command within this ratio of skopeo's."""
+VERSION_TARGET = 0.060
+PRESENT_TARGET = 0.100
 
 
-def build(layout_dir: Path, layer_bytes: int = LAYER_BYTES) -> None:
-    """A 4-layer image of incompressible data in an OCI layout, tagged `bench`."""
-    layers = [{f"data/{i}.bin": random_bytes(layer_bytes, i)} for i in range(LAYERS)]
-    build_image(Layout.open(layout_dir, create=True), "bench", layers)
+def build(layout_dir: Path, layers: int, layer_bytes: int) -> None:
+    """An image of incompressible data in an OCI layout, tagged `bench`."""
+    files = [{f"data/{i}.bin": random_bytes(layer_bytes, i)} for i in range(layers)]
+    build_image(Layout.open(layout_dir, create=True), "bench", files)
 
 
 def run(*command: str, env: dict[str, str] | None = None) -> None:
@@ -97,7 +106,7 @@ def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> 
                 results.setdefault(f"{tool} push", []).append(_time(push, env if tool == "berth" else denv))
                 if tool == "berth":
                     shutil.rmtree(work / "berth" / "images")
-                    pull = ["berth", "pull", ref, "-q"]
+                    pull: list[str] = ["berth", "pull", ref, "-q"]
                 elif tool == "skopeo":
                     pull = [*skopeo, "copy", "--src-tls-verify=false", f"docker://{ref}", f"oci:{work / f'out-{i}'}:v1"]
                 else:
@@ -107,8 +116,13 @@ def bench(kind: str, oci: Path, work: Path, rounds: int, docker: str | None) -> 
                     run("docker", "rmi", "-f", *set(ids), env=denv)
                     pull = ["docker", "pull", ref]
                 results.setdefault(f"{tool} pull", []).append(_time(pull, env if tool == "berth" else denv))
+                if tool in ("berth", "skopeo"):
+                    results.setdefault(f"{tool} present", []).append(_time(pull, env))
             finally:
                 server.stop()
+                for leftover in (f"{tool}-{i}", f"out-{i}", f"library-{i}", f"docker-{i}.tar"):
+                    path = work / leftover
+                    path.unlink() if path.is_file() else shutil.rmtree(path, ignore_errors=True)
     return results
 
 
@@ -138,6 +152,42 @@ def _time(command: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - started
 
 
+def bench_startup(rounds: int) -> dict[str, list[float]]:
+    """`berth --version` beside the bare interpreter, interleaved so load hits both alike."""
+    commands = {
+        "python -c pass": [sys.executable, "-c", "pass"],
+        "berth --version": [sys.executable, "-c", "from engine.cli import main; main()", "--version"],
+        "python -c 'import click'": [sys.executable, "-c", "import click"],
+    }
+    results: dict[str, list[float]] = {}
+    for _ in range(rounds):
+        for name, command in commands.items():
+            results.setdefault(name, []).append(_time(command, {"PYTHONPATH": str(ROOT)}))
+    return results
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(kind: str, size: str, mb: float, results: dict[str, float]) -> None:
+    print(f"\nregistry: {kind}, image {size} ({mb:.1f} MB)")
+    for op in ("push", "pull", "present"):
+        base = results[f"skopeo {op}"]
+        for tool in ("berth", "library", "skopeo", "docker"):
+            if f"{tool} {op}" not in results:
+                continue
+            value = results[f"{tool} {op}"]
+            label = "pull (present)" if op == "present" else op
+            line = f"  {tool:>7} {label:<14} {value:6.3f} s  ({value / base:4.2f}x skopeo"
+            line += f", {mb / value:6.1f} MB/s)" if op != "present" else ")"
+            if tool == "berth" and op != "present":
+                line += f"  target <= {TARGETS[size]}x: {verdict(value / base <= TARGETS[size])}"
+            if tool == "berth" and op == "present":
+                line += f"  target < {PRESENT_TARGET * 1000:.0f} ms: {verdict(value < PRESENT_TARGET)}"
+            print(line)
+
+
 def start_dockerd(root: Path) -> tuple[subprocess.Popen[bytes], str]:
     sock = root / "docker.sock"
     process = subprocess.Popen(
@@ -163,31 +213,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--registry", choices=["distribution", "berth", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--sizes", default="50,300", help="image presets to run: 50 (4 x 12.5 MB), 300 (5 x 60 MiB)")
     parser.add_argument("--docker", action="store_true", help="also time docker pull/push (starts dockerd)")
-    parser.add_argument("--layer-mb", type=float, default=LAYER_BYTES / 1e6, help="size of each of the 4 layers")
     args = parser.parse_args()
     run(sys.executable, "-m", "compileall", "-q", *(str(ROOT / name) for name in ("client", "engine", "registry")))
-    with tempfile.TemporaryDirectory(prefix="berth-client-bench-") as tmp:
-        work = Path(tmp)
-        build(work / "oci", int(args.layer_mb * 1e6))
-        size = sum(p.stat().st_size for p in (work / "oci" / "blobs" / "sha256").iterdir())
-        print(f"image: {LAYERS} layers, {size / 1e6:.1f} MB compressed; median of {args.rounds} rounds")
-        dockerd = start_dockerd(work / "docker") if args.docker else None
-        kinds = ["distribution", "berth"] if args.registry == "both" else [args.registry]
+    started = {name: statistics.median(values) for name, values in bench_startup(max(10, args.rounds * 4)).items()}
+    floor = started["python -c pass"]
+    print("start-up, medians:")
+    for name, value in started.items():
+        print(f"  {name:<26} {value * 1000:6.1f} ms  ({value / floor:4.2f}x python -c pass)")
+    version = started["berth --version"]
+    print(f"  berth --version target < {VERSION_TARGET * 1000:.0f} ms: {verdict(version < VERSION_TARGET)}")
+    with tempfile.TemporaryDirectory(prefix="berth-client-bench-", dir="/var/tmp") as tmp:
+        dockerd = start_dockerd(Path(tmp) / "docker") if args.docker else None
         try:
-            for kind in kinds:
-                times = bench(kind, work / "oci", work / kind, args.rounds, dockerd[1] if dockerd else None)
-                results = {name: statistics.median(values) for name, values in times.items()}
-                print(f"\nregistry: {kind}")
-                for op in ("push", "pull"):
-                    base = results[f"skopeo {op}"]
-                    for tool in ("berth", "library", "skopeo", "docker"):
-                        if f"{tool} {op}" in results:
-                            value = results[f"{tool} {op}"]
-                            print(
-                                f"  {tool:>7} {op}: {value:6.2f} s  ({value / base:4.2f}x skopeo, "
-                                f"{size / 1e6 / value:6.1f} MB/s)"
-                            )
+            for size in args.sizes.split(","):
+                work = Path(tmp) / f"size-{size}"
+                layers, layer_bytes = SIZES[size]
+                build(work / "oci", layers, layer_bytes)
+                mb = sum(p.stat().st_size for p in (work / "oci" / "blobs" / "sha256").iterdir()) / 1e6
+                print(f"\nimage {size}: {layers} layers, {mb:.1f} MB compressed; median of {args.rounds} rounds")
+                kinds = ["distribution", "berth"] if args.registry == "both" else [args.registry]
+                for kind in kinds:
+                    times = bench(kind, work / "oci", work / kind, args.rounds, dockerd[1] if dockerd else None)
+                    report(kind, size, mb, {name: statistics.median(values) for name, values in times.items()})
+                shutil.rmtree(work, ignore_errors=True)
         finally:
             if dockerd:
                 dockerd[0].terminate()

@@ -67,6 +67,15 @@ def test_run_start_path_stays_light(berth: Berth) -> None:
     assert not heavy(modules), sorted(heavy(modules))
 
 
+def test_the_hot_commands_are_where_the_root_looks_first() -> None:
+    import importlib
+
+    from engine.cli import HOT
+
+    for name, source in HOT.items():
+        assert name in {c.name for c in importlib.import_module(source).COMMANDS}, (name, source)
+
+
 @pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["pull", "--help"], ["serve", "--help"]])
 def test_the_root_still_finds_every_package_s_commands(command: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "engine", *command], capture_output=True, text=True, timeout=60)
