@@ -24,6 +24,9 @@ COPY a.txt sub ./
 RUN echo "$GREETING" > out.txt && rm /etc/keep
 USER app
 RUN id -u > /tmp/id.txt
+RUN <<SCRIPT
+echo "from a heredoc script" > /tmp/heredoc.txt
+SCRIPT
 
 FROM base
 COPY --from=base /app/new/out.txt /copied
@@ -58,7 +61,7 @@ def test_build_run_and_cached_rebuild(berth: Berth, tmp_path: Path) -> None:
 
     again = berth("build", "-t", "built/one:1", "--progress", "plain", str(context), timeout=120)
     assert again.returncode == 0, again.stderr
-    assert steps(again.stderr, "CACHED") == 6 and steps(again.stderr, "DONE") == 2  # the two FROMs
+    assert steps(again.stderr, "CACHED") == 7 and steps(again.stderr, "DONE") == 2  # the two FROMs
     assert again.stdout.split()[2] == first.stdout.split()[2]
 
     (context / "sub" / "b.txt").write_text("changed\n")
@@ -71,6 +74,13 @@ def test_build_run_and_cached_rebuild(berth: Berth, tmp_path: Path) -> None:
     assert len(config["rootfs"]["diff_ids"]) == len(manifest.layers)
     assert sum(not h.get("empty_layer") for h in config["history"]) == len(manifest.layers)
     assert config["config"]["User"] == "app" and config["config"]["WorkingDir"] == "/app/new"
+
+    target = berth("build", "-t", "built/target:1", "--target", "base", "--progress", "plain", str(context))
+    assert target.returncode == 0 and "stage-1" not in target.stderr, target.stderr
+    probe = berth("run", "--rm", "built/target:1", "cat", "/tmp/heredoc.txt", "/copied")
+    assert probe.stdout == "from a heredoc script\n" and "No such file" in probe.stderr
+    missing = berth("build", "--target", "nope", str(context))
+    assert missing.returncode != 0 and "target stage 'nope' could not be found" in missing.stderr
 
 
 def test_failing_run_stops_with_its_code_and_tags_nothing(berth: Berth, tmp_path: Path) -> None:

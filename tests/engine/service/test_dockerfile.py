@@ -105,3 +105,8 @@ def test_expansion_cannot_explode() -> None:
     env = {"BIG": "x" * (1 << 19)}
     with pytest.raises(SubstitutionError, match="1 MiB"):
         expand("$BIG$BIG$BIG", env)
+
+
+def test_continuation_at_end_of_file_and_crlf() -> None:
+    run = parse("FROM scratch\r\nRUN echo a \\\r\n").stages[0].instructions[0]
+    assert run.args == "echo a"
