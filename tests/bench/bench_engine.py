@@ -186,7 +186,8 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
             )
         )
     berth = [sys.executable, "-m", "engine", "run", "--rm", "--network", "none", IMAGE, "true"]
-    runtimes.append(Runtime("berth run --rm (python -m engine)", berth, env))
+    berth_run = Runtime("berth run --rm (python -m engine)", berth, env)
+    runtimes.append(berth_run)
     bridged = [sys.executable, "-m", "engine", "run", "--rm", "--network", "bridge", IMAGE, "true"]
     runtimes.append(Runtime("berth run --rm --network bridge", bridged, env))
     script = Path(sys.executable).parent / "berth"
@@ -243,6 +244,10 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
             dockerd.stop()
     reference = statistics.median(runc.timings) if runc.timings else None
     lines = [summary(runtime, reference) for runtime in runtimes]
+    if reference and berth_run.timings:
+        ratio = statistics.median(berth_run.timings) / reference
+        verdict = "PASS" if ratio <= 3 else "FAIL"
+        lines.append(f"issue 12 target, {berth_run.name} within 3x runc: {ratio:.2f}x {verdict}")
     if not shutil.which("crun"):
         lines.insert(1, f"{'crun run':<36} not installed")
     return lines
@@ -341,10 +346,10 @@ def main() -> None:
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the engine benchmark needs root (namespaces, overlay mounts, cgroups)")
-    from engine import network, syscalls
+    from engine.runtime import netns, syscalls
 
     syscalls.unshare(syscalls.CLONE_NEWNET)  # our own network namespace: bridges and NAT stay in it
-    network.bring_up("lo")
+    netns.bring_up("lo")
     with tempfile.TemporaryDirectory(prefix="bench-engine-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         try:
