@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from engine.service.build_fs import CopySpec, copy_step
+from engine.service.build_state import State, chain
 from engine.service.dockerfile import DockerfileError, Instruction
 from engine.service.substitution import expand, expand_words
 
 if TYPE_CHECKING:
-    from engine.service.builds import Builder, State
+    from engine.service.builds import Builder
 
 MAX_DOWNLOAD = 1 << 30
 
@@ -45,6 +46,10 @@ def _fetch(url: str, directory: Path) -> tuple[str, str]:
     return name, h.hexdigest()
 
 
+def _is_url(instruction: Instruction, source: str) -> bool:
+    return instruction.keyword == "ADD" and urlparse(source).scheme in ("http", "https")
+
+
 def copy_instruction(builder: Builder, state: State, instruction: Instruction, prefix: str) -> None:
     env = state.substitution_env()
     escape = builder.escape
@@ -67,12 +72,9 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
         if not 0 <= chmod <= 0o7777:
             raise DockerfileError(instruction.line, f"invalid --chmod {flags['chmod']!r}")
     heredocs = {h.name: h for h in instruction.heredocs}
-    needs_staging = bool(heredocs) or (
-        instruction.keyword == "ADD" and any(urlparse(s).scheme in ("http", "https") for s in sources)
-    )
-    staging = (
-        Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir())) if needs_staging else Path("/nonexistent")
-    )
+    # Heredoc bodies and downloads are written here; context files are copied from where they are.
+    staged = bool(heredocs) or any(_is_url(instruction, source) for source in sources)
+    staging = Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir())) if staged else None
     try:
         spec = CopySpec([], dest, dest.endswith("/") or len(sources) > 1, flags.get("chown"), chmod)
         spec.extract = instruction.keyword == "ADD"
@@ -85,14 +87,14 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
         else:
             for source in sources:
                 marker = source.lstrip("<-").strip("\"'")
-                if source.startswith("<<") and marker in heredocs:
+                if staging is not None and source.startswith("<<") and marker in heredocs:
                     doc = heredocs[marker]
                     body = expand(doc.body, env, escape) if doc.expand else doc.body
                     (staging / marker).write_text(body)
                     os.chmod(staging / marker, 0o644)
                     spec.sources.append((str(staging), marker))
                     content.update(b"heredoc\0" + body.encode())
-                elif instruction.keyword == "ADD" and urlparse(source).scheme in ("http", "https"):
+                elif staging is not None and _is_url(instruction, source):
                     try:
                         name, digest = _fetch(source, staging)
                     except OSError as exc:  # requests' errors are OSErrors too
@@ -108,8 +110,6 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
                 spec.keep = [p for rel in context_paths for p in builder.context.walk(rel)]
                 content.update(builder.context.digest(context_paths).encode())
         spec.dest_is_dir = spec.dest_is_dir or len(spec.sources) > 1
-        from engine.service.builds import chain
-
         key = chain(state.key, instruction.text, sources, dest, content.hexdigest())
         created_by = f"{instruction.keyword} {' '.join(words)} # buildkit"
         label = f"{prefix} {instruction.text}"
@@ -117,7 +117,7 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
     finally:
         import shutil
 
-        if needs_staging:
+        if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -16,9 +16,18 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from engine.service import image_config as ic
+from engine.service.build_state import BuildError, State, chain
+from engine.service.dockerfile import DockerfileError, Instruction
 from engine.service.layer_diff import is_opaque, is_whiteout
 
+if TYPE_CHECKING:
+    from engine.service.builds import Builder
+
+OUTPUT_TAIL = 20
+"""Lines of a failing RUN's output repeated in the error."""
 RUNTIME_MOUNTPOINTS = ("proc", "sys", "dev", "etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
@@ -111,3 +120,72 @@ def run_step(
         containers.delete(container)
 
     return RunResult(code, changes, cleanup)
+
+
+def run_env(state: State, build_args: dict[str, str]) -> list[str]:
+    """RUN's environment: ENV over ARG, docker's proxy build args, and a default PATH."""
+    env = ic.env_dict(state.config.get("Env") or [])
+    merged = {**state.args, **env}
+    for name in ic.PROXY_ARGS & build_args.keys():
+        merged.setdefault(name, build_args[name])
+    merged.setdefault("PATH", ic.DEFAULT_PATH.partition("=")[2])
+    return [f"{k}={v}" for k, v in merged.items()]
+
+
+def run_instruction(builder: Builder, state: State, instruction: Instruction, prefix: str) -> None:
+    """A RUN step: from the cache, or in a container whose upper directory becomes the layer."""
+    command = run_command(state, instruction)
+    env = run_env(state, builder.options.build_args)
+    network = instruction.flags.get("network", "default")
+    if network not in ("host", "none", "default"):
+        raise DockerfileError(instruction.line, f"RUN --network={network}: use default, none or host")
+    network = builder.options.network if network == "default" else network
+    keyed_env = sorted(e for e in env if e.partition("=")[0] not in ic.PROXY_ARGS)
+    key = chain(state.key, "RUN", command, keyed_env, state.config.get("User"), state.workdir)
+    created_by = "RUN " + " ".join(command) + " # buildkit"
+    step = builder.reporter.step(f"{prefix} RUN {instruction.args}")
+    hit = builder._cached(key)
+    if hit is None:
+        tail = bytearray()
+
+        def output(data: bytes) -> None:
+            step.output(data)
+            tail.extend(data)
+            del tail[: max(0, len(tail) - 65536)]
+
+        dirs = builder._layer_dirs(state.layers)
+        result = run_step(
+            [layer.digest for layer in state.layers],
+            dirs,
+            command,
+            env,
+            cwd=state.workdir,
+            user=state.config.get("User") or "",
+            network=network,
+            on_output=output,
+        )
+        try:
+            if result.code != 0:
+                lines = bytes(tail).decode(errors="replace").splitlines()[-OUTPUT_TAIL:]
+                message = f"{prefix} RUN {instruction.args} failed with exit code {result.code}"
+                raise BuildError("\n".join([message, *("  " + line for line in lines)]), result.code)
+            hit = builder._store_layer(key, result.changes)
+        finally:
+            result.cleanup()
+    else:
+        step.cached()
+    builder._add_layer(state, key, hit, created_by)
+    step.done()
+
+
+def run_command(state: State, instruction: Instruction) -> list[str]:
+    """The exec form as written; the shell form (a heredoc script included) through SHELL."""
+    if instruction.exec_form is not None:
+        return list(instruction.exec_form)
+    if instruction.heredocs:
+        first = instruction.heredocs[0]
+        if len(instruction.heredocs) == 1 and instruction.args.strip().lstrip("<-\"'").rstrip("\"'") == first.name:
+            return [*state.shell, first.body]
+        script = instruction.args + "\n" + "".join(f"{h.body}{h.name}\n" for h in instruction.heredocs)
+        return [*state.shell, script]
+    return [*state.shell, instruction.args]

@@ -12,34 +12,22 @@ step succeeded, so a failed build tags nothing.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from engine.service import image_config as ic
 from engine.service.build_cache import BuildCache
 from engine.service.build_context import Context
+from engine.service.build_state import BuildError, State, apply_metadata, arg_pairs, chain, now
 from engine.service.dockerfile import Dockerfile, DockerfileError, Instruction, Stage, parse
 from engine.service.layer_diff import LayerBlob, has_changes, write_layer
-from engine.service.substitution import SubstitutionError, expand, expand_words, key_values
-
-OUTPUT_TAIL = 20
-"""Lines of a failing RUN's output repeated in the error."""
-
-
-class BuildError(RuntimeError):
-    """The build cannot go on; `code` is the exit status `berth build` ends with."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
+from engine.service.substitution import SubstitutionError, expand
 
 
 class Step(Protocol):
@@ -67,55 +55,10 @@ class BuildOptions:
 
 
 @dataclass
-class State:
-    """Where a stage is: its layers, config, history, declared ARGs and cache key so far."""
-
-    layers: list[LayerBlob]
-    config: dict[str, Any]
-    history: list[dict[str, Any]]
-    key: str
-    architecture: str
-    args: dict[str, str] = field(default_factory=dict)
-    author: str | None = None
-    cmd_set: bool = False
-    created: str = ""
-    """When the stage's newest layer step was made (a cached step keeps its time, so a rebuild is identical)."""
-
-    def copy(self) -> State:
-        return replace(
-            self,
-            layers=list(self.layers),
-            config=json.loads(json.dumps(self.config)),
-            history=list(self.history),
-            args=dict(self.args),
-        )
-
-    @property
-    def shell(self) -> list[str]:
-        return list(self.config.get("Shell") or ic.DEFAULT_SHELL)
-
-    @property
-    def workdir(self) -> str:
-        return self.config.get("WorkingDir") or "/"
-
-    def substitution_env(self) -> dict[str, str]:
-        """ENV wins over ARG of the same name, as docker's."""
-        return {**self.args, **ic.env_dict(self.config.get("Env") or [])}
-
-
-@dataclass
 class BuildResult:
     manifest: bytes
     config: bytes
     digest: str
-
-
-def _now(epoch: int | None = None) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch if epoch is not None else time.time()))
-
-
-def chain(parent: str, *parts: Any) -> str:
-    return "sha256:" + hashlib.sha256(json.dumps([parent, *parts], sort_keys=True).encode()).hexdigest()
 
 
 def needed_stages(dockerfile: Dockerfile, target: int, resolve_base: Callable[[Stage], str]) -> list[int]:
@@ -152,7 +95,7 @@ class Builder:
         self.layout = open_store()
         self.cache = BuildCache(self.layout)
         self.context = Context(options.context)
-        self.created = _now(options.epoch)
+        self.created = now(options.epoch)
         self.stages: dict[int, State] = {}
         self.step_number = 0
 
@@ -179,16 +122,9 @@ class Builder:
     def _global_args(self, instructions: list[Instruction]) -> dict[str, str]:
         values: dict[str, str] = {}
         for instruction in instructions:
-            for name, default in self._arg_pairs(instruction, values):
+            for name, default in arg_pairs(instruction, values, self.escape):
                 values[name] = self.options.build_args.get(name, default or "")
         return values
-
-    def _arg_pairs(self, instruction: Instruction, env: dict[str, str]) -> list[tuple[str, str | None]]:
-        out: list[tuple[str, str | None]] = []
-        for word in instruction.args.split():
-            name, eq, default = word.partition("=")
-            out.append((name, self._expand(default, env, instruction) if eq else None))
-        return out
 
     def _target(self, dockerfile: Dockerfile) -> int:
         if self.options.target is None:
@@ -290,7 +226,9 @@ class Builder:
         keyword = instruction.keyword
         try:
             if keyword == "RUN":
-                self._run(state, instruction, prefix)
+                from engine.service.build_run import run_instruction
+
+                run_instruction(self, state, instruction, prefix)
             elif keyword in ("COPY", "ADD"):
                 from engine.service.build_copy import copy_instruction
 
@@ -298,121 +236,11 @@ class Builder:
             elif keyword == "WORKDIR":
                 self._workdir(state, instruction, prefix)
             else:
-                self._metadata(state, instruction)
+                apply_metadata(state, instruction, self.options.build_args, self.global_args, self.escape)
         except (SubstitutionError, ic.ConfigError, ValueError) as exc:
             if isinstance(exc, DockerfileError):
                 raise
             raise DockerfileError(instruction.line, str(exc)) from None
-
-    def _metadata(self, state: State, instruction: Instruction) -> None:
-        keyword, config = instruction.keyword, state.config
-        env = state.substitution_env()
-        text = instruction.args
-        if keyword == "ARG":
-            for name, default in self._arg_pairs(instruction, env):
-                value = self.options.build_args.get(name)
-                if value is None:
-                    value = default if default is not None else self.global_args.get(name)
-                state.args[name] = value or ""
-            state.key = chain(state.key, "ARG", sorted(state.args.items()))
-            return
-        if keyword == "ENV":
-            ic.set_env(config, key_values(text, env, self.escape))
-        elif keyword == "LABEL":
-            ic.set_labels(config, key_values(text, env, self.escape))
-        elif keyword == "MAINTAINER":
-            state.author = text
-        elif keyword == "USER":
-            config["User"] = expand(text, env, self.escape)
-        elif keyword == "EXPOSE":
-            ic.expose(config, expand_words(text, env, self.escape))
-        elif keyword == "VOLUME":
-            paths = instruction.exec_form or expand_words(text, env, self.escape)
-            ic.add_volumes(config, [expand(p, env, self.escape) for p in paths])
-        elif keyword == "STOPSIGNAL":
-            config["StopSignal"] = expand(text, env, self.escape)
-        elif keyword == "SHELL":
-            config["Shell"] = list(instruction.exec_form or [])
-        elif keyword == "CMD":
-            config["Cmd"] = ic.command(text, instruction.exec_form, state.shell)
-            state.cmd_set = True
-        elif keyword == "ENTRYPOINT":
-            config["Entrypoint"] = ic.command(text, instruction.exec_form, state.shell) if text else None
-            if not state.cmd_set:
-                config.pop("Cmd", None)
-        elif keyword == "HEALTHCHECK":
-            config["Healthcheck"] = ic.healthcheck(text, instruction.exec_form, instruction.flags, state.shell)
-        elif keyword == "ONBUILD":
-            config["OnBuild"] = [*(config.get("OnBuild") or []), text]
-        else:
-            raise DockerfileError(instruction.line, f"{keyword} is not supported")
-        state.key = chain(state.key, instruction.text, config)
-        state.history.append(ic.history(state.created, instruction.text, empty=True))
-
-    def _run_env(self, state: State) -> list[str]:
-        env = ic.env_dict(state.config.get("Env") or [])
-        merged = {**state.args, **env}
-        for name in ic.PROXY_ARGS & self.options.build_args.keys():
-            merged.setdefault(name, self.options.build_args[name])
-        merged.setdefault("PATH", ic.DEFAULT_PATH.partition("=")[2])
-        return [f"{k}={v}" for k, v in merged.items()]
-
-    def _run(self, state: State, instruction: Instruction, prefix: str) -> None:
-        from engine.service.build_run import run_step
-
-        command = self._run_command(state, instruction)
-        env = self._run_env(state)
-        network = instruction.flags.get("network", "default")
-        if network not in ("host", "none", "default"):
-            raise DockerfileError(instruction.line, f"RUN --network={network}: use default, none or host")
-        network = self.options.network if network == "default" else network
-        keyed_env = sorted(e for e in env if e.partition("=")[0] not in ic.PROXY_ARGS)
-        key = chain(state.key, "RUN", command, keyed_env, state.config.get("User"), state.workdir)
-        created_by = "RUN " + " ".join(command) + " # buildkit"
-        step = self.reporter.step(f"{prefix} RUN {instruction.args}")
-        hit = self._cached(key)
-        if hit is None:
-            tail = bytearray()
-
-            def output(data: bytes) -> None:
-                step.output(data)
-                tail.extend(data)
-                del tail[: max(0, len(tail) - 65536)]
-
-            dirs = self._layer_dirs(state.layers)
-            result = run_step(
-                [layer.digest for layer in state.layers],
-                dirs,
-                command,
-                env,
-                cwd=state.workdir,
-                user=state.config.get("User") or "",
-                network=network,
-                on_output=output,
-            )
-            try:
-                if result.code != 0:
-                    lines = bytes(tail).decode(errors="replace").splitlines()[-OUTPUT_TAIL:]
-                    message = f"{prefix} RUN {instruction.args} failed with exit code {result.code}"
-                    raise BuildError("\n".join([message, *("  " + line for line in lines)]), result.code)
-                hit = self._store_layer(key, result.changes)
-            finally:
-                result.cleanup()
-        else:
-            step.cached()
-        self._add_layer(state, key, hit, created_by)
-        step.done()
-
-    def _run_command(self, state: State, instruction: Instruction) -> list[str]:
-        if instruction.exec_form is not None:
-            return list(instruction.exec_form)
-        if instruction.heredocs:
-            first = instruction.heredocs[0]
-            if len(instruction.heredocs) == 1 and instruction.args.strip().lstrip("<-\"'").rstrip("\"'") == first.name:
-                return [*state.shell, first.body]
-            script = instruction.args + "\n" + "".join(f"{h.body}{h.name}\n" for h in instruction.heredocs)
-            return [*state.shell, script]
-        return [*state.shell, instruction.args]
 
     def _cached(self, key: str) -> tuple[LayerBlob | None, str] | None:
         return None if self.options.no_cache else self.cache.get(f"{key}+{self.options.compression}")
@@ -421,7 +249,7 @@ class Builder:
         layer = None
         if has_changes(changes):
             layer = write_layer(changes, self.layout, self.options.compression, self.options.epoch)
-        created = self.created if self.options.epoch is not None else _now()
+        created = self.created if self.options.epoch is not None else now()
         self.cache.put(f"{key}+{self.options.compression}", layer, created)  # one blob per compression
         return layer, created
 
