@@ -86,7 +86,7 @@ def prune(force: bool) -> None:
 
 
 def _running(name: str) -> Any:
-    from engine.lifecycle import ContainerStateError
+    from engine.service.containers import ContainerStateError
 
     _, containers = _stores()
     target = containers.get(name)

@@ -237,3 +237,30 @@ def disconnect(networks: Networks, container_id: str, pid: int, network_name: st
         attachment.endpoints.remove(endpoint)
         refresh_hosts(state, {network.name, *(e.network for e in attachment.endpoints)})
         names.rewrite(attachment.hosts_file, hosts_for(state, attachment))
+
+
+def network_settings(networks: Networks, container_id: str) -> dict[str, object]:
+    """docker inspect's NetworkSettings: published ports and, per network, address, gateway, MAC, aliases."""
+    import ipaddress
+
+    state = networks.store.read()
+    attachment = state.attachments.get(container_id)
+    if attachment is None:
+        return {"Ports": {}, "Networks": {}, "IPAddress": ""}
+    ports: dict[str, list[dict[str, str]]] = {}
+    for b in attachment.ports:
+        ports.setdefault(f"{b.container_port}/{b.proto}", []).append(
+            {"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)}
+        )
+    out = {}
+    for e in attachment.endpoints:
+        network = state.networks.get(e.network)
+        out[e.network] = {
+            "NetworkID": network.id if network else "",
+            "IPAddress": e.ip,
+            "IPPrefixLen": ipaddress.IPv4Network(network.subnet).prefixlen if network else 0,
+            "Gateway": network.gateway if network and not network.internal else "",
+            "MacAddress": e.mac,
+            "Aliases": e.aliases,
+        }
+    return {"Ports": ports, "Networks": out, "IPAddress": attachment.endpoints[0].ip if attachment.endpoints else ""}

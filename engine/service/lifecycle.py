@@ -368,4 +368,14 @@ def inspect(container: Container) -> dict[str, Any]:
             "Init": spec.init,
         },
         "Mounts": [{"Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts],
+        "NetworkSettings": _network_settings(container),
     }
+
+
+def _network_settings(container: Container) -> dict[str, Any]:
+    if not container.spec.bridged:
+        return {"Ports": {}, "Networks": {container.spec.network: {}}, "IPAddress": ""}
+    from engine.service.attachments import network_settings
+    from engine.service.networks import Networks
+
+    return network_settings(Networks(Paths.default().networks), container.id)

@@ -122,6 +122,10 @@ def test_published_port_from_loopback_host_address_and_containers(net: Berth, ne
         from_container = net("run", "--rm", IMAGE, "wget", "-qO-", f"http://{HOST_ADDRESS}:18080/")
         assert ok(from_container) == "hello from the container\n"
         assert ok(net("port", web)).strip() == "80/tcp -> 0.0.0.0:18080"
+        settings = json.loads(ok(net("container", "inspect", web)))[0]["NetworkSettings"]
+        assert settings["Ports"] == {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "18080"}]}
+        assert settings["Networks"]["bridge"]["Gateway"] == "172.17.0.1"
+        assert settings["IPAddress"] == settings["Networks"]["bridge"]["IPAddress"]
         assert ok(net("port", web, "80")).strip() == "0.0.0.0:18080"
         assert net("port", web, "81/udp").returncode == 1
         header, *rows = ok(net("ps")).splitlines()
