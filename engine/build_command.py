@@ -69,6 +69,9 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
     host = host_platform()
     if kw["platform"] and kw["platform"] not in (f"{host.os}/{host.architecture}", host.architecture):
         fail(f"--platform {kw['platform']}: berth builds only for this machine ({host.os}/{host.architecture})")
+    from client.layout import store_name
+
+    names = [store_name(t) for t in tags]  # a bad name is refused before anything is built
     if push and not tags:
         fail("--push needs at least one -t")
     target_location = None
@@ -100,19 +103,18 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
         return
     finally:
         progress.close()
-    _deliver(result.digest, len(result.manifest), tags, push, target_location)
+    _deliver(result.digest, len(result.manifest), tags, names, push, target_location)
     click.echo(result.digest if quiet else f"writing image {result.digest}" + "".join(f"\nnaming to {t}" for t in tags))
 
 
-def _deliver(digest: str, size: int, tags: tuple[str, ...], push: bool, target_location: Any) -> None:
+def _deliver(digest: str, size: int, tags: tuple[str, ...], names: list[str], push: bool, target_location: Any) -> None:
     """Tag in the local store, then push and export from there with the client's copy."""
-    from client.layout import open_store, store_name
+    from client.layout import open_store
     from registry.oci import mediatypes as mt
     from registry.oci.manifest import Descriptor
 
     layout = open_store()
     descriptor = Descriptor(mt.OCI_MANIFEST, digest, size)
-    names = [store_name(t) for t in tags]
     for name in names:
         layout.add(descriptor, name)
     if not names:

@@ -198,3 +198,31 @@ CMD cat /opt/pkg/file.txt /downloads/served.txt
     (context / "Dockerfile").write_text(f"FROM --platform=linux/s390x {IMAGE}\n")
     wrong = berth("build", str(context), timeout=60)
     assert wrong.returncode != 0 and "berth builds only for this machine" in wrong.stderr
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--output", "docker://127.0.0.1:1/x:1"), "use oci:DIR or docker-archive:FILE"),
+        (("--output", "tarball:x"), "unknown transport"),
+        (("--build-arg", "=value"), "invalid --build-arg"),
+        (("--build-arg", "SOURCE_DATE_EPOCH=yesterday"), "invalid SOURCE_DATE_EPOCH"),
+        (("--platform", "linux/arm64"), "only for this machine"),
+        (("--push",), "--push needs at least one -t"),
+        (("-f", "/nonexistent/Dockerfile"), "cannot read the Dockerfile"),
+        (("-t", "Bad Name!"), "invalid"),
+    ],
+)
+def test_bad_flags_change_nothing(berth: Berth, tmp_path: Path, flags: tuple[str, ...], message: str) -> None:
+    context = make_context(tmp_path / "ctx", f"FROM {IMAGE}\nRUN touch /x\n")
+    before = (berth.root / "images" / "index.json").read_bytes()
+    result = berth("build", *flags, str(context), timeout=60)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert (berth.root / "images" / "index.json").read_bytes() == before
+    assert "#1" not in result.stderr  # refused before the first step
+
+
+def test_terminal_progress_prints_steps(berth: Berth, tmp_path: Path) -> None:
+    context = make_context(tmp_path / "ctx", f"FROM {IMAGE}\nRUN echo shown\n")
+    result = berth("build", "--progress", "tty", str(context), timeout=60)
+    assert result.returncode == 0 and "RUN echo shown" in result.stderr and "shown" in result.stderr
