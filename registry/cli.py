@@ -132,7 +132,8 @@ def serve(settings: Settings) -> None:
         workers=settings.effective_workers,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
-        http=functools.partial(
+        # uvicorn calls `http` like a class; the partial carries the limits to every worker.
+        http=functools.partial(  # type: ignore[arg-type]
             GuardedHttpToolsProtocol, max_connections=settings.max_connections, header_timeout=timeout
         ),
         # Forwarded headers are believed only when configured (they name the token realm

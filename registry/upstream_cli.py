@@ -14,8 +14,8 @@ from registry.maintenance_cli import parse_size
 from registry.metadata.upstreams import UpstreamConfig
 from registry.oci.reference import valid_name
 
-UPSTREAM_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-ALLOW = re.compile(r"^[a-z0-9._/*?\[\]-]{1,255}$")
+UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+ALLOW = re.compile(r"[a-z0-9._/*?\[\]-]{1,255}")
 MAX_PREFIX = 128
 MAX_URL = 1024
 MAX_ALLOW = 100
@@ -25,7 +25,7 @@ MAX_PASSWORD = 4096
 
 
 def check_upstream_name(name: str, what: str = "NAME") -> str:
-    if not UPSTREAM_NAME.match(name):
+    if not UPSTREAM_NAME.fullmatch(name):
         raise click.BadParameter(
             f"{name[:80]!r} is not an upstream name (a-z, 0-9, '.', '_', '-'; at most 64)", param_hint=what
         )
@@ -121,7 +121,7 @@ def upstream_add(
     ttl = int(duration(tag_ttl).total_seconds())
     if ttl > MAX_TTL_SECONDS:
         raise click.BadParameter(f"at most {MAX_TTL_SECONDS // 86400} days", param_hint="--tag-ttl")
-    if len(allow) > MAX_ALLOW or any(not ALLOW.match(pattern) for pattern in allow):
+    if len(allow) > MAX_ALLOW or any(not ALLOW.fullmatch(pattern) for pattern in allow):
         raise click.BadParameter(f"at most {MAX_ALLOW} globs of a-z 0-9 . _ - / * ? [ ]", param_hint="--allow")
     if username is not None and (not username or len(username) > 255 or any(c in username for c in ":\r\n")):
         raise click.BadParameter(
