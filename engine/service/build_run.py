@@ -108,6 +108,9 @@ def run_step(
     reader.start()
     try:
         code = lifecycle.start(images, container, stdio=(devnull, write_end, write_end), forward_signals=True)
+    except BaseException:
+        containers.delete(container)  # it could not start (an unknown USER, say) or we were interrupted
+        raise
     finally:
         os.close(write_end)
         os.close(devnull)

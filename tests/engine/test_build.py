@@ -48,6 +48,11 @@ def make_context(path: Path, dockerfile: str = DOCKERFILE) -> Path:
     return path
 
 
+def leftover_containers(berth: Berth) -> list[Path]:
+    containers = berth.root / "containers"
+    return [p for p in containers.iterdir() if not p.name.startswith(".")] if containers.is_dir() else []
+
+
 def steps(output: str, word: str) -> int:
     return sum(1 for line in output.splitlines() if line.startswith("#") and line.split()[1:2] == [word])
 
@@ -90,7 +95,7 @@ def test_failing_run_stops_with_its_code_and_tags_nothing(berth: Berth, tmp_path
     assert result.returncode == 7
     assert "failed with exit code 7" in result.stderr and "  line 3" in result.stderr
     assert berth("run", "--rm", "built/failed:1", "true").returncode != 0
-    assert not [p for p in (berth.root / "containers").iterdir() if not p.name.startswith(".")]
+    assert not leftover_containers(berth)
 
 
 @pytest.mark.parametrize(
@@ -103,12 +108,14 @@ def test_failing_run_stops_with_its_code_and_tags_nothing(berth: Berth, tmp_path
         ("RUN --network=bogus true", "Dockerfile:2: RUN --network=bogus"),
         ("COPY --chmod=999 a.txt /x", "Dockerfile:2: invalid --chmod"),
         ("EXPOSE 70000", "Dockerfile:2: invalid port"),
+        ("USER nobody-here\nRUN true", "unable to find user nobody-here"),
     ],
 )
 def test_bad_sources_are_refused(berth: Berth, tmp_path: Path, copy: str, message: str) -> None:
     context = make_context(tmp_path / "ctx", f"FROM {IMAGE}\n{copy}\n")
     result = berth("build", "--progress", "plain", str(context), timeout=60)
     assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert not leftover_containers(berth)
 
 
 def test_symlink_out_of_the_context_stays_inside(berth: Berth, tmp_path: Path) -> None:
