@@ -77,8 +77,10 @@ class RichProgress(PlainProgress):
             self.console.print(text, style=style or None, markup=False)
 
     def step(self, label: str) -> PlainStep:
+        from rich.markup import escape
+
         step = super().step(label)
-        self.status = self.console.status(f"#{step.number} {label}")
+        self.status = self.console.status(escape(f"#{step.number} {label}"))
         self.status.start()
         return step
 

@@ -147,6 +147,8 @@ def test_prune_drops_the_cache_but_not_images(berth: Berth, tmp_path: Path) -> N
     _, manifest = layout.image(store_name("built/pruned:1"))
     assert {layer.media_type for layer in manifest.layers[3:]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
     assert any(e.descriptor.artifact_type for e in layout.entries())
+    listed = json.loads(berth("images", "--format", "json").stdout)
+    assert listed and not [row for row in listed if "artifactType" in row]  # the cache is no image
     pruned = berth("builder", "prune", timeout=60)
     assert pruned.returncode == 0 and "Deleted build cache entries:" in pruned.stdout
     assert not any(e.descriptor.artifact_type for e in layout.entries())
@@ -174,6 +176,8 @@ def test_add_archives_urls_and_metadata(berth: Berth, tmp_path: Path) -> None:
     dockerfile = f"""\
 FROM --platform=$BUILDPLATFORM_UNSET {IMAGE}
 ADD bundle.tar.gz /opt/
+COPY --from={IMAGE} /etc/keep /from-image
+COPY --chown=app:extra --chmod=751 a.txt /owned
 ADD http://127.0.0.1:{port}/served.txt /downloads/
 SHELL ["/bin/sh", "-ec"]
 HEALTHCHECK --interval=30s --retries=3 CMD test -f /opt/pkg/file.txt
@@ -190,6 +194,8 @@ CMD cat /opt/pkg/file.txt /downloads/served.txt
         server.wait()
     assert result.returncode == 0, result.stderr
     assert berth("run", "--rm", "built/add:1").stdout == "from tarserved over http\n"
+    probe = berth("run", "--rm", "built/add:1", "sh", "-c", "cat /from-image; stat -c '%u:%g %a' /owned")
+    assert probe.stdout == "kept\n1000:2000 751\n", probe.stderr
     layout = Layout.open(berth.root / "images")
     _, manifest = layout.image(store_name("built/add:1"))
     config = json.loads(layout.read_blob(manifest.config.digest))["config"]
