@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, false, func, not_, or_, select
 
 from registry.metadata.models import Blob, Event, Manifest, ManifestBlob, ManifestChild, Repository, RepositoryBlob, Tag
+from registry.metadata.policies import glob_to_like
 
 # A few hundred names per IN list keeps every statement small on both databases.
 CHUNK = 500
@@ -35,6 +36,22 @@ def like_escape(text: str) -> str:
     """`text` as a LIKE pattern that matches it anywhere (escape character `\\`)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
+
+
+def visible_where(patterns: list[str] | None, contains: str = "", namespace: str | None = None) -> list[Any]:
+    """Conditions on repository names: matching one of the grant `patterns` (globs whose `*`
+    spans slashes, as LIKE; None: every name), containing `contains`, in `namespace` ("": none)."""
+    where: list[Any] = []
+    if patterns is not None:
+        where.append(or_(false(), *(Repository.name.like(glob_to_like(p), escape="\\") for p in patterns)))
+    if contains:
+        where.append(Repository.name.like(like_escape(contains), escape="\\"))
+    if namespace == "":
+        where.append(not_(Repository.name.like("%/%")))
+    elif namespace is not None:
+        # A range on the name's unique index: names in `ns/` sort between `ns/` and `ns0`.
+        where += [Repository.name > namespace + "/", Repository.name < namespace + "0"]
+    return where
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,63 +110,60 @@ class Browse:
 
     # repositories ----------------------------------------------------------------
 
-    def repository_names(self, contains: str = "") -> list[str]:
-        """Every repository name (containing `contains`), in order: only names, so even
-        10,000 of them cost a few milliseconds; the caller filters them by what it may see."""
-        query = select(Repository.name).order_by(Repository.name)
-        if contains:
-            query = query.where(Repository.name.like(like_escape(contains), escape="\\"))
+    def repository_count(self, where: list[Any]) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count(Repository.id)).where(*where)).scalar_one()
+
+    def repository_page(self, where: list[Any], offset: int, limit: int) -> list[str]:
+        query = select(Repository.name).where(*where).order_by(Repository.name).offset(offset).limit(limit)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
 
     def repository_stats(self, names: list[str]) -> dict[str, RepositoryStats]:
-        """Tag count, stored bytes (each blob once, plus manifests) and last push of a page of repositories."""
-        tags: dict[str, tuple[int, datetime | None]] = {}
-        sizes: dict[str, int] = {}
+        """Tag count, stored bytes (each blob once, plus manifests) and last push of a page of
+        repositories: by repository id, so each query walks an index's prefix."""
+        tags: dict[int, tuple[int, datetime | None]] = {}
+        sizes: dict[int, int] = {}
         with self.engine.connect() as conn:
-            for chunk in _chunks(names):
-                ids = select(Repository.id).where(Repository.name.in_(chunk)).scalar_subquery()
-                for name, count, last in conn.execute(
-                    select(Repository.name, func.count(Tag.id), func.max(Tag.updated_at))
-                    .join(Tag, Tag.repository_id == Repository.id)
-                    .where(Repository.id.in_(ids))
-                    .group_by(Repository.name)
-                ):
-                    tags[name] = (count, _utc(last))
-                for name, total in conn.execute(
-                    select(Repository.name, func.sum(Blob.size))
-                    .join(RepositoryBlob, RepositoryBlob.repository_id == Repository.id)
-                    .join(Blob, Blob.id == RepositoryBlob.blob_id)
-                    .where(Repository.id.in_(ids))
-                    .group_by(Repository.name)
-                ):
-                    sizes[name] = int(total or 0)
-                for name, total in conn.execute(
-                    select(Repository.name, func.sum(Manifest.size))
-                    .join(Manifest, Manifest.repository_id == Repository.id)
-                    .where(Repository.id.in_(ids))
-                    .group_by(Repository.name)
-                ):
-                    sizes[name] = sizes.get(name, 0) + int(total or 0)
-        return {
-            name: RepositoryStats(tags.get(name, (0, None))[0], sizes.get(name, 0), tags.get(name, (0, None))[1])
-            for name in names
-        }
+            ids = dict(conn.execute(select(Repository.name, Repository.id).where(Repository.name.in_(names))).all())
+            wanted = list(ids.values())
+            for repository_id, count, last in conn.execute(
+                select(Tag.repository_id, func.count(), func.max(Tag.updated_at))
+                .where(Tag.repository_id.in_(wanted))
+                .group_by(Tag.repository_id)
+            ):
+                tags[repository_id] = (count, _utc(last))
+            for repository_id, total in conn.execute(
+                select(RepositoryBlob.repository_id, func.sum(Blob.size))
+                .join(Blob, Blob.id == RepositoryBlob.blob_id)
+                .where(RepositoryBlob.repository_id.in_(wanted))
+                .group_by(RepositoryBlob.repository_id)
+            ):
+                sizes[repository_id] = int(total or 0)
+            for repository_id, total in conn.execute(
+                select(Manifest.repository_id, func.sum(Manifest.size))
+                .where(Manifest.repository_id.in_(wanted))
+                .group_by(Manifest.repository_id)
+            ):
+                sizes[repository_id] = sizes.get(repository_id, 0) + int(total or 0)
+        found = {}
+        for name in names:
+            count, last = tags.get(ids.get(name, -1), (0, None))
+            found[name] = RepositoryStats(count, sizes.get(ids.get(name, -1), 0), last)
+        return found
 
-    def stored_bytes(self, names: list[str]) -> int:
-        """Bytes of the distinct blobs these repositories may serve: what they hold together."""
-        seen: dict[int, int] = {}
+    def stored_bytes(self, where: list[Any]) -> int:
+        """Bytes of the distinct blobs the repositories matching `where` may serve together."""
+        blobs = (
+            select(RepositoryBlob.blob_id)
+            .join(Repository, Repository.id == RepositoryBlob.repository_id)
+            .where(*where)
+            .distinct()
+            .subquery()
+        )
+        query = select(func.coalesce(func.sum(Blob.size), 0)).join(blobs, blobs.c.blob_id == Blob.id)
         with self.engine.connect() as conn:
-            for chunk in _chunks(names):
-                for blob_id, size in conn.execute(
-                    select(Blob.id, Blob.size)
-                    .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
-                    .join(Repository, Repository.id == RepositoryBlob.repository_id)
-                    .where(Repository.name.in_(chunk))
-                    .distinct()
-                ):
-                    seen[blob_id] = size
-        return sum(seen.values())
+            return int(conn.execute(query).scalar_one())
 
     def repository_exists(self, name: str) -> bool:
         with self.engine.connect() as conn:

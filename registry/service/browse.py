@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from registry.auth.access import matches
 from registry.errors import ManifestUnknown, NameUnknown, RegistryError
-from registry.metadata.browse import TAG_ORDER, Browse, EventRow, TagRow
+from registry.metadata.browse import TAG_ORDER, Browse, EventRow, TagRow, visible_where
 from registry.metadata.manifests import Referrer
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import Descriptor, InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
@@ -140,6 +139,13 @@ class ManifestDetail:
     referrers: list[Referrer] = field(default_factory=list)
 
 
+def listable(pattern: str) -> bool:
+    """Whether a grant pattern can be listed in SQL (LIKE): globs with `[...]` classes cannot,
+    and a pattern with capitals matches no repository name. Listings leave those out: they
+    may show less than the API serves, never more."""
+    return "[" not in pattern and pattern == pattern.lower()
+
+
 def namespace_of(repository: str) -> str:
     return repository.split("/", 1)[0] if "/" in repository else ""
 
@@ -187,11 +193,13 @@ class BrowseService:
 
     # repositories ----------------------------------------------------------------
 
-    def repositories(self, readable: Callable[[str], bool], search: str, page: int) -> RepositoryList:
-        """One page of the repositories the caller may pull, grouped by namespace."""
-        visible = [name for name in self.browse.repository_names(search[:MAX_FILTER]) if readable(name)]
-        pages = paging(len(visible), page)
-        shown = visible[(pages.page - 1) * PAGE : pages.page * PAGE]
+    def repositories(self, patterns: list[str] | None, search: str, page: int) -> RepositoryList:
+        """One page of the repositories the caller may pull (whose names match one of its pull
+        grants' `patterns`; None: all), grouped by namespace, each group with its usage and quotas."""
+        patterns = None if patterns is None else [p for p in patterns if listable(p)]
+        where = visible_where(patterns, search[:MAX_FILTER])
+        pages = paging(self.browse.repository_count(where), page)
+        shown = self.browse.repository_page(where, (pages.page - 1) * PAGE, PAGE)
         stats = self.browse.repository_stats(shown)
         groups: dict[str, NamespaceGroup] = {}
         for name in shown:
@@ -200,12 +208,11 @@ class BrowseService:
             group.repositories.append(RepositoryEntry(name, s.tags, s.stored_bytes, s.last_push))
         quotas = self.policies.policies.quotas()
         for group in groups.values():
-            members = [n for n in visible if namespace_of(n) == group.name]
-            group.stored_bytes = self.browse.stored_bytes(members)
+            group.stored_bytes = self.browse.stored_bytes(visible_where(patterns, namespace=group.name))
             group.quotas = [
                 QuotaUse(pattern, self.policies.policies.pattern_usage(pattern), limit)
                 for pattern, limit in quotas
-                if any(matches(pattern, n) for n in members)
+                if namespace_of(pattern) == group.name
             ]
         return RepositoryList(list(groups.values()), pages)
 

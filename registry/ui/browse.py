@@ -45,18 +45,20 @@ def checked_digest(text: str) -> str | None:
 async def repositories(request: Request) -> Response:
     current = await viewer(request)
     search = text_param(request, "q")
-    listing = await call(request, ui(request).browse.repositories, current.may_pull, search, page_number(request))
+    listing = await call(
+        request, ui(request).browse.repositories, current.pull_patterns(), search, page_number(request)
+    )
     return render(request, "repositories.html", listing=listing, search=search)
 
 
 async def repository(request: Request) -> Response:
     name = request.path_params["name"]
+    current = await viewer(request)
     if not valid_name(name):
         return problem(request, 404, "That is not a repository name.")
     refused = await pull_or_refuse(request, name)
     if refused is not None:
         return refused
-    current = await viewer(request)
     order = request.query_params.get("sort", "name")
     order = order if order in TAG_ORDERS else "name"
     contains = text_param(request, "filter")
@@ -78,6 +80,7 @@ async def repository(request: Request) -> Response:
 
 async def manifest(request: Request) -> Response:
     name, reference = request.path_params["name"], request.path_params["reference"]
+    current = await viewer(request)
     if not valid_name(name):
         return problem(request, 404, "That is not a repository name.")
     refused = await pull_or_refuse(request, name)
@@ -92,7 +95,6 @@ async def manifest(request: Request) -> Response:
     detail = await call(request, ui(request).browse.manifest, name, digest) if digest else None
     if detail is None:
         return problem(request, 404, "No such manifest in this repository.")
-    current = await viewer(request)
     return render(request, "manifest.html", detail=detail, may_delete=current.may(name, "delete"))
 
 
@@ -107,12 +109,12 @@ def _target(fields: dict[str, str]) -> tuple[str, str] | None:
 async def delete(request: Request) -> Response:
     """GET asks for confirmation; POST deletes, or shows why it may not."""
     name = request.path_params["name"]
+    current = await viewer(request)
     if not valid_name(name):
         return problem(request, 404, "That is not a repository name.")
     refused = await pull_or_refuse(request, name)
     if refused is not None:
         return refused
-    current = await viewer(request)
     if not current.may(name, "delete"):
         return problem(request, 403, f"You may not delete in {name}.")
     if request.method == "GET":

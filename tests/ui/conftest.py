@@ -225,6 +225,28 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     process.stop()
 
 
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies); fails the test on any dialog, console error or CSP report."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    problems: list[str] = []
+    tab.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    # Error statuses (401, 404...) are logged as failed loads; anything else, a CSP violation say, is a problem.
+    tab.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and not message.text.startswith("Failed to load resource")
+            and problems.append(f"console: {message.text}")
+        ),
+    )
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    yield tab
+    context.close()
+    assert problems == []
+
+
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
     """A fresh folder for this run's screenshots (build/ is ignored by git)."""

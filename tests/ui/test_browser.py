@@ -3,38 +3,14 @@ against the registry's API, deletes, escaping, CSP, keyboard, narrow windows and
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from tests.ui.conftest import EVIL, PASSWORDS, Site, shoot, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies); fails the test on any dialog, console error or CSP report."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
-    # Error statuses (401, 404...) are logged as failed loads; anything else, a CSP violation say, is a problem.
-    tab.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and not message.text.startswith("Failed to load resource")
-            and problems.append(f"console: {message.text}")
-        ),
-    )
-    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    yield tab
-    context.close()
-    assert problems == []
 
 
 def texts(page: Any, selector: str) -> list[str]:
