@@ -116,8 +116,9 @@ def _deliver(digest: str, size: int, tags: tuple[str, ...], names: list[str], pu
     layout = open_store()
     descriptor = Descriptor(mt.OCI_MANIFEST, digest, size)
     for name in names:
-        layout.add(descriptor, name)
-    if not names:
+        if (current := layout.find(name)) is None or current.digest != digest:  # a cached rebuild rewrites nothing
+            layout.add(descriptor, name)
+    if not names and not any(e.descriptor.digest == digest for e in layout.entries()):
         layout.add(descriptor, None)
     if not push and target_location is None:
         return
