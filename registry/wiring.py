@@ -25,7 +25,12 @@ if TYPE_CHECKING:
     from registry.api.base import Services
     from registry.auth.tokens import TokenAuthority
     from registry.metadata.accounts import Accounts
+    from registry.metadata.blobs import BlobIndex
+    from registry.metadata.db import Database
     from registry.metadata.manifests import ManifestIndex
+    from registry.metadata.repositories import RepositoryIndex
+    from registry.metadata.tags import TagIndex
+    from registry.metadata.uploads import UploadIndex
     from registry.metadata.upstreams import UpstreamIndex
     from registry.service.events import EventService
     from registry.service.gc import GarbageCollector
@@ -70,10 +75,40 @@ class Registry:
         return make_engine(url)
 
     @cached_property
-    def index(self) -> ManifestIndex:
+    def db(self) -> Database:
+        from registry.metadata.db import Database
+
+        return Database(self.database)
+
+    @cached_property
+    def repository_index(self) -> RepositoryIndex:
+        from registry.metadata.repositories import RepositoryIndex
+
+        return RepositoryIndex(self.db)
+
+    @cached_property
+    def blob_index(self) -> BlobIndex:
+        from registry.metadata.blobs import BlobIndex
+
+        return BlobIndex(self.db, self.repository_index)
+
+    @cached_property
+    def upload_index(self) -> UploadIndex:
+        from registry.metadata.uploads import UploadIndex
+
+        return UploadIndex(self.db, self.repository_index, self.blob_index)
+
+    @cached_property
+    def manifest_index(self) -> ManifestIndex:
         from registry.metadata.manifests import ManifestIndex
 
-        return ManifestIndex(self.database)
+        return ManifestIndex(self.db, self.repository_index, self.blob_index)
+
+    @cached_property
+    def tag_index(self) -> TagIndex:
+        from registry.metadata.tags import TagIndex
+
+        return TagIndex(self.db, self.repository_index)
 
     @cached_property
     def accounts(self) -> Accounts:
@@ -137,30 +172,31 @@ class Registry:
         from registry.service.uploads import HasherCache, UploadService
         from registry.service.upstream_blobs import UpstreamBlobs
 
-        index = self.index
-        manifests = ManifestService(index, self.policies)
+        manifests = ManifestService(self.manifest_index, self.tag_index, self.repository_index, self.policies)
         upstreams = self.upstreams(manifests)
         return Services(
-            blobs=BlobService(index, self.storage),
-            uploads=UploadService(index, self.storage, HasherCache(), self.policies, self.session_ids),
+            blobs=BlobService(self.blob_index, self.storage),
+            uploads=UploadService(
+                self.upload_index, self.blob_index, self.storage, HasherCache(), self.policies, self.session_ids
+            ),
             manifests=manifests,
             upstreams=upstreams,
-            upstream_blobs=UpstreamBlobs(upstreams, upstreams.index, index, self.storage),
+            upstream_blobs=UpstreamBlobs(upstreams, upstreams.index, self.blob_index, self.storage),
             executor=self.executor,
-            inline_reads=index.inline_reads,
+            inline_reads=self.db.inline_reads,
         )
 
     def upstreams(self, manifests: ManifestService) -> UpstreamService:
         """The pull-through cache, serving local repositories through `manifests`."""
         from registry.service.upstreams import UpstreamService
 
-        return UpstreamService(self.upstream_index, self.index, manifests, self.settings.default_upstream)
+        return UpstreamService(self.upstream_index, self.manifest_index, manifests, self.settings.default_upstream)
 
     @cached_property
     def upstream_index(self) -> UpstreamIndex:
         from registry.metadata.upstreams import UpstreamIndex
 
-        return UpstreamIndex(self.database)
+        return UpstreamIndex(self.db)
 
     @cached_property
     def authenticator(self) -> Authenticator:

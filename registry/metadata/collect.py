@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, delete, exists, insert, not_, or_, select, 
 from sqlalchemy.orm import aliased
 
 from registry.metadata.db import WRITE, insert_for
+from registry.metadata.manifests import drop_manifest
 from registry.metadata.models import (
     Blob,
     GcRun,
@@ -192,9 +193,7 @@ class Collector:
             ).first()
             if row is None:
                 return False
-            conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
-            conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))
-            conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+            drop_manifest(conn, manifest_id)
             return True
 
     # -- blobs

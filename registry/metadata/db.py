@@ -5,7 +5,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -94,6 +95,35 @@ def ping(engine: Engine) -> None:
     """One round trip to the database; raises when it cannot answer."""
     with engine.connect() as conn:
         conn.exec_driver_sql("SELECT 1")
+
+
+class Database:
+    """What every index shares: the engine, its group commit and the two kinds of transaction.
+
+    Each index (blobs, uploads, manifests, tags, ...) is given this and keeps its own
+    prepared statements; an index that writes in another's transaction is handed that index.
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        # Reads on SQLite take microseconds: callers may run them on the event loop.
+        self.inline_reads = engine.dialect.name == "sqlite"
+        # Blob uploads, mounts and manifest PUTs each end in one small write: under load
+        # they commit together.
+        self.group = GroupCommit(engine)
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+            conn.rollback()
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                yield conn
 
 
 class WriterLock:

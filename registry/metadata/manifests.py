@@ -1,7 +1,5 @@
-"""Queries about manifests: storing them with their edges and tags, serving, listing, referrers.
-
-Split from `index.py` (repositories, uploads, blobs), whose helpers it builds on.
-"""
+"""Queries about manifests: storing them with their blob and child edges and a tag, serving,
+deleting, referrers."""
 
 from __future__ import annotations
 
@@ -10,11 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, bindparam, delete, select, update
+from sqlalchemy import Connection, bindparam, delete, select, update
 
-from registry.metadata.db import Prepared, insert_for
-from registry.metadata.index import Index, _now
+from registry.metadata.blobs import BlobIndex, now
+from registry.metadata.db import Database, Prepared, insert_for
 from registry.metadata.models import Blob, Manifest, ManifestBlob, ManifestChild, Repository, RepositoryBlob, Tag
+from registry.metadata.repositories import RepositoryIndex
 
 
 class TagLocked(Exception):
@@ -65,10 +64,6 @@ def _manifest_query(by_digest: bool, content: bool) -> Any:
     )
 
 
-ALL_ROWS = 2**62
-"""A LIMIT that never limits (SQLite and PostgreSQL spell 'no limit' differently)."""
-
-
 class _Missing(Exception):
     """A manifest's references are not all in the repository: its transaction writes nothing."""
 
@@ -78,24 +73,25 @@ class _Missing(Exception):
         self.children = children
 
 
-class ManifestIndex(Index):
-    def __init__(self, engine: Engine):
-        super().__init__(engine)
-        dialect_insert = insert_for(engine)
+def drop_manifest(conn: Connection, manifest_id: int) -> None:
+    """Delete a manifest row with its tags and edges: the one cascade, for deletes and collection."""
+    conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
+    conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
+    conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))
+    conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+
+
+class ManifestIndex:
+    def __init__(self, db: Database, repositories: RepositoryIndex, blobs: BlobIndex):
+        self.db = db
+        self.repositories = repositories
+        self.blobs = blobs
+        engine, dialect_insert = db.engine, insert_for(db.engine)
         self._manifest = {
             (by_digest, content): Prepared(engine, _manifest_query(by_digest, content))
             for by_digest in (False, True)
             for content in (False, True)
         }
-        # A page of tags: `after` is '' for the first page (every tag name sorts after it).
-        self._tag_page = Prepared(
-            engine,
-            select(Tag.name)
-            .join(Repository, Repository.id == Tag.repository_id)
-            .where(Repository.name == bindparam("repository"), Tag.name > bindparam("after"))
-            .order_by(Tag.name)
-            .limit(bindparam("n")),
-        )
         # A manifest PUT's statements: one row each, compiled once, so the write lock is short.
         self._touch_existing = Prepared(
             engine,
@@ -162,15 +158,13 @@ class ManifestIndex(Index):
             ),
         )
 
-    def get_manifest(
-        self, repository: str, reference: str, by_digest: bool, content: bool = True
-    ) -> ManifestRow | None:
+    def get(self, repository: str, reference: str, by_digest: bool, content: bool = True) -> ManifestRow | None:
         row = self._manifest[(by_digest, content)].first(repository=repository, reference=reference)
         if row is None:
             return None
         return ManifestRow(row[0], row[1], row[2], bytes(row[3]) if content else None)
 
-    def put_manifest(
+    def put(
         self,
         repository: str,
         manifest: NewManifest,
@@ -187,23 +181,23 @@ class ManifestIndex(Index):
         that points at another manifest raises TagLocked (and nothing is written).
         `also(connection, digest)` adds writes of its own to the same transaction.
         """
-        known_repository = self._known_repository(repository)
-        now = _now()
+        known_repository = self.repositories.known(repository)
+        moment = now()
 
         def put(conn: Connection) -> None:
-            repository_id = self._ensure_repository(conn, repository, known_repository)
+            repository_id = self.repositories.ensure(conn, repository, known_repository)
             blob_ids: dict[str, int] = {}
             for digest in sorted(set(manifest.blobs)):
                 # Touching locks the row (in digest order, against deadlocks): a concurrent
                 # garbage collection re-checks the blob after this commit and keeps it.
-                row = self._touch_existing.execute(conn, digest=digest, now=now).first()
+                row = self._touch_existing.execute(conn, digest=digest, now=moment).first()
                 if row is None:
                     continue
                 blob_id, size = row
                 if self._linked.execute(conn, repository_id=repository_id, blob_id=blob_id).first() is not None:
                     blob_ids[digest] = blob_id
-                elif any(readable(name) for name in self._holders(conn, blob_id)):
-                    self._link_blob(conn, repository_id, digest, size)
+                elif any(readable(name) for name in self.blobs.holders(conn, blob_id)):
+                    self.blobs.link(conn, repository_id, digest, size)
                     blob_ids[digest] = blob_id
             child_ids: dict[str, int] = {}
             for digest in sorted(set(manifest.children)):
@@ -225,7 +219,7 @@ class ManifestIndex(Index):
                 subject_digest=manifest.subject_digest,
                 artifact_type=manifest.artifact_type,
                 annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                now=now,
+                now=moment,
             ).scalar_one()
             for blob_id in sorted(set(blob_ids.values())):
                 self._manifest_blob.execute(conn, manifest_id=manifest_id, blob_id=blob_id)
@@ -239,23 +233,23 @@ class ManifestIndex(Index):
                     raise TagLocked(tag)
             if tag is not None:
                 # updated_at from Python has sub-second precision: retention can tell the newest.
-                self._upsert_tag.execute(conn, repository_id=repository_id, name=tag, manifest_id=manifest_id, now=now)
+                self._upsert_tag.execute(
+                    conn, repository_id=repository_id, name=tag, manifest_id=manifest_id, now=moment
+                )
             if also is not None:
                 also(conn, manifest.digest)
 
         try:
-            self.group.run(put)
+            self.db.group.run(put)
         except _Missing as missing:
             return missing.blobs, missing.children
         return [], []
 
-    def delete_manifest(
-        self, repository: str, digest: str, locked: Callable[[str], bool] = lambda _tag: False
-    ) -> bool | str:
+    def delete(self, repository: str, digest: str, locked: Callable[[str], bool] = lambda _tag: False) -> bool | str:
         """Delete a manifest and the tags on it. Returns False if absent, or the digest of
         an index that still references it (and then changes nothing). Raises TagLocked
         when one of its tags is `locked`."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             row = conn.execute(
                 select(Manifest.id)
                 .join(Repository, Repository.id == Manifest.repository_id)
@@ -275,26 +269,8 @@ class ManifestIndex(Index):
             for tag in conn.execute(select(Tag.name).where(Tag.manifest_id == manifest_id)).scalars().all():
                 if locked(tag):
                     raise TagLocked(tag)
-            conn.execute(delete(Tag).where(Tag.manifest_id == manifest_id))
-            conn.execute(delete(ManifestBlob).where(ManifestBlob.manifest_id == manifest_id))
-            conn.execute(delete(ManifestChild).where(ManifestChild.parent_id == manifest_id))
-            conn.execute(delete(Manifest).where(Manifest.id == manifest_id))
+            drop_manifest(conn, manifest_id)
             return True
-
-    def delete_tag(self, repository: str, tag: str) -> bool:
-        with self._write() as conn:
-            repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
-            if repository_id is None:
-                return False
-            query = delete(Tag).where(and_(Tag.repository_id == repository_id, Tag.name == tag))
-            return conn.execute(query).rowcount == 1
-
-    def tags(self, repository: str, n: int | None, last: str | None) -> list[str] | None:
-        """Tag names in lexical order after `last`, or None when the repository is unknown."""
-        rows = self._tag_page.all(repository=repository, after=last or "", n=ALL_ROWS if n is None else n)
-        if not rows and self._known_repository(repository) is None:
-            return None
-        return [row[0] for row in rows]
 
     def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
         query = (
@@ -305,7 +281,7 @@ class ManifestIndex(Index):
         )
         if artifact_type:
             query = query.where(Manifest.artifact_type == artifact_type)
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(query).all()
         return [
             Referrer(

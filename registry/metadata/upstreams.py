@@ -9,14 +9,12 @@ the moment they arrive.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Connection, Engine, delete, func, select, update
+from sqlalchemy import Connection, delete, func, select, update
 
-from registry.metadata.db import WRITE, insert_for
+from registry.metadata.db import Database, insert_for
 from registry.metadata.manifests import NewManifest
 from registry.metadata.models import (
     Blob,
@@ -66,27 +64,14 @@ def _aware(value: datetime) -> datetime:
 
 
 class UpstreamIndex:
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            yield conn
-            conn.rollback()
-
-    @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect() as conn:
-            conn.execution_options(**WRITE)
-            with conn.begin():
-                yield conn
+    def __init__(self, db: Database):
+        self.db = db
 
     # configuration ------------------------------------------------------------------
 
     def add(self, config: UpstreamConfig) -> str | None:
         """Add an upstream; None, or why not (its name or prefix is taken)."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             taken = conn.execute(
                 select(Upstream.name, Upstream.prefix).where(
                     (Upstream.name == config.name) | (Upstream.prefix == config.prefix)
@@ -100,11 +85,11 @@ class UpstreamIndex:
             return None
 
     def remove(self, name: str) -> bool:
-        with self._write() as conn:
+        with self.db.write() as conn:
             return conn.execute(delete(Upstream).where(Upstream.name == name)).rowcount == 1
 
     def configs(self) -> list[UpstreamConfig]:
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(select(*Upstream.__table__.columns).order_by(Upstream.name)).all()
             return [
                 UpstreamConfig(
@@ -126,7 +111,7 @@ class UpstreamIndex:
 
     def repository_upstream(self, repository: str) -> str | None:
         """The upstream a repository is filled from, if it is a cached repository."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return conn.execute(
                 select(UpstreamRepository.upstream)
                 .join(Repository, Repository.id == UpstreamRepository.repository_id)
@@ -135,20 +120,20 @@ class UpstreamIndex:
 
     def repositories_under(self, prefix: str) -> list[str]:
         """Repositories named `prefix/...` (a new upstream must not take over local ones)."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             names = conn.execute(
                 select(Repository.name).where(Repository.name.startswith(prefix + "/", autoescape=True)).limit(5)
             )
             return list(names.scalars())
 
     def repository_exists(self, repository: str) -> bool:
-        with self._read() as conn:
+        with self.db.read() as conn:
             return conn.execute(select(Repository.id).where(Repository.name == repository)).first() is not None
 
     # manifests and tags -----------------------------------------------------------------
 
     def tag_checked_at(self, repository: str, tag: str) -> datetime | None:
-        with self._read() as conn:
+        with self.db.read() as conn:
             value = conn.execute(
                 select(UpstreamTag.checked_at)
                 .join(Repository, Repository.id == UpstreamTag.repository_id)
@@ -159,13 +144,13 @@ class UpstreamIndex:
     def confirm_tag(self, repository: str, tag: str, digest: str) -> None:
         """The upstream still has `tag` at `digest`: restart its TTL, and count a pull."""
         now = _now()
-        with self._write() as conn:
+        with self.db.write() as conn:
             repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar_one()
             self._check_tag(conn, repository_id, tag, now)
             self._pulled(conn, repository_id, digest, now)
 
     def pulled(self, repository: str, digest: str) -> None:
-        with self._write() as conn:
+        with self.db.write() as conn:
             repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
             if repository_id is not None:
                 self._pulled(conn, repository_id, digest, _now())
@@ -186,7 +171,7 @@ class UpstreamIndex:
 
     def drop_tag(self, repository: str, tag: str) -> None:
         """The upstream no longer has `tag` (told after the TTL): forget it here too."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
             if repository_id is None:
                 return
@@ -198,7 +183,7 @@ class UpstreamIndex:
         the blobs and children already here, pending rows for the rest, and edges from cached
         indexes that were waiting for this manifest."""
         now = _now()
-        with self._write() as conn:
+        with self.db.write() as conn:
             dialect_insert = insert_for(conn)
             conn.execute(
                 dialect_insert(Repository).values(name=repository).on_conflict_do_nothing(index_elements=["name"])
@@ -309,7 +294,7 @@ class UpstreamIndex:
 
     def referenced(self, repository: str, digest: str) -> bool:
         """A cached manifest of the repository references the blob (so it may be served there)."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return (
                 conn.execute(
                     select(UpstreamPending.manifest_id)
@@ -324,7 +309,7 @@ class UpstreamIndex:
     def blob_arrived(self, repository: str, digest: str, size: int) -> None:
         """Link a blob now in storage into the repository and give waiting manifests their edge."""
         now = _now()
-        with self._write() as conn:
+        with self.db.write() as conn:
             dialect_insert = insert_for(conn)
             conn.execute(
                 dialect_insert(Repository).values(name=repository).on_conflict_do_nothing(index_elements=["name"])
@@ -350,13 +335,13 @@ class UpstreamIndex:
 
     def blob_size(self, digest: str) -> int | None:
         """The size of a blob the registry holds, in any repository."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return conn.execute(select(Blob.size).where(Blob.digest == digest)).scalar()
 
     def take_fetch(self, digest: str, holder: str, seconds: float) -> bool:
         """Lease the one fetch of a blob: True for the caller that gets it (or holds it already)."""
         now = _now()
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 insert_for(conn)(BlobFetch)
                 .values(digest=digest, holder="", until=now)
@@ -373,7 +358,7 @@ class UpstreamIndex:
             return taken.rowcount == 1
 
     def renew_fetch(self, digest: str, holder: str, seconds: float) -> None:
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(
                 update(BlobFetch)
                 .where(BlobFetch.digest == digest, BlobFetch.holder == holder)
@@ -381,12 +366,12 @@ class UpstreamIndex:
             )
 
     def release_fetch(self, digest: str, holder: str) -> None:
-        with self._write() as conn:
+        with self.db.write() as conn:
             conn.execute(delete(BlobFetch).where(BlobFetch.digest == digest, BlobFetch.holder == holder))
 
     def fetching(self, digest: str) -> bool:
         """Someone holds a live lease on the blob's fetch."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             return (
                 conn.execute(
                     select(BlobFetch.digest).where(
@@ -400,7 +385,7 @@ class UpstreamIndex:
 
     def cached_manifests(self, upstream: str) -> list[CachedManifest]:
         """The upstream's cached manifests, least recently pulled first."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             rows = conn.execute(
                 select(Repository.name, Manifest.digest, UpstreamManifest.pulled_at)
                 .join(Manifest, Manifest.id == UpstreamManifest.manifest_id)
@@ -413,7 +398,7 @@ class UpstreamIndex:
 
     def cached_bytes(self, upstream: str) -> int:
         """Bytes of the blobs linked into the upstream's cached repositories (each blob once)."""
-        with self._read() as conn:
+        with self.db.read() as conn:
             blobs = (
                 select(Blob.id, Blob.size)
                 .join(RepositoryBlob, RepositoryBlob.blob_id == Blob.id)
@@ -427,7 +412,7 @@ class UpstreamIndex:
     def unlink_unreferenced(self, repository: str) -> None:
         """Unlink the blobs no manifest of a cached repository references any more, so usage
         drops and garbage collection can reclaim them."""
-        with self._write() as conn:
+        with self.db.write() as conn:
             repository_id = conn.execute(select(Repository.id).where(Repository.name == repository)).scalar()
             if repository_id is None:
                 return

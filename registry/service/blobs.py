@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from registry.errors import BlobUnknown, DigestInvalid, RangeNotSatisfiable, StillReferenced
-from registry.metadata.index import Index
+from registry.metadata.blobs import BlobIndex
 from registry.oci.digest import InvalidDigest, parse_digest
 from registry.storage.base import BlobStorage
 
@@ -41,12 +41,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 class BlobService:
-    def __init__(self, index: Index, storage: BlobStorage):
-        self.index = index
+    def __init__(self, blobs: BlobIndex, storage: BlobStorage):
+        self.blobs = blobs
         self.storage = storage
 
     def size(self, repository: str, digest: str) -> int:
-        size = self.index.blob_size(repository, check_digest(digest))
+        size = self.blobs.size(repository, check_digest(digest))
         if size is None:
             raise BlobUnknown(detail={"digest": digest})
         return size
@@ -58,7 +58,7 @@ class BlobService:
         return self.storage.redirect_url(digest)
 
     def delete(self, repository: str, digest: str) -> None:
-        result = self.index.unlink_blob(repository, check_digest(digest))
+        result = self.blobs.unlink(repository, check_digest(digest))
         if result is False:
             raise BlobUnknown(detail={"digest": digest})
         if isinstance(result, str):
@@ -67,10 +67,10 @@ class BlobService:
     def mount(self, repository: str, digest: str, source: str | None, can_read: CanRead) -> bool:
         """Link a blob from `source` (or, without one, from any readable repository)."""
         digest = check_digest(digest)
-        if self.index.blob_size(repository, digest) is not None:
+        if self.blobs.size(repository, digest) is not None:
             return True
-        sources = [source] if source else self.index.blob_repositories(digest)
+        sources = [source] if source else self.blobs.holding(digest)
         for candidate in sources:
-            if can_read(candidate) and self.index.link_blob(repository, digest, candidate) is not None:
+            if can_read(candidate) and self.blobs.mount(repository, digest, candidate) is not None:
                 return True
         return False

@@ -18,6 +18,8 @@ from registry.errors import (
     Unsupported,
 )
 from registry.metadata.manifests import ManifestIndex, ManifestRow, NewManifest, Referrer, TagLocked
+from registry.metadata.repositories import RepositoryIndex
+from registry.metadata.tags import TagIndex
 from registry.oci.digest import InvalidDigest, is_digest, parse_digest
 from registry.oci.manifest import InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import valid_tag
@@ -45,15 +47,19 @@ def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
 
 
 class ManifestService:
-    def __init__(self, index: ManifestIndex, policies: PolicyService):
-        self.index = index
+    def __init__(
+        self, manifests: ManifestIndex, tags: TagIndex, repositories: RepositoryIndex, policies: PolicyService
+    ):
+        self.manifests = manifests
+        self.tag_index = tags
+        self.repository_index = repositories
         self.policies = policies
 
     def get(self, repository: str, reference: str, content: bool = True) -> ManifestRow:
         reference, by_digest = check_reference(reference)
-        row = self.index.get_manifest(repository, reference, by_digest, content)
+        row = self.manifests.get(repository, reference, by_digest, content)
         if row is None:
-            if not self.index.repository_exists(repository):
+            if not self.repository_index.exists(repository):
                 raise NameUnknown(detail={"name": repository})
             raise ManifestUnknown(detail={"reference": reference})
         return row
@@ -105,7 +111,7 @@ class ManifestService:
         also: Callable[[Any, str], None] | None,
     ) -> tuple[list[str], list[str]]:
         subject = manifest.subject.digest if manifest.subject else None
-        return self.index.put_manifest(
+        return self.manifests.put(
             repository,
             NewManifest(
                 digest=digest,
@@ -129,11 +135,11 @@ class ManifestService:
         if not by_digest:
             if self.policies.is_immutable(repository, reference):
                 raise TagImmutable(f"tag {reference} of {repository} is immutable")
-            if not self.index.delete_tag(repository, reference):
+            if not self.tag_index.delete(repository, reference):
                 raise ManifestUnknown(detail={"tag": reference})
             return
         try:
-            result = self.index.delete_manifest(
+            result = self.manifests.delete(
                 repository, reference, lambda tag: self.policies.is_immutable(repository, tag)
             )
         except TagLocked as exc:
@@ -145,10 +151,10 @@ class ManifestService:
 
     def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
         subject, _ = check_reference(subject)
-        return self.index.referrers(repository, subject, artifact_type)
+        return self.manifests.referrers(repository, subject, artifact_type)
 
     def tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
-        tags = self.index.tags(repository, n, last)
+        tags = self.tag_index.page(repository, n, last)
         if tags is None:
             raise NameUnknown(detail={"name": repository})
         return tags
@@ -158,7 +164,7 @@ class ManifestService:
         found: list[str] = []
         page = max(n or 0, CATALOG_PAGE)
         while n is None or len(found) < n:
-            batch = self.index.repositories(page, last)
+            batch = self.repository_index.page(page, last)
             found += [name for name in batch if readable(name)]
             if len(batch) < page:
                 break

@@ -32,7 +32,8 @@ from registry.errors import (
     RangeInvalid,
     SizeInvalid,
 )
-from registry.metadata.index import Index, UploadRow
+from registry.metadata.blobs import BlobIndex
+from registry.metadata.uploads import UploadIndex, UploadRow
 from registry.oci.digest import InvalidDigest, parse_digest
 from registry.service.policies import PolicyService
 from registry.storage.base import BlobStorage
@@ -173,9 +174,16 @@ def _check_digest(value: str | None) -> str:
 
 class UploadService:
     def __init__(
-        self, index: Index, storage: BlobStorage, hashers: HasherCache, policies: PolicyService, ids: SessionIds
+        self,
+        uploads: UploadIndex,
+        blobs: BlobIndex,
+        storage: BlobStorage,
+        hashers: HasherCache,
+        policies: PolicyService,
+        ids: SessionIds,
     ):
-        self.index = index
+        self.uploads = uploads
+        self.blobs = blobs
         self.storage = storage
         self.hashers = hashers
         self.policies = policies
@@ -191,7 +199,7 @@ class UploadService:
 
     def _session(self, repository: str, upload_id: str) -> Session:
         started = self.ids.started(repository, upload_id)
-        row = self.index.get_upload(repository, upload_id) if started is not None else None
+        row = self.uploads.get(repository, upload_id) if started is not None else None
         if started is None or (row is not None and row.closed):
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         if row is None:
@@ -223,9 +231,9 @@ class UploadService:
                 headers=self.range_headers(session.offset),
             )
         if session.row is None:
-            leased = self.index.create_upload(repository, upload_id, session.state, session.started, LEASE_SECONDS)
+            leased = self.uploads.create(repository, upload_id, session.state, session.started, LEASE_SECONDS)
         else:
-            leased = self.index.lease_upload(upload_id, session.offset, LEASE_SECONDS)
+            leased = self.uploads.lease(upload_id, session.offset, LEASE_SECONDS)
         if not leased:
             raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(session.offset))
         hasher = self.hashers.take(upload_id, session.offset)
@@ -239,7 +247,7 @@ class UploadService:
             session.state,
             session.offset,
             hasher,
-            renew=lambda: self.index.renew_lease(upload_id, LEASE_SECONDS),
+            renew=lambda: self.uploads.renew(upload_id, LEASE_SECONDS),
             allowance=self.policies.allowance(repository, digest),
             over_quota=self._over_quota,
         )
@@ -257,13 +265,13 @@ class UploadService:
     def _end(self, writer: UploadWriter) -> None:
         """Cancel a session a request was writing: its id becomes unknown, its bytes go now."""
         writer.move(UploadStatus.CANCELLED)
-        if self.index.close_upload(writer.repository, writer.upload_id, writer.started):
+        if self.uploads.close(writer.repository, writer.upload_id, writer.started):
             self.storage.cancel_upload(writer.state)
 
     def close(self, writer: UploadWriter) -> int:
         """Record what was written (also after a client disconnect) and release the lease."""
         writer.move(UploadStatus.STARTED)
-        self.index.release_upload(writer.upload_id, writer.offset, writer.state)
+        self.uploads.release(writer.upload_id, writer.offset, writer.state)
         if writer.hasher is not None:
             self.hashers.put(writer.upload_id, writer.offset, writer.hasher)
         return writer.offset
@@ -292,10 +300,10 @@ class UploadService:
             self._end(writer)
             raise
         writer.move(UploadStatus.COMMITTED)
-        self.index.touch_blob(digest)
+        self.blobs.touch(digest)
         self._store(writer.state, writer.offset, digest)
         session = (writer.upload_id, writer.started)
-        if not self.index.finish_upload(session, writer.repository, digest, writer.offset):
+        if not self.uploads.finish(session, writer.repository, digest, writer.offset):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
@@ -308,9 +316,9 @@ class UploadService:
     def put_whole(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
         """A monolithic upload whose body is already in memory: no session row needed."""
         digest = self._verify_body(repository, digest_param, body, length)
-        self.index.touch_blob(digest)
+        self.blobs.touch(digest)
         self._store_body(digest, body)
-        self.index.finish_upload(None, repository, digest, len(body))
+        self.uploads.finish(None, repository, digest, len(body))
         return digest
 
     def finish_small(
@@ -325,13 +333,13 @@ class UploadService:
             writer.write([body])
             return self.complete(writer, digest_param)
         digest = self._verify_body(repository, digest_param, body, None)
-        self.index.touch_blob(digest)
+        self.blobs.touch(digest)
         # A fresh file, not the session's: a concurrent request on the same session must
         # never be able to change bytes this request verified.
         self._store_body(digest, body)
         if session.row is not None:
             self.storage.cancel_upload(session.state)
-        if not self.index.finish_upload((upload_id, session.started), repository, digest, len(body)):
+        if not self.uploads.finish((upload_id, session.started), repository, digest, len(body)):
             raise BlobUploadUnknown("the upload was completed or cancelled by another request")
         return digest
 
@@ -351,7 +359,7 @@ class UploadService:
 
     def cancel(self, repository: str, upload_id: str) -> None:
         session = self._session(repository, upload_id)
-        if not self.index.close_upload(repository, upload_id, session.started):
+        if not self.uploads.close(repository, upload_id, session.started):
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         if session.row is not None:
             self.storage.cancel_upload(session.state)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import requests
 
 from registry.errors import BlobUnknown
-from registry.metadata.manifests import ManifestIndex
+from registry.metadata.blobs import BlobIndex
 from registry.metadata.upstreams import UpstreamIndex
 from registry.service.blobs import check_digest
 from registry.service.upstreams import FETCHES, LOG, Route, UpstreamService
@@ -63,11 +63,11 @@ class Remote:
 
 class UpstreamBlobs:
     def __init__(
-        self, upstreams: UpstreamService, index: UpstreamIndex, manifests: ManifestIndex, storage: BlobStorage
+        self, upstreams: UpstreamService, index: UpstreamIndex, blobs: BlobIndex, storage: BlobStorage
     ) -> None:
         self.upstreams = upstreams
         self.index = index
-        self.manifests = manifests
+        self.blobs = blobs
         self.storage = storage
         self.holder = f"{socket.gethostname()[:40]}:{os.getpid()}"
         """This process; each fetch adds its own suffix, since threads of one process race too."""
@@ -152,7 +152,7 @@ class UpstreamBlobs:
             actual = f"{algorithm}:{hasher.hexdigest()}"
             if (size is not None and offset != size) or actual != digest:
                 raise FetchFailed(f"upstream {route.config.name} sent {offset} bytes hashing to {actual} for {digest}")
-            self.manifests.touch_blob(digest)
+            self.blobs.touch(digest)
             self.storage.commit_upload(state, offset, digest)
             self.index.blob_arrived(repository, digest, offset)
             committed = True

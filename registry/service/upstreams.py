@@ -119,7 +119,7 @@ class UpstreamService:
             return self.local.get(repository, reference, content), None
         self.check_allowed(route)
         reference, by_digest = check_reference(reference)
-        cached = self.manifests.get_manifest(repository, reference, by_digest, True)
+        cached = self.manifests.get(repository, reference, by_digest, True)
         if by_digest:
             return (cached or self._fetch(route, repository, reference, None)), route.config.name
         return self._by_tag(route, repository, reference, cached), route.config.name
@@ -209,7 +209,7 @@ class UpstreamService:
                 if not (too_old or too_big):
                     continue
                 # An index's child goes with its index (which is refused while the index exists).
-                if self.manifests.delete_manifest(cached.repository, cached.digest) is True:
+                if self.manifests.delete(cached.repository, cached.digest) is True:
                     self.index.unlink_unreferenced(cached.repository)
                     removed.append((cached.repository, cached.digest))
         if removed:

@@ -265,8 +265,8 @@ def _make_local_repository(data: Path, name: str) -> None:
     from registry.config import load_settings
     from registry.wiring import Registry
 
-    index = Registry(load_settings(data_dir=data), migrate=True).index
-    index.finish_upload(None, name, "sha256:" + "0" * 64, 0)
+    uploads = Registry(load_settings(data_dir=data), migrate=True).upload_index
+    uploads.finish(None, name, "sha256:" + "0" * 64, 0)
 
 
 def test_default_upstream_serves_names_outside_prefixes(tmp_path: Path, plain: Distribution) -> None:
