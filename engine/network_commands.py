@@ -120,7 +120,7 @@ def disconnect(network_name: str, container: str) -> None:
     from engine.service import attachments
 
     target = _running(container)
-    attachments.disconnect(_networks(), target.id, target.pid, network_name)
+    attachments.disconnect(_networks(), target.id, network_name)
 
 
 COMMANDS: list[click.Command] = [network]

@@ -144,10 +144,21 @@ def forward_line(forward: Forward) -> str:
 
 
 def add_forwards(forwards: list[Forward]) -> None:
-    """All of a container's published ports in one transaction: all are added, or none."""
-    if forwards:
+    """All of a container's published ports in one transaction: all are added, or none.
+
+    One `nft` run when the table is there (it is made with the network's bridge); only when
+    that fails is the table checked for, and made (someone flushed the ruleset).
+    """
+    if not forwards:
+        return
+    script = "\n".join(f"add {forward_line(f)}" for f in forwards)
+    try:
+        _nft(script)
+    except NatFailure:
+        if table_exists():
+            raise
         ensure_table()
-        _nft("\n".join(f"add {forward_line(f)}" for f in forwards))
+        _nft(script)
 
 
 def remove_forwards(forwards: list[Forward]) -> None:

@@ -36,7 +36,6 @@ from engine.service.networks import (
 
 if TYPE_CHECKING:
     from engine.runtime.nat import Forward
-    from engine.runtime.netlink import Namespace
 
 
 @dataclass
@@ -108,7 +107,7 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
     Called by the supervisor before it forks PID 1, which then enters the namespace. Port
     conflicts, bad addresses and full subnets are refused here, before anything is created.
     """
-    from engine.runtime import nat, netlink
+    from engine.runtime import rtnl
 
     if request.network == DEFAULT:
         if request.ip or request.aliases:
@@ -135,22 +134,24 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
             [endpoint],
         )
         state.attachments[container_id] = attachment
-        namespace = None
+        namespace = -1
         try:
-            namespace = netlink.new_namespace()
+            namespace = rtnl.new_namespace()
             _plug(namespace, network, endpoint, default_route=not network.internal)
-            nat.add_forwards(forwards(attachment))
+            if attachment.ports:
+                from engine.runtime import nat  # and subprocess, for nft: only with published ports
+
+                nat.add_forwards(forwards(attachment))
         except BaseException:
-            if namespace is not None:
-                namespace.close()
+            if namespace >= 0:
+                os.close(namespace)
             for sock in sockets:
                 sock.close()
             release(state, container_id)
             raise
-        namespace.inside.close()
         names.rewrite(request.hosts_file, hosts_for(state, attachment))
         refresh_hosts(state, {network.name})
-    return Joined(namespace.fd, sockets, bindings)
+    return Joined(namespace, sockets, bindings)
 
 
 def leave(networks: Networks, container_id: str) -> None:
@@ -168,12 +169,12 @@ def _endpoint(
     return Endpoint(network.name, address, mac_for(address), ifname, veth_name(container_id, network), aliases)
 
 
-def _plug(namespace: Namespace, network: Network, endpoint: Endpoint, default_route: bool) -> None:
+def _plug(namespace: int, network: Network, endpoint: Endpoint, default_route: bool) -> None:
     import ipaddress
 
-    from engine.runtime import netlink
+    from engine.runtime import rtnl
 
-    netlink.plug(
+    rtnl.plug(
         namespace,
         bridge=network.bridge,
         host_name=endpoint.veth,
@@ -189,7 +190,6 @@ def connect(
     networks: Networks, container_id: str, pid: int, network_name: str, aliases: list[str], ip: str | None
 ) -> None:
     """Give a running container (PID 1 `pid`) one more interface, on another network."""
-    from engine.runtime import netlink
 
     with networks.store.locked() as state:
         reconcile(state)
@@ -205,16 +205,16 @@ def connect(
         used = {e.ifname for e in attachment.endpoints}
         ifname = next(f"eth{n}" for n in range(len(used) + 1) if f"eth{n}" not in used)
         endpoint = _endpoint(state, network, container_id, ip, aliases, ifname)
-        namespace = netlink.open_namespace(pid)
+        namespace = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _plug(namespace, network, endpoint, default_route=False)
         finally:
-            namespace.close()
+            os.close(namespace)
         attachment.endpoints.append(endpoint)
         refresh_hosts(state, {e.network for e in attachment.endpoints})
 
 
-def disconnect(networks: Networks, container_id: str, pid: int, network_name: str) -> None:
+def disconnect(networks: Networks, container_id: str, network_name: str) -> None:
     from engine.runtime import nat, netlink
 
     with networks.store.locked() as state:
@@ -227,13 +227,8 @@ def disconnect(networks: Networks, container_id: str, pid: int, network_name: st
         if endpoint is attachment.endpoints[0] and attachment.ports:
             nat.remove_forwards(forwards(attachment))
             attachment.ports = []
-        namespace = netlink.open_namespace(pid)
-        try:
-            netlink.unplug(namespace, endpoint.ifname)
-        finally:
-            namespace.close()
         if link_present(endpoint.veth):
-            netlink.delete_link(endpoint.veth)
+            netlink.delete_link(endpoint.veth)  # and with it its peer in the container
         attachment.endpoints.remove(endpoint)
         refresh_hosts(state, {network.name, *(e.network for e in attachment.endpoints)})
         names.rewrite(attachment.hosts_file, hosts_for(state, attachment))

@@ -321,23 +321,37 @@ print(time.perf_counter() - started)
 """
 
 
-def bench_throughput(work: Path, mib: int) -> list[str]:
-    """Host -> container through a published port, and straight to the container's address."""
+def _send(label: str, mib: int, host: str, port: str) -> str:
+    sent = subprocess.run([sys.executable, "-c", SEND, str(mib), host, port], capture_output=True, text=True)
+    seconds = float(sent.stdout)
+    return f"{label:<36} {mib / seconds:8.0f} MiB/s   ({mib} MiB in {seconds:.2f} s)"
+
+
+def bench_throughput(work: Path, mib: int, with_docker: bool) -> list[str]:
+    """Host -> container through a published port, straight to the container's address, and
+    through docker's published port (its userland proxy on loopback)."""
     env = {**os.environ, "BERTH_ROOT": str(work / "berth")}
     berth = [sys.executable, "-m", "engine"]
     lines = []
-    for label, publish in (("published port 127.0.0.1:15001", True), ("container address", False)):
+    for label, publish in (("berth, published port 127.0.0.1", True), ("berth, container address", False)):
         argv = [*berth, "run", "-d", *(["-p", "15001:5001"] if publish else []), IMAGE, "nc", "-l", "-p", "5001"]
         box = subprocess.run(argv, env=env, capture_output=True, text=True, check=True).stdout.strip()
         try:
             inspect = subprocess.run([*berth, "network", "inspect", "bridge"], env=env, capture_output=True, text=True)
             address = json.loads(inspect.stdout)[0]["Containers"][box]["IPv4Address"].split("/")[0]
-            host, port = ("127.0.0.1", "15001") if publish else (address, "5001")
-            sent = subprocess.run([sys.executable, "-c", SEND, str(mib), host, port], capture_output=True, text=True)
-            seconds = float(sent.stdout)
-            lines.append(f"{label:<36} {mib / seconds:8.0f} MiB/s   ({mib} MiB in {seconds:.2f} s)")
+            lines.append(_send(label, mib, *(("127.0.0.1", "15001") if publish else (address, "5001"))))
         finally:
             subprocess.run([*berth, "rm", "-f", box], env=env, capture_output=True)
+    tar = work / "rootfs.tar"  # written by bench_start for docker
+    if with_docker and shutil.which("dockerd") and tar.exists():
+        dockerd = Dockerd(work / "docker-throughput")
+        try:
+            subprocess.run(dockerd.cli("import", str(tar), "berth-bench:latest"), check=True, capture_output=True)
+            run = dockerd.cli("run", "-d", "-p", "15002:5001", "berth-bench:latest", "nc", "-l", "-p", "5001")
+            subprocess.run(run, check=True, capture_output=True)
+            lines.append(_send("docker, published port 127.0.0.1", mib, "127.0.0.1", "15002"))
+        finally:
+            dockerd.stop()
     return lines
 
 
@@ -364,7 +378,7 @@ def main() -> None:
                 print(line)
             if args.throughput:
                 print(f"\nthroughput host -> container, {args.throughput} MiB through python's sendall")
-                for line in bench_throughput(work, args.throughput):
+                for line in bench_throughput(work, args.throughput, not args.no_docker):
                     print(line)
             if not args.no_pull:
                 print(f"\npull + first run, {args.rounds} rounds, loopback berth registry (ratio: to berth)")
