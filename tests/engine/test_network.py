@@ -388,3 +388,43 @@ def test_kill_9_of_the_supervisor_is_cleaned_up_by_the_next_command(net: Berth, 
     assert until(lambda: veths(netns) == [])
     assert state(net)["attachments"] == {}
     ok(net("rm", "-f", box))
+
+
+def test_concurrent_runs_get_distinct_addresses(net: Berth) -> None:
+    ok(net("network", "create", "--subnet", "10.66.0.0/24", "crowd"))
+    starts = [net.popen("run", "-d", "--network", "crowd", IMAGE, "sleep", "1000") for _ in range(6)]
+    boxes = []
+    for process in starts:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        boxes.append(out.strip())
+    try:
+        members = json.loads(ok(net("network", "inspect", "crowd")))[0]["Containers"]
+        addresses = [members[box]["IPv4Address"] for box in boxes]
+        assert len(set(addresses)) == 6
+        taken = net("run", "--rm", "--network", "crowd", "--ip", addresses[0].split("/")[0], IMAGE, "true")
+        assert taken.returncode == 125 and "already in use" in taken.stderr
+    finally:
+        ok(net("rm", "-f", *boxes))
+        net("network", "rm", "crowd")
+
+
+def test_stop_releases_and_a_reboot_is_reconciled(net: Berth, netns: NetNS, www: Path) -> None:
+    box = serve(net, www, "-p", "18500:80")
+    ok(net("stop", "-t", "1", box))
+    assert "18500" not in nat_elements(netns) and veths(netns) == []
+    assert state(net)["attachments"] == {}
+    ok(net("rm", box))
+    # a "reboot": the supervisor and the container die at once, and the kernel forgets the bridge and NAT table
+    box = serve(net, www, "-p", "18500:80")
+    supervisor = json.loads((net.root / "containers" / box / "state.json").read_text())["supervisor_pid"]
+    os.kill(supervisor, signal.SIGKILL)
+    assert until(lambda: not Path(f"/proc/{supervisor}").exists())
+    netns.run("nft", "delete", "table", "ip", "berth", check=True)
+    netns.run("ip", "link", "delete", "berth0", check=True)
+    again = serve(net, www, "-p", "18500:80")  # reconciles, rebuilds the bridge and the table, reuses the port
+    try:
+        assert fetch(netns, "http://127.0.0.1:18500/") == "hello from the container\n"
+        assert list(state(net)["attachments"]) == [again]
+    finally:
+        ok(net("rm", "-f", box, again))
