@@ -15,7 +15,6 @@ import ssl
 import threading
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -97,6 +96,8 @@ def retry_after(response: Response | None, attempt: int) -> float:
         try:
             return min(max(float(header), 0.0), 60.0)
         except ValueError:
+            from email.utils import parsedate_to_datetime  # here: the email package costs ~10 ms to import
+
             try:
                 return min(max(parsedate_to_datetime(header).timestamp() - time.time(), 0.0), 60.0)
             except (TypeError, ValueError):

@@ -59,6 +59,7 @@ def test_pull_of_a_missing_registry_stays_off_requests(tmp_path: Path) -> None:
     done, modules = imported(["-m", "engine", "pull", "-q", "127.0.0.1:9/nothing/here:v1"], env)
     assert done.returncode == 5, done.stderr[-2000:]
     assert not heavy(modules), sorted(heavy(modules))
+    assert not {"http.client", "email.parser", "concurrent.futures"} & modules, "client/http.py keeps these off"
 
 
 def test_run_start_path_stays_light(berth: Berth) -> None:
