@@ -34,9 +34,18 @@ from registry.upstream_cli import COMMANDS as UPSTREAM_COMMANDS
 )
 @click.option("--auth-service", help="The service name in token challenges (default berth, env BERTH_AUTH_SERVICE).")
 @click.option(
-    "--trust-proxy/--no-trust-proxy",
+    "--trust-proxy",
+    is_flag=False,
+    flag_value="on",
     default=None,
-    help="Build the token realm from X-Forwarded-Proto/Host (env BERTH_TRUST_PROXY).",
+    metavar="[ADDRESS,...]",
+    help="Believe X-Forwarded-For/Proto/Host from these proxies (addresses or networks; "
+    "bare: loopback only; env BERTH_TRUST_PROXY).",
+)
+@click.option(
+    "--refresh-tokens/--no-refresh-tokens",
+    default=None,
+    help="Answer offline token requests with 30-day refresh tokens (default off, env BERTH_REFRESH_TOKENS).",
 )
 @click.option("--webhook-urls", metavar="URL,...", help="Deliver events to these URLs (env BERTH_WEBHOOK_URLS).")
 @click.option("--webhook-secret", help="HMAC-SHA256 key for X-Berth-Signature (env BERTH_WEBHOOK_SECRET).")
@@ -136,10 +145,8 @@ def serve(settings: Settings) -> None:
         http=functools.partial(  # type: ignore[arg-type]
             GuardedHttpToolsProtocol, max_connections=settings.max_connections, header_timeout=timeout
         ),
-        # Forwarded headers are believed only when configured (they name the token realm
-        # and the client address that login throttling counts).
-        proxy_headers=settings.trust_proxy,
-        forwarded_allow_ips="*" if settings.trust_proxy else None,
+        # Forwarded headers are read by registry/auth/proxies.py, only from the trusted proxies.
+        proxy_headers=False,
         loop="uvloop",
     )
 

@@ -67,6 +67,7 @@ SETTING_FLAGS = {
     "tls_self_signed",
     "auth_service",
     "trust_proxy",
+    "refresh_tokens",
     "gc_interval",
     "gc_grace",
     "gc_untagged",

@@ -33,7 +33,8 @@ class Settings:
     s3_endpoint: str = ""
     s3_redirect: bool = False
     auth_service: str = "berth"
-    trust_proxy: bool = False
+    trust_proxy: str = ""  # proxies whose forwarded headers are believed: addresses and networks, comma-separated
+    refresh_tokens: bool = False
     tls_cert: str = ""
     tls_key: str = ""
     tls_self_signed: str = ""
@@ -89,7 +90,7 @@ class Settings:
 
 MIN_UPLOAD_SESSION = timedelta(hours=1)
 KEYS = {f.name for f in fields(Settings)}
-BOOLEANS = {"s3_redirect", "trust_proxy", "gc_untagged", "ui"}
+BOOLEANS = {"s3_redirect", "gc_untagged", "ui", "refresh_tokens"}
 DURATION = re.compile(r"(\d+)([smhdw])")
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -124,6 +125,10 @@ def _coerce(name: str, value: Any) -> Any:
         return Path(value).expanduser()
     if name in ("workers", "max_connections"):
         return int(value)
+    if name == "trust_proxy":
+        from registry.auth.proxies import parse_trusted
+
+        return parse_trusted(str(value).lower() if isinstance(value, bool) else str(value))
     if name in BOOLEANS:
         return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes", "on")
     return str(value)

@@ -201,8 +201,16 @@ class Registry:
     @cached_property
     def authenticator(self) -> Authenticator:
         from registry.api.auth import Authenticator
+        from registry.auth.logins import Logins
+        from registry.auth.proxies import TrustedProxies
 
-        return Authenticator(self.accounts, self.authority, trust_proxy=self.settings.trust_proxy)
+        return Authenticator(
+            self.accounts,
+            self.authority,
+            Logins(self.accounts, self.authority, self.executor),
+            TrustedProxies.parse(self.settings.trust_proxy),
+            refresh_tokens=self.settings.refresh_tokens,
+        )
 
     @cached_property
     def web_interface(self) -> UI:

@@ -8,27 +8,23 @@ what the `anonymous` principal was granted.
 from __future__ import annotations
 
 import base64
-import hashlib
+import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from threading import Lock
 
 from starlette.requests import Request
 
 from registry.api.base import call
 from registry.auth.access import ANONYMOUS, Access, Grants
-from registry.auth.passwords import verify_password
+from registry.auth.logins import Logins
+from registry.auth.proxies import TrustedProxies
 from registry.auth.tokens import Claims, InvalidToken, TokenAuthority
-from registry.errors import Denied, TooManyRequests, Unauthorized
+from registry.errors import Denied, Unauthorized
 from registry.metadata.accounts import Accounts
 
 OPEN_CHECK_SECONDS = 2.0
-PASSWORD_CACHE_SECONDS = 60.0
-MAX_FAILURES = 5
-FAILURE_WINDOW = timedelta(minutes=1)
+FORWARDED_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 
 
 @dataclass
@@ -49,11 +45,10 @@ class Principal:
 class Authenticator:
     accounts: Accounts
     authority: TokenAuthority
-    trust_proxy: bool = False
+    logins: Logins
+    proxies: TrustedProxies = field(default_factory=TrustedProxies)
+    refresh_tokens: bool = False
     _open_until: float = 0.0
-    # (name, password hash, sha256 of hash and password) of a recent successful login -> when to check it again
-    _passwords: OrderedDict[tuple[str, str, str], float] = field(default_factory=OrderedDict)
-    _lock: Lock = field(default_factory=Lock)
 
     # -- the registry is open while it has no accounts (re-checked every few seconds)
 
@@ -71,62 +66,44 @@ class Authenticator:
 
     # -- credentials
 
-    def check_password(self, name: str, password: str, address: str) -> bool:
-        """Verify a login, throttled per account and source address.
+    def client_address(self, request: Request) -> str:
+        """The client's address: the peer's, or the one a trusted proxy forwarded."""
+        peer = request.client.host if request.client else "unknown"
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return self.proxies.client(peer, forwarded or None)
 
-        The account is always read, so a removed account or a changed password takes
-        effect at once; only the slow bcrypt check is remembered for a minute.
-        """
-        failures = self.accounts.failures(name, address, FAILURE_WINDOW)
-        if failures >= MAX_FAILURES:
-            raise TooManyRequests("too many failed logins; try again in a minute")
-        account = self.accounts.get(name)
-        hashed = account.password_hash if account else None
-        # A digest, not the password: nothing that could log in is kept in memory.
-        key = (name, hashed or "", hashlib.sha256(f"{hashed}\0{password}".encode()).hexdigest())
-        expires = self._passwords.get(key)
-        ok = (expires is not None and expires > time.monotonic()) or verify_password(password, hashed)
-        if ok and account and account.expires_at and account.expires_at < datetime.now(UTC):
-            ok = False
-        if not ok:
-            self.accounts.record_failure(name, address, FAILURE_WINDOW)
-            return False
-        if failures:
-            self.accounts.clear_failures(name, address)
-        with self._lock:
-            self._passwords[key] = time.monotonic() + PASSWORD_CACHE_SECONDS
-            while len(self._passwords) > 1024:
-                self._passwords.popitem(last=False)
-        return True
+    async def login(self, request: Request, name: str, password: str, challenge: bool = True) -> None:
+        """Check a password (throttled); Unauthorized (with a challenge, except from /token) when wrong."""
+        if not await self.logins.check(name, password, self.client_address(request)):
+            headers = self.challenge(request, None) if challenge else None
+            raise Unauthorized("invalid username or password", headers=headers)
 
     def grants(self, principal: str) -> Grants:
         return Grants((g.pattern, g.actions) for g in self.accounts.grants(principal))
 
-    def identify(self, request: Request) -> Principal:
-        """Who sent this request (raises Unauthorized for bad credentials)."""
-        header = request.headers.get("authorization", "")
-        scheme, _, value = header.partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer":
+    def identify(self, request: Request, login: str | None) -> Principal:
+        """Who sent this request: the account of a checked Basic login, a bearer token's subject,
+        or anonymous (raises Unauthorized for a bad token)."""
+        if login is not None:
+            return Principal(login)
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
             try:
                 claims = self.authority.verify(value.strip())
             except InvalidToken as exc:
                 raise Unauthorized(f"invalid token: {exc}", headers=self.challenge(request, None)) from None
             return Principal(claims.subject or ANONYMOUS, claims=claims)
-        if scheme == "basic":
-            name, password = decode_basic(value)
-            if not self.check_password(name, password, client_address(request)):
-                raise Unauthorized("invalid username or password", headers=self.challenge(request, None))
-            return Principal(name)
         return Principal(ANONYMOUS)
 
     # -- the challenge docker and friends follow
 
     def realm(self, request: Request) -> str:
         scheme, host = request.url.scheme, request.headers.get("host", request.url.netloc)
-        if self.trust_proxy:
-            scheme = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
-            host = request.headers.get("x-forwarded-host", host).split(",")[0].strip()
+        if request.client and self.proxies.trusts(request.client.host):
+            proto = request.headers.get("x-forwarded-proto", scheme).split(",")[0].strip().lower()
+            forwarded_host = request.headers.get("x-forwarded-host", host).split(",")[0].strip()
+            scheme = proto if proto in ("http", "https") else scheme
+            host = forwarded_host if FORWARDED_HOST.fullmatch(forwarded_host) else host
         return f"{scheme}://{host}/token"
 
     def challenge(self, request: Request, access: Access | None, error: str | None = None) -> dict[str, str]:
@@ -146,20 +123,18 @@ def decode_basic(value: str) -> tuple[str, str]:
     return name, password
 
 
-def client_address(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
 def _wanted(repository: str, action: str) -> Access:
     """The scope a client should ask for; a push also needs pull (docker asks for both)."""
     actions = {"pull", "push"} if action == "push" else {action}
     return Access("repository", repository, frozenset(actions))
 
 
-def _authorize(auth: Authenticator, request: Request, repository: str | None, action: str) -> Principal:
+def _authorize(
+    auth: Authenticator, request: Request, repository: str | None, action: str, login: str | None
+) -> Principal:
     if auth.is_open():
         return Principal(ANONYMOUS, open_registry=True)
-    principal = auth.identify(request)
+    principal = auth.identify(request, login)
     if repository is None:
         if principal.anonymous and principal.claims is None and action != "catalog":
             raise Unauthorized(headers=auth.challenge(request, None))
@@ -196,7 +171,11 @@ async def _require(request: Request, repository: str | None, action: str) -> Pri
         claims = auth.authority.cached(header[7:].strip())
         if claims is not None and claims.allows(repository, action):
             return Principal(claims.subject or ANONYMOUS, claims=claims)
-    return await call(request, _authorize, auth, request, repository, action)
+    login = None
+    if header[:6].lower() == "basic " and not await call(request, auth.is_open):
+        login, password = decode_basic(header[6:])
+        await auth.login(request, login, password)
+    return await call(request, _authorize, auth, request, repository, action, login)
 
 
 def can_pull(request: Request, principal: Principal) -> Callable[[str], bool]:

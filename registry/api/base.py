@@ -98,7 +98,7 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
 
 def _who(request: Request) -> tuple[str, str, str | None]:
     actor = request.scope.get("berth.user") or "anonymous"
-    address = request.client.host if request.client else "unknown"
+    address = request.app.state.auth.client_address(request)  # a trusted proxy's client, or the peer
     return actor, address, request.scope.get("berth.request_id")
 
 

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.api.auth import Authenticator, client_address, decode_basic
+from registry.api.auth import Authenticator, decode_basic
 from registry.api.base import call
 from registry.auth.access import ACTIONS, ANONYMOUS, Access, Grants, parse_scopes
 from registry.auth.tokens import InvalidToken
@@ -26,12 +26,6 @@ def _grants(auth: Authenticator, principal: str) -> Grants:
     return auth.grants(principal)
 
 
-def _login(auth: Authenticator, name: str, password: str, address: str) -> str:
-    if not auth.check_password(name, password, address):
-        raise Unauthorized("invalid username or password")
-    return name
-
-
 def _issue(auth: Authenticator, principal: str, scopes: list[str], offline: bool) -> dict[str, object]:
     wanted: list[Access] = parse_scopes(scopes)
     granted = _grants(auth, principal).grant(wanted)
@@ -42,24 +36,23 @@ def _issue(auth: Authenticator, principal: str, scopes: list[str], offline: bool
         "expires_in": lifetime,
         "issued_at": datetime.now(UTC).isoformat(),
     }
-    if offline and principal != ANONYMOUS:
-        body["refresh_token"] = auth.authority.issue(principal, [], refresh=True)[0]
+    if offline and auth.refresh_tokens and principal != ANONYMOUS:
+        body["refresh_token"] = auth.logins.refresh_token(principal)
     return body
 
 
 def _refresh(auth: Authenticator, refresh_token: str) -> str:
+    if not auth.refresh_tokens:
+        raise Unauthorized("this registry issues no refresh tokens; log in with a password")
     try:
         claims = auth.authority.verify(refresh_token, refresh=True)
     except InvalidToken as exc:
         raise Unauthorized(f"invalid refresh token: {exc}") from None
-    if auth.accounts.get(claims.subject) is None:
-        raise Unauthorized("the account of this refresh token no longer exists")
-    return claims.subject
+    return auth.logins.refreshed(claims)
 
 
 async def token(request: Request) -> Response:
     auth: Authenticator = request.app.state.auth
-    address = client_address(request)
     if request.method == "POST":
         # The OAuth2 form is urlencoded; parse_qs avoids a multipart dependency.
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
@@ -68,11 +61,12 @@ async def token(request: Request) -> Response:
         service, offline = fields.get("service"), fields.get("access_type") == "offline"
         grant_type = fields.get("grant_type")
         if grant_type == "password":
-            principal = await call(
-                request, _login, auth, fields.get("username", ""), fields.get("password", ""), address
-            )
+            principal = fields.get("username", "")
+            await auth.login(request, principal, fields.get("password", ""), challenge=False)
         elif grant_type == "refresh_token":
             principal = await call(request, _refresh, auth, fields.get("refresh_token", ""))
+            # A refresh renews access, never itself: the refresh token keeps its own expiry.
+            offline = False
         else:
             raise TokenRequestInvalid(f"unsupported grant_type {grant_type!r}")
     else:
@@ -82,8 +76,8 @@ async def token(request: Request) -> Response:
         principal = ANONYMOUS
         header = request.headers.get("authorization", "")
         if header[:6].lower() == "basic ":
-            name, password = decode_basic(header[6:])
-            principal = await call(request, _login, auth, name, password, address)
+            principal, password = decode_basic(header[6:])
+            await auth.login(request, principal, password, challenge=False)
     if service and service != auth.authority.service:
         raise TokenRequestInvalid(f"this server issues tokens for service {auth.authority.service!r}, not {service!r}")
     body = await call(request, _issue, auth, principal, scopes, offline)

@@ -9,6 +9,7 @@ from fnmatch import fnmatchcase
 
 ACTIONS = frozenset({"pull", "push", "delete"})
 ANONYMOUS = "anonymous"
+# What an account may be called: logins under any other name are refused without a lookup.
 ACCOUNT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,254}")
 
 

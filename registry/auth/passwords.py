@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import time
+from functools import cache
 
 import bcrypt
 
 ROUNDS = 11
 MAX_BYTES = 72
-# Checked when an account does not exist, so the answer takes as long as a real check.
-_DUMMY = bcrypt.hashpw(b"berth-no-such-account", bcrypt.gensalt(ROUNDS))
 
 
 class PasswordTooLong(ValueError):
@@ -25,16 +26,37 @@ def hash_password(password: str) -> str:
     return bcrypt.hashpw(data, bcrypt.gensalt(ROUNDS)).decode()
 
 
-def verify_password(password: str, hashed: str | None) -> bool:
-    """`hashed=None` (no such account) still costs one bcrypt check, so timing tells nothing."""
-    data = password.encode()
-    if hashed is None or not data or len(data) > MAX_BYTES:
-        bcrypt.checkpw(b"berth", _DUMMY)
+def plausible(password: str) -> bool:
+    """Whether `password` could be any account's (bcrypt reads at most 72 bytes; none is empty)."""
+    return 0 < len(password.encode()) <= MAX_BYTES
+
+
+def verify_password(password: str, hashed: str) -> bool:
+    if not plausible(password):
         return False
     try:
-        return bcrypt.checkpw(data, hashed.encode())
+        return bcrypt.checkpw(password.encode(), hashed.encode())
     except ValueError:
         return False
+
+
+@cache
+def _sample_hash() -> bytes:
+    return bcrypt.hashpw(b"berth-sample", bcrypt.gensalt(ROUNDS))
+
+
+def time_one_check() -> float:
+    """Seconds one password check takes here, measured on a throwaway hash."""
+    sample = _sample_hash()
+    started = time.perf_counter()
+    bcrypt.checkpw(b"berth-sample-wrong", sample)
+    return time.perf_counter() - started
+
+
+def fingerprint(password_hash: str) -> str:
+    """A digest of a stored hash that tells whether it changed and nothing about the password
+    (the bcrypt salt stays secret)."""
+    return hashlib.sha256(password_hash.encode()).hexdigest()[:32]
 
 
 def is_bcrypt(hashed: str) -> bool:

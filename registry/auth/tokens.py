@@ -39,6 +39,9 @@ class Claims:
     access: tuple[Access, ...]
     expires: float
     refresh: bool
+    # A refresh token's digest of the account's password hash when it was issued: a changed
+    # password (or an account removed and made again) no longer matches.
+    fingerprint: str = ""
 
     def allows(self, repository: str, action: str) -> bool:
         return any(a.type == "repository" and a.name == repository and action in a.actions for a in self.access)
@@ -60,7 +63,9 @@ class TokenAuthority:
         self._verified: OrderedDict[str, Claims] = OrderedDict()
         self._lock = Lock()
 
-    def issue(self, subject: str, access: list[Access], refresh: bool = False) -> tuple[str, int]:
+    def issue(
+        self, subject: str, access: list[Access], refresh: bool = False, fingerprint: str = ""
+    ) -> tuple[str, int]:
         now = int(time.time())
         lifetime = REFRESH_SECONDS if refresh else ACCESS_SECONDS
         claims: dict[str, Any] = {
@@ -75,6 +80,7 @@ class TokenAuthority:
         }
         if refresh:
             claims["typ"] = "refresh"
+            claims["pwd"] = fingerprint
         return jwt.encode(claims, self.private_key, algorithm=ALGORITHM, headers={"kid": self.kid}), lifetime
 
     def cached(self, token: str) -> Claims | None:
@@ -105,7 +111,7 @@ class TokenAuthority:
             for item in payload.get("access") or ()
             if isinstance(item, dict)
         )
-        claims = Claims(str(payload["sub"]), access, float(payload["exp"]), refresh)
+        claims = Claims(str(payload["sub"]), access, float(payload["exp"]), refresh, str(payload.get("pwd") or ""))
         if not refresh:
             with self._lock:
                 self._verified[token] = claims

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, overload
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, case, delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from registry.metadata.db import WRITE, insert_for
 from registry.metadata.models import Account, Grant, LoginFailure, SigningKey
+
+PRUNE_BATCH = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,39 +163,75 @@ class Accounts:
             return conn.execute(select(SigningKey.private_pem).where(SigningKey.kid == kid)).scalar_one()
 
     # throttling ------------------------------------------------------------------
+    # Keys are (principal, address); the count of a key whose window began before `since` is 0.
 
-    def failures(self, principal: str, address: str, window: timedelta) -> int:
-        """Failed logins in the current window."""
+    def failures(self, keys: Sequence[tuple[str, str]], since: datetime) -> dict[tuple[str, str], int]:
+        """Attempts counted against each key in the current window (one indexed read)."""
         with self.engine.connect() as conn:
-            row = conn.execute(
-                select(LoginFailure.failures, LoginFailure.window_start).where(
-                    LoginFailure.principal == principal, LoginFailure.address == address
+            rows = conn.execute(
+                select(LoginFailure.principal, LoginFailure.address, LoginFailure.failures).where(
+                    tuple_(LoginFailure.principal, LoginFailure.address).in_(list(keys)),
+                    LoginFailure.window_start >= since,
                 )
-            ).first()
-        if row is None or _aware(row.window_start) + window < datetime.now(UTC):
-            return 0
-        return row.failures
+            ).all()
+        return {(r.principal, r.address): r.failures for r in rows}
 
-    def record_failure(self, principal: str, address: str, window: timedelta) -> None:
-        now = datetime.now(UTC)
-        where = (LoginFailure.principal == principal, LoginFailure.address == address)
+    def reserve_attempt(self, limits: Sequence[tuple[str, str, int]], now: datetime, since: datetime) -> bool:
+        """Count one attempt against every (principal, address, limit) key in one transaction;
+        if any key would pass its limit, count nothing and return False.
+
+        Callers give their keys in one order (an account's before its address's), so
+        concurrent reservations on PostgreSQL wait on each other's rows without deadlocking; on
+        SQLite the transaction holds the write lock. Expired rows of other addresses are pruned
+        here (skipping rows other transactions hold), so the table never outgrows one window.
+        """
+        address = limits[0][1]
+        with self.engine.connect().execution_options(**WRITE) as conn:
+            with conn.begin() as transaction:
+                expired = (
+                    select(LoginFailure.principal, LoginFailure.address)
+                    .where(LoginFailure.window_start < since, LoginFailure.address != address)
+                    .limit(PRUNE_BATCH)
+                    .with_for_update(skip_locked=True)
+                )
+                conn.execute(
+                    delete(LoginFailure).where(tuple_(LoginFailure.principal, LoginFailure.address).in_(expired))
+                )
+                stale = LoginFailure.window_start < since
+                dialect_insert = insert_for(conn)
+                for principal, key_address, limit in limits:
+                    count = conn.execute(
+                        dialect_insert(LoginFailure)
+                        .values(principal=principal, address=key_address, failures=1, window_start=now)
+                        .on_conflict_do_update(
+                            index_elements=["principal", "address"],
+                            set_={
+                                "failures": case((stale, 1), else_=LoginFailure.failures + 1),
+                                "window_start": case((stale, now), else_=LoginFailure.window_start),
+                            },
+                        )
+                        .returning(LoginFailure.failures)
+                    ).scalar_one()
+                    if count > limit:
+                        transaction.rollback()
+                        return False
+        return True
+
+    def refund_attempt(self, account_key: tuple[str, str], address_key: tuple[str, str]) -> None:
+        """After a successful login: forget the account's failures from this address, and take
+        back the one attempt reserved against the address."""
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            conn.execute(
+                delete(LoginFailure).where(
+                    LoginFailure.principal == account_key[0], LoginFailure.address == account_key[1]
+                )
+            )
             conn.execute(
                 update(LoginFailure)
-                .where(*where, LoginFailure.window_start < now - window)
-                .values(failures=0, window_start=now)
-            )
-            dialect_insert = insert_for(conn)
-            conn.execute(
-                dialect_insert(LoginFailure)
-                .values(principal=principal, address=address, failures=1, window_start=now)
-                .on_conflict_do_update(
-                    index_elements=["principal", "address"], set_={"failures": LoginFailure.failures + 1}
+                .where(
+                    LoginFailure.principal == address_key[0],
+                    LoginFailure.address == address_key[1],
+                    LoginFailure.failures > 0,
                 )
-            )
-
-    def clear_failures(self, principal: str, address: str) -> None:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            conn.execute(
-                delete(LoginFailure).where(LoginFailure.principal == principal, LoginFailure.address == address)
+                .values(failures=LoginFailure.failures - 1)
             )

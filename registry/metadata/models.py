@@ -173,13 +173,15 @@ class SigningKey(Base):
 
 
 class LoginFailure(Base):
-    """Failed logins per principal and source address, for throttling across replicas."""
+    """Login attempts per key (an account name and an address, or `*` and an address) in a window
+    that starts with the first, for throttling across replicas."""
 
     __tablename__ = "login_failure"
     principal: Mapped[str] = mapped_column(String(255), primary_key=True)
     address: Mapped[str] = mapped_column(String(64), primary_key=True)
     failures: Mapped[int] = mapped_column(Integer, nullable=False)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Indexed: expired rows are pruned as new failures arrive.
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
 
 
 class Lease(Base):

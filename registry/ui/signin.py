@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from registry.api.auth import Authenticator, client_address
+from registry.api.auth import Authenticator
 from registry.api.base import call
 from registry.errors import TooManyRequests
 from registry.ui.pages import FormRefused, form, problem, render, safe_next, ui, viewer
@@ -51,10 +51,8 @@ async def signin_form(request: Request) -> Response:
     return _signin_page(request)
 
 
-def _check(auth: Authenticator, name: str, password: str, address: str) -> str | None:
-    """The password hash of a person's account when the password is right; None otherwise."""
-    if not auth.check_password(name, password, address):
-        return None
+def _person(auth: Authenticator, name: str) -> str | None:
+    """The password hash of a person's account; None for a robot or no account."""
     account = auth.accounts.get(name)
     if account is None or account.kind != "user":
         return None
@@ -75,9 +73,10 @@ async def signin(request: Request) -> Response:
     if await call(request, auth.is_open):
         return problem(request, 409, "This registry has no accounts yet: everyone may use it without signing in.")
     try:
-        hashed = await call(request, _check, auth, name, password, client_address(request))
+        right = await auth.logins.check(name, password, auth.client_address(request))
     except TooManyRequests as exc:
         return _signin_page(request, 429, exc.message.capitalize() + ".", name)
+    hashed = await call(request, _person, auth, name) if right else None
     if hashed is None:
         # Robot tokens are refused with the same words: they are for docker login, not people.
         return _signin_page(request, 401, "Wrong account name or password (robot tokens cannot sign in).", name)

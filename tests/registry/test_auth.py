@@ -170,39 +170,6 @@ def test_mount_needs_pull_on_the_source(closed: RegistryProcess) -> None:
     assert stolen.status_code == 400 and error_code(stolen) == "MANIFEST_BLOB_UNKNOWN"
 
 
-def test_refresh_token_flow(closed: RegistryProcess) -> None:
-    response = requests.post(
-        f"{closed.url}/token",
-        data={
-            "grant_type": "password",
-            "username": "alice",
-            "password": PASSWORDS["alice"],
-            "service": "berth",
-            "scope": "repository:team/app:pull",
-            "access_type": "offline",
-            "client_id": "docker",
-        },
-    )
-    assert response.status_code == 200, response.text
-    refresh = response.json()["refresh_token"]
-    again = requests.post(
-        f"{closed.url}/token",
-        data={
-            "grant_type": "refresh_token",
-            "refresh_token": refresh,
-            "service": "berth",
-            "scope": "repository:team/app:pull,push",
-            "client_id": "docker",
-        },
-    )
-    assert again.status_code == 200
-    claims = jwt.decode(again.json()["access_token"], options={"verify_signature": False})
-    assert claims["access"][0]["actions"] == ["pull", "push"]
-    assert bearer(refresh).get(f"{closed.url}/v2/team/app/tags/list").status_code == 401
-    offline = token_for(closed.url, "alice", "repository:team/app:pull", offline_token="true")
-    assert "refresh_token" in offline
-
-
 def _server_key(closed: RegistryProcess) -> object:
     with sqlite3.connect(closed.data_dir / "registry.db") as conn:
         pem = conn.execute("select private_pem from signing_key").fetchone()[0]
