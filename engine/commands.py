@@ -42,12 +42,14 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
     from client.errors import ClientError
     from engine.runtime.cgroups import CgroupUnavailable
     from engine.runtime.init import StartError
+    from engine.runtime.seccomp import FilterError
     from engine.service.containers import ContainerNotFound, ContainerStateError, NameInUse
     from engine.service.images import ImageNotFound, PlatformMismatch
     from engine.service.lifecycle import HostUnsupported
     from engine.service.names import BadName
     from engine.service.networks import NetworkError, NetworkNotFound
     from engine.service.ports import PortError
+    from engine.service.seccomp import ProfileError
     from engine.service.specs import UsageError
     from engine.service.unpack import DigestMismatch, UnsafeLayer
 
@@ -61,6 +63,8 @@ def _describe(exc: Exception) -> tuple[int, str] | None:
         | PlatformMismatch
         | UsageError
         | HostUnsupported
+        | ProfileError
+        | FilterError
         | NameInUse
         | CgroupUnavailable
         | UnsafeLayer
@@ -125,6 +129,12 @@ def _stores() -> tuple[Any, Any]:
 @click.option("--init", is_flag=True, help="Run a small init as PID 1 that reaps zombies and forwards signals.")
 @click.option("-i", "--interactive", is_flag=True, help="Give the container this terminal's stdin.")
 @click.option("-t", "--tty", is_flag=True, help="Share this terminal with the container (stdin must be one).")
+@click.option(
+    "--security-opt",
+    multiple=True,
+    metavar="seccomp=unconfined|FILE",
+    help="No seccomp filter, or one from a profile in docker's JSON format (default: docker's profile).",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No pull progress.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -180,6 +190,7 @@ def run(
         read_only=kw["read_only"],
         init=kw["init"],
         auto_remove=kw["auto_remove"],
+        security_opt=list(kw["security_opt"]),
     )
     container = lifecycle.create(images, containers, resolved, options, name)
     if detach:

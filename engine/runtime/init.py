@@ -30,6 +30,7 @@ from typing import NoReturn, Protocol
 
 from engine.runtime import netns, rootfs
 from engine.runtime import syscalls as sc
+from engine.runtime.seccomp import install as install_filter
 
 DEFAULT_CAPABILITIES = frozenset(
     sc.CAPABILITIES[name]
@@ -208,6 +209,7 @@ def container_main(
     joined_fd: int,
     error_fd: int,
     netns_fd: int = -1,
+    seccomp: bytes | None = None,
 ) -> NoReturn:
     """Everything between fork and exec for the container's PID 1. Never returns."""
     try:
@@ -232,6 +234,8 @@ def container_main(
         except OSError as exc:
             raise StartError(SETUP_FAILED, f"cannot enter working directory {spec.cwd}: {exc.strerror}") from None
         path = find_executable(spec.args[0], env["PATH"])
+        if seccomp:  # last: the setup above makes calls the filter forbids (mount, unshare, ...)
+            install_filter(seccomp)
         if spec.init:
             run_init(path, spec.args, env, error_fd)
         sc.set_parent_death_signal(signal.SIGKILL)

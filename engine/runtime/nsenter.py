@@ -26,6 +26,7 @@ from engine.runtime.init import (
     reset_signals,
     resolve_user,
 )
+from engine.runtime.seccomp import install as install_filter
 from engine.runtime.supervisor import exit_code, read_all, relay_signals, start_error
 
 _ORDER = (
@@ -47,6 +48,7 @@ def exec_in(
     cwd: str,
     hostname: str,
     interactive: bool = False,
+    seccomp: bytes | None = None,
 ) -> int:
     """Run `args` beside PID 1 `pid`, wait for it, and return its exit code (raises StartError).
 
@@ -85,6 +87,8 @@ def exec_in(
             os.chdir(cwd)
             path = find_executable(args[0], environ["PATH"])
             sc.set_parent_death_signal(signal.SIGKILL)
+            if seccomp:
+                install_filter(seccomp)
             execute(path, args, environ)
         except StartError as exc:
             report(write_end, exc.code, exc.message)

@@ -43,12 +43,14 @@ def spawn(
     cgroup: cgroups.Cgroup,
     stdio: Stdio | None,
     netns_fd: int = -1,
+    seccomp: bytes | None = None,
 ) -> int:
     """Fork PID 1 into new namespaces and return its pid once it has exec'd the command.
 
     `directory` receives the root filesystem's mount point and overlay directories;
     `etc_files` maps names under /etc to host files bound over them; `netns_fd`, when given,
-    is a network namespace already wired for the container, which PID 1 enters.
+    is a network namespace already wired for the container, which PID 1 enters; `seccomp` is
+    the BPF program PID 1 installs just before exec (None: no filter).
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     joined_read, joined_write = os.pipe2(os.O_CLOEXEC)
@@ -79,6 +81,7 @@ def spawn(
             joined_fd=joined_read,
             error_fd=write_end,
             netns_fd=netns_fd,
+            seccomp=seccomp,
         )
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     os.close(own_pid_ns)

@@ -34,6 +34,8 @@ MS_STRICTATIME = 1 << 24
 MNT_DETACH = 2
 
 PR_SET_PDEATHSIG = 1
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_CAP_AMBIENT = 47
@@ -196,6 +198,17 @@ def set_no_new_privs() -> None:
 
 def set_parent_death_signal(sig: int) -> None:
     prctl(PR_SET_PDEATHSIG, sig)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Install a classic BPF seccomp program (an array of 8-byte `struct sock_filter`)."""
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.addressof(buffer))
+    prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
 
 
 _BPF_PROG_LOAD = 5

@@ -78,6 +78,8 @@ class Spec:
     extra_hosts: list[list[str]] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)
 
+    seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
+
     @property
     def bridged(self) -> bool:
         """On a bridge network (the default `bridge` or a user network), not `none` or `host`."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.runtime import cgroups, process
+from engine.service import seccomp
 from engine.service.containers import Container, ContainerStateError, ContainerStore, Status, remove_tree
 from engine.service.images import Image, ImageNotFound, ImageStore, ensure_layers, prune_layers
 from engine.service.paths import Paths
@@ -60,8 +61,10 @@ def create(
     That is the short id, or on the host network the host's own name.
     """
     spec = build_spec(image, options)
+    program = seccomp.program(images.paths, spec.seccomp)
     ensure_layers(images, image)
     container = containers.create(spec, name)
+    seccomp.save(container.directory, program)
     if not spec.hostname:
         spec.hostname = os.uname().nodename if spec.network == "host" else container.id[:12]
         container.save()
@@ -157,9 +160,9 @@ def start(
         if container.spec.bridged:
             joined = join_network(container)
         netns_fd = joined.namespace_fd if joined else -1
-        pid = supervisor.spawn(
-            container.spec, layers, container.directory, etc_files(container), cgroup, stdio, netns_fd
-        )
+        files = etc_files(container)
+        program = seccomp.load(container.directory)
+        pid = supervisor.spawn(container.spec, layers, container.directory, files, cgroup, stdio, netns_fd, program)
     except BaseException as exc:
         code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
         container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
@@ -278,6 +281,7 @@ def exec_in(
         cwd=workdir or spec.cwd,
         hostname=spec.hostname,
         interactive=interactive,
+        seccomp=seccomp.load(container.directory),
     )
 
 
@@ -366,6 +370,7 @@ def inspect(container: Container) -> dict[str, Any]:
             "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
             "AutoRemove": spec.auto_remove,
             "Init": spec.init,
+            "SecurityOpt": [f"seccomp={spec.seccomp}"] if spec.seccomp else None,
         },
         "Mounts": [{"Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts],
         "NetworkSettings": _network_settings(container),

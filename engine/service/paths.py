@@ -5,6 +5,7 @@
   temporary file (or directory) + rename, no lock.
 - `containers/<id>/`: `service/containers.py`; `state.json` by temporary file + rename,
   names claimed under `containers/.names.lock`.
+- `seccomp/default.bpf`: `service/seccomp.py`, temporary file + rename, no lock.
 
 docs/architecture.md has the full table.
 

@@ -104,6 +104,7 @@ class RunOptions:
     read_only: bool = False
     init: bool = False
     auto_remove: bool = False
+    security_opt: list[str] = field(default_factory=list)
 
 
 def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +182,20 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         init=options.init,
         limits=limits,
         auto_remove=options.auto_remove,
+        seccomp=parse_security_opts(options.security_opt),
     )
+
+
+def parse_security_opts(options: list[str]) -> str:
+    """`seccomp=unconfined|FILE`, the one security option berth has: "" (the default profile),
+    "unconfined", or the profile file's absolute path. The last one given wins."""
+    choice = ""
+    for text in options:
+        key, eq, value = text.partition("=")
+        if key != "seccomp" or not eq or not value:
+            raise UsageError(f"invalid --security-opt {text!r}: berth supports seccomp=unconfined or seccomp=FILE")
+        choice = value if value == "unconfined" else os.path.abspath(value)
+    return choice
 
 
 def parse_signal(text: str) -> int:

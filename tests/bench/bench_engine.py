@@ -12,6 +12,9 @@ into an empty store against `docker pull` + `docker run`.
 The whole benchmark runs in a network namespace of its own (made at start), so berth's bridge and
 NAT rules never touch the machine's network. `--throughput MIB` sends MIB through a published
 port and straight to the container's address, host side to a busybox `nc -l` in the container.
+The seccomp filter's share shows twice: `berth run` beside the same run with
+`seccomp=unconfined`, and the in-process cost of compiling docker's default profile (first
+run on a machine) and of reading the cached program (every run).
 
 dockerd is started here, private to the run (its own data root, exec root and socket;
 its bridge and iptables rules inside the benchmark's network namespace); crun and podman
@@ -189,6 +192,8 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
     runtimes.append(berth_run)
     bridged = [sys.executable, "-m", "engine", "run", "--rm", "--network", "bridge", IMAGE, "true"]
     runtimes.append(Runtime("berth run --rm --network bridge", bridged, env))
+    unconfined = [*berth[:5], "--security-opt", "seccomp=unconfined", *berth[5:]]
+    runtimes.append(Runtime("berth run --rm, seccomp=unconfined", unconfined, env))
     script = Path(sys.executable).parent / "berth"
     if script.exists():
         runtimes.append(Runtime("berth run --rm (console script)", [str(script), *berth[3:]], env))
@@ -257,6 +262,24 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
     if not shutil.which("crun"):
         lines.insert(1, f"{'crun run':<36} not installed")
     return lines
+
+
+def bench_seccomp(work: Path, n: int) -> list[str]:
+    """What the default seccomp profile costs `berth run` in-process: compiled once, then read back."""
+    from engine.service import seccomp
+
+    def timed(root: Path) -> float:
+        start = time.perf_counter()
+        seccomp.program(Paths(root), "")
+        return (time.perf_counter() - start) * 1000
+
+    cold = [timed(work / f"seccomp-cold-{i}") for i in range(3)]
+    warm = [timed(work / "seccomp-cold-0") for _ in range(n)]
+    return [
+        f"{'seccomp: compile default (first run)':<36} median {statistics.median(cold):7.1f} ms   "
+        f"first {cold[0]:.1f} (imports pyseccomp)",
+        f"{'seccomp: cached program (each run)':<36} median {statistics.median(warm):7.2f} ms",
+    ]
 
 
 def bench_pull(work: Path, rounds: int, with_docker: bool) -> list[str]:
@@ -375,6 +398,8 @@ def main() -> None:
         try:
             print(f"start-to-exit of `true`, {args.n} runs each, {os.cpu_count()} cores")
             for line in bench_start(args.n, work, not args.no_docker, not args.no_podman):
+                print(line)
+            for line in bench_seccomp(work, args.n):
                 print(line)
             if args.throughput:
                 print(f"\nthroughput host -> container, {args.throughput} MiB through python's sendall")

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,16 @@ def berth_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     root = tmp_path_factory.mktemp("berth-root")
     standard_image(root)
     yield root
+    remove_containers(root)
+
+
+@contextmanager
+def private_berth(root: Path) -> Iterator[Berth]:
+    """A Berth on its own empty root (skipping where containers cannot run); its containers go afterwards."""
+    reason = root_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    yield Berth(root)
     remove_containers(root)
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import Berth, remove_containers, root_skip_reason
+from tests.engine.conftest import Berth, private_berth
 from tests.engine.images import TarBuilder, busybox_base, write_image
 
 pytestmark = pytest.mark.root
@@ -24,12 +24,8 @@ pytestmark = pytest.mark.root
 
 @pytest.fixture(scope="module")
 def berth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Berth]:
-    reason = root_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    tool = Berth(tmp_path_factory.mktemp("berth-binds"))
-    yield tool
-    remove_containers(tool.root)
+    with private_berth(tmp_path_factory.mktemp("berth-binds")) as tool:
+        yield tool
 
 
 def hostile(berth: Berth, name: str, links: dict[str, str]) -> str:
