@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import stat
-import tarfile
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +58,12 @@ def in_namespace(layers: list[Path], directory: Path, action: Callable[[str], No
             sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
             action(mount_rootfs(layers, directory))
         except BaseException as exc:
-            message = str(exc) if isinstance(exc, (OSError, StepError, ValueError)) else traceback.format_exc()
+            if isinstance(exc, (OSError, StepError, ValueError)):
+                message = str(exc)
+            else:
+                import traceback
+
+                message = traceback.format_exc()
             os.write(write_end, message.encode()[-8000:])
             code = STEP_FAILED
         os._exit(code)
@@ -173,6 +176,8 @@ def _copy_tree(root: str, top: str, target: str, spec: CopySpec, owner: tuple[in
 
 
 def _is_archive(path: str) -> bool:
+    import tarfile
+
     try:
         return tarfile.is_tarfile(path)
     except OSError:
@@ -183,22 +188,25 @@ def copy(rootfs: str, spec: CopySpec, source_root: str | None) -> None:
     """Do one COPY/ADD inside the mounted rootfs (see `CopySpec`)."""
     owner = resolve_chown(rootfs, spec.chown) if spec.chown else (0, 0)
     links: dict = {}
+    # Directories COPY creates belong to --chown's owner too, as in docker's builder.
     if spec.dest_is_dir:
-        make_dirs(rootfs, spec.dest)
+        make_dirs(rootfs, spec.dest, owner)
     else:
-        make_dirs(rootfs, os.path.dirname(spec.dest) or "/")
+        make_dirs(rootfs, os.path.dirname(spec.dest) or "/", owner)
     for root, path in spec.sources:
         base = source_root if root == "" else root
         assert base is not None
         source = secure_join(base, path)
         st = os.lstat(source)
         if spec.extract and stat.S_ISREG(st.st_mode) and _is_archive(source):
+            import tarfile
+
             dest = make_dirs(rootfs, spec.dest)
             with tarfile.open(source) as archive:
                 archive.extractall(dest, filter="tar")
             continue
         if stat.S_ISDIR(st.st_mode):
-            dest = make_dirs(rootfs, spec.dest)
+            dest = make_dirs(rootfs, spec.dest, owner)
             _copy_tree(base, source, dest, spec, owner, links)
             continue
         target = secure_join(rootfs, spec.dest)

@@ -141,7 +141,7 @@ def _info(name: str, path: str | None, st: os.stat_result, epoch: int | None) ->
         info.type = tarfile.CHRTYPE if stat.S_ISCHR(st.st_mode) else tarfile.BLKTYPE
         info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
     else:
-        raise ValueError(f"cannot put {path} (a socket?) in a layer")
+        raise ValueError(f"cannot put {path} in a layer: unknown file type")
     for key in os.listxattr(path, follow_symlinks=False) if not stat.S_ISLNK(st.st_mode) else ():
         if key.startswith(KEPT_XATTRS):
             value = os.getxattr(path, key, follow_symlinks=False)
@@ -155,6 +155,8 @@ def write_tar(upper: Path, fileobj: Any, epoch: int | None) -> None:
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.copybufsize = 1 << 20
         for name, path, st in _walk(upper):
+            if stat.S_ISSOCK(st.st_mode):
+                continue  # as tar and docker do: a socket is not content
             info = _info(name, path, st, epoch)
             if info.isreg() and path is not None and not is_whiteout(st) and info.size and st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)

@@ -36,7 +36,7 @@ ARG VERSION=1.0
 LABEL org.example.version=$VERSION maintainer="someone"
 WORKDIR /srv/app
 COPY files/ ./
-COPY --chown=1000:1000 top.txt /srv/owned.txt
+COPY --chown=1000:1000 top.txt /srv/new/dir/owned.txt
 RUN rm /etc/deleteme && rm -rf /data && mkdir /data && echo new > /data/new \\
     && ln -s ../srv/app/a.txt /data/link && ln /srv/app/a.txt /data/hard \\
     && cp /bin/busybox /srv/suid && chmod 4755 /srv/suid && chown 1000:1000 /data/new

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import socket
 import stat
 import tarfile
 from pathlib import Path
@@ -32,6 +33,8 @@ def make_upper(root: Path, mtime: int) -> Path:
     os.chmod(tool, 0o4755)
     os.link(tool, upper / "bin" / "alias")
     (upper / "bin" / "link").symlink_to("tool")
+    with socket.socket(socket.AF_UNIX) as sock:  # left by a RUN step's daemon: not content, skipped
+        sock.bind(str(upper / "bin" / "sock"))
     os.setxattr(tool, "user.note", b"kept")
     for path in [*upper.rglob("*"), upper]:
         os.utime(path, (mtime, mtime), follow_symlinks=False)
