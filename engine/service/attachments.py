@@ -26,11 +26,9 @@ from engine.service.networks import (
     Networks,
     State,
     allocate,
-    hosts_for,
     link_present,
     mac_for,
     plumb,
-    refresh_hosts,
     veth_name,
 )
 
@@ -65,6 +63,32 @@ class Joined:
         if self.namespace_fd >= 0:
             os.close(self.namespace_fd)
             self.namespace_fd = -1
+
+
+def peers(state: State, attachment: Attachment) -> list[tuple[str, list[str]]]:
+    """(address, names) of every container on the user networks `attachment` is on, itself included."""
+    joined = {e.network for e in attachment.endpoints if state.networks.get(e.network, None) is not None}
+    out = []
+    for network in sorted(joined):
+        if not state.networks[network].user_defined:
+            continue
+        for _, other, endpoint in state.endpoints(network):
+            out.append((endpoint.ip, list(dict.fromkeys([other.name, *endpoint.aliases]))))
+    return out
+
+
+def hosts_for(state: State, attachment: Attachment) -> str:
+    own = [e.ip for e in attachment.endpoints[:1]]
+    extra = [(n, a) for n, a in attachment.extra_hosts]
+    return names.hosts_text(attachment.hostname, own, extra, peers(state, attachment))
+
+
+def refresh_hosts(state: State, networks: set[str]) -> None:
+    """Rewrite /etc/hosts of every container on these networks (the user-defined ones: only they list peers)."""
+    networks = {n for n in networks if n in state.networks and state.networks[n].user_defined}
+    for attachment in state.attachments.values():
+        if any(e.network in networks for e in attachment.endpoints):
+            names.rewrite(attachment.hosts_file, hosts_for(state, attachment))
 
 
 def forwards(attachment: Attachment) -> list[Forward]:

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.service import names
 from engine.service.ports import Binding
 
 DEFAULT = "bridge"
@@ -154,32 +153,49 @@ class Store:
     def read(self) -> State:
         try:
             with open(self.path) as f:
-                doc = json.load(f)
+                return self.parse(f.read())
         except FileNotFoundError:
             return State()
-        return State(
-            {n: Network(**d) for n, d in doc.get("networks", {}).items()},
-            {c: Attachment.from_json(d) for c, d in doc.get("attachments", {}).items()},
-        )
 
-    def write(self, state: State) -> None:
+    def parse(self, text: str) -> State:
+        """The state in `text`; a file that is not ours (corrupt, edited by hand) is a clear error."""
+        try:
+            doc = json.loads(text)
+            return State(
+                {n: Network(**d) for n, d in doc.get("networks", {}).items()},
+                {c: Attachment.from_json(d) for c, d in doc.get("attachments", {}).items()},
+            )
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise NetworkError(
+                f"the network state {self.path} is corrupt ({exc}): move it away to start afresh"
+            ) from None
+
+    @staticmethod
+    def dump(state: State) -> str:
         doc = {
             "networks": {n: asdict(v) for n, v in state.networks.items()},
             "attachments": {c: asdict(a) for c, a in state.attachments.items()},
         }
+        return json.dumps(doc, indent=1)
+
+    def write(self, text: str) -> None:
         tmp = self.root / f".state.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
+            f.write(text)
         os.replace(tmp, self.path)
 
     @contextmanager
     def locked(self) -> Iterator[State]:
+        """The state under the lock; written back (atomically) if the caller changed it and raised nothing."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self.read()
+            before = self.dump(state)
             yield state
-            self.write(state)
+            after = self.dump(state)
+            if after != before:
+                self.write(after)
 
 
 def free_subnet(state: State, pool: list[str] = DEFAULT_POOL) -> ipaddress.IPv4Network:
@@ -242,31 +258,6 @@ def allocate(state: State, network: Network, wanted: str | None) -> str:
         if str(address) not in used:
             return str(address)
     raise NetworkError(f"no free address left on network {network.name} ({net})")
-
-
-def peers(state: State, attachment: Attachment) -> list[tuple[str, list[str]]]:
-    """(address, names) of every container on the user networks `attachment` is on, itself included."""
-    joined = {e.network for e in attachment.endpoints if state.networks.get(e.network, None) is not None}
-    out = []
-    for network in sorted(joined):
-        if not state.networks[network].user_defined:
-            continue
-        for _, other, endpoint in state.endpoints(network):
-            out.append((endpoint.ip, list(dict.fromkeys([other.name, *endpoint.aliases]))))
-    return out
-
-
-def hosts_for(state: State, attachment: Attachment) -> str:
-    own = [e.ip for e in attachment.endpoints[:1]]
-    extra = [(n, a) for n, a in attachment.extra_hosts]
-    return names.hosts_text(attachment.hostname, own, extra, peers(state, attachment))
-
-
-def refresh_hosts(state: State, networks: set[str]) -> None:
-    """Rewrite /etc/hosts of every container on these user networks."""
-    for attachment in state.attachments.values():
-        if any(e.network in networks for e in attachment.endpoints):
-            names.rewrite(attachment.hosts_file, hosts_for(state, attachment))
 
 
 def veth_name(container_id: str, network: Network) -> str:

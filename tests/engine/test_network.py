@@ -428,3 +428,17 @@ def test_stop_releases_and_a_reboot_is_reconciled(net: Berth, netns: NetNS, www:
         assert list(state(net)["attachments"]) == [again]
     finally:
         ok(net("rm", "-f", box, again))
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json", '{"networks": {"x": {"name": "x"}}}', '{"networks": [1, 2]}', '{"attachments": {"c": {"ports": 5}}}'],
+)
+def test_a_corrupt_state_file_is_a_clear_error_and_stays_as_it_is(netns: NetNS, tmp_path: Path, content: str) -> None:
+    berth = Berth(tmp_path, netns)
+    (tmp_path / "networks").mkdir()
+    (tmp_path / "networks" / "state.json").write_text(content)
+    for args in (("network", "ls"), ("network", "create", "x"), ("ps",)):
+        result = berth(*args)
+        assert result.returncode == 125 and "network state" in result.stderr and "corrupt" in result.stderr, result
+    assert (tmp_path / "networks" / "state.json").read_text() == content
