@@ -153,3 +153,16 @@ def test_concurrent_pulls_of_one_image_agree(distribution, tmp_path: Path) -> No
     shared = Layout.open(tmp_path / "shared" / "images")
     _, manifest = shared.image(str(parse_reference(ref)))
     assert all(digest_bytes(shared.read_blob(layer.digest)) == layer.digest for layer in manifest.layers)
+
+
+def test_discard_drops_only_the_entries_picked_and_gc_then_collects(tmp_path: Path) -> None:
+    layout = Layout.open(tmp_path / "store", create=True)
+    kept = Descriptor("application/vnd.example+json", layout.write_blob(b'{"kept": 1}'), 11)
+    dropped_blob = layout.write_blob(b'{"dropped": 1}')
+    dropped = Descriptor("application/vnd.example+json", dropped_blob, 14, "application/x-cache")
+    layout.add(kept, "example.com/kept:1")
+    layout.add(dropped, None)
+    assert layout.discard(lambda d: d.artifact_type == "application/x-cache") == 1
+    assert layout.discard(lambda d: d.artifact_type == "application/x-cache") == 0
+    assert [e.name for e in layout.entries()] == ["example.com/kept:1"]
+    assert layout.gc() == [dropped_blob] and layout.has_blob(kept.digest)
