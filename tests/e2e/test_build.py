@@ -197,6 +197,13 @@ def test_push_to_our_registry_then_docker_pulls_and_runs(
     assert docker("run", "--rm", "--network=none", ref).stdout.endswith("built\n")
     docker("rmi", ref)
 
+    # Another store, without the base: FROM pulls the pushed image with the client.
+    fresh = Berth(tmp_path / "fresh", tmp_path / "docker-config")
+    child = make_context(tmp_path / "child", f"FROM {ref}\nRUN cat /opt/artifact > /again\n")
+    log = fresh("build", "-t", "child:1", child)
+    assert "child:1" in log
+    assert fresh("run", "--rm", "--network", "none", "child:1", "cat", "/again") == "built\n"
+
 
 def test_oci_output_is_read_by_skopeo_and_docker_loads_the_archive(berth: Berth, tmp_path: Path) -> None:
     context = make_context(tmp_path / "ctx", MULTI.format(base=BASE))
