@@ -44,11 +44,15 @@ def _epoch(build_args: dict[str, str]) -> int | None:
 @click.option("--build-arg", multiple=True, help="KEY=VALUE for an ARG (repeatable).")
 @click.option("--target", help="Build up to this stage.")
 @click.option("--no-cache", is_flag=True, help="Run every step, reuse nothing.")
-@click.option("--platform", help="Only linux/amd64 (the host's platform) is supported.")
+@click.option("--platform", help="Only this machine's platform (e.g. linux/amd64) is supported.")
 @click.option("--push", is_flag=True, help="Push every -t to its registry after building.")
 @click.option("--output", "-o", "output", help="Also write the image to oci:DIR or docker-archive:FILE.")
 @click.option(
-    "--network", type=click.Choice(["host", "none", "bridge", "default"]), default="default", show_default=True
+    "--network",
+    type=click.Choice(["host", "none", "bridge", "default"]),
+    default="default",
+    show_default=True,
+    help="The network of RUN steps (default: the bridge, as docker build's).",
 )
 @click.option("--label", multiple=True, help="KEY=VALUE added to the image's labels.")
 @click.option("--progress", type=click.Choice(["auto", "plain", "rich", "tty"]), default="auto", show_default=True)
