@@ -18,6 +18,7 @@ from registry.metadata.models import (
     RepositoryBlob,
     RetentionPolicy,
     Tag,
+    Upload,
 )
 
 
@@ -141,6 +142,19 @@ class Policies:
                     )
                 ).scalar_one()
             )
+
+    def pattern_pending(self, pattern: str, except_upload: str | None = None) -> int:
+        """Bytes that open upload sessions of the matching repositories hold (as of each
+        session's last request), other than `except_upload`'s."""
+        query = (
+            select(func.coalesce(func.sum(Upload.offset), 0))
+            .join(Repository, Repository.id == Upload.repository_id)
+            .where(Repository.name.like(glob_to_like(pattern), escape="\\"), Upload.closed.is_(False))
+        )
+        if except_upload is not None:
+            query = query.where(Upload.id != except_upload)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def pattern_holds(self, pattern: str, digest: str) -> bool:
         """Whether a repository matching `pattern` already has this blob (so it costs nothing)."""

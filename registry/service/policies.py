@@ -39,23 +39,29 @@ class PolicyService:
     def __init__(self, policies: Policies):
         self.policies = policies
 
-    def _limits(self, repository: str, digest: str | None) -> Iterator[tuple[str, int, int]]:
-        """(pattern, limit, bytes used) of every quota a new blob `digest` in `repository` counts against."""
+    def _limits(self, repository: str, digest: str | None, upload_id: str | None) -> Iterator[tuple[str, int, int]]:
+        """(pattern, limit, bytes used) of every quota a new blob `digest` in `repository`
+        counts against. Used bytes are the stored blobs plus what open upload sessions hold
+        (other than `upload_id`'s own), so parallel sessions cannot each fill the quota."""
         for pattern, limit in self.policies.quotas():
             if not matches(pattern, repository):
                 continue
             if digest is not None and self.policies.pattern_holds(pattern, digest):
                 continue
-            yield pattern, limit, self.policies.pattern_usage(pattern)
+            used = self.policies.pattern_usage(pattern) + self.policies.pattern_pending(pattern, upload_id)
+            yield pattern, limit, used
 
-    def allowance(self, repository: str, digest: str | None = None) -> int | None:
-        """How many new bytes `repository` may still take (None: no quota applies)."""
-        room = [limit - used for _, limit, used in self._limits(repository, digest)]
+    def allowance(self, repository: str, digest: str | None = None, upload_id: str | None = None) -> int | None:
+        """How many new bytes `repository` (or its session `upload_id`) may still take; None: no quota applies."""
+        room = [limit - used for _, limit, used in self._limits(repository, digest, upload_id)]
         return max(min(room), 0) if room else None
 
-    def check_quota(self, repository: str, incoming: int, digest: str | None = None) -> None:
-        """Refuse `incoming` new bytes (a blob `digest`, if known) beyond any matching quota."""
-        for pattern, limit, used in self._limits(repository, digest):
+    def check_quota(
+        self, repository: str, incoming: int, digest: str | None = None, upload_id: str | None = None
+    ) -> None:
+        """Refuse `incoming` new bytes (a blob `digest`, if known; for session `upload_id`, if
+        any) beyond any matching quota."""
+        for pattern, limit, used in self._limits(repository, digest, upload_id):
             if used + incoming > limit:
                 raise QuotaExceeded(
                     f"pushing {human(incoming)} to {repository} would exceed the quota of {pattern}: "

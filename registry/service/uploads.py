@@ -224,7 +224,7 @@ class UploadService:
         session = self._session(repository, upload_id)
         digest = _check_digest(digest) if digest else None
         if incoming:
-            self.policies.check_quota(repository, session.offset + incoming, digest)
+            self.policies.check_quota(repository, session.offset + incoming, digest, upload_id)
         if start is not None and start != session.offset:
             raise RangeInvalid(
                 f"chunk starts at {start}, the upload is at {session.offset}",
@@ -248,7 +248,7 @@ class UploadService:
             session.offset,
             hasher,
             renew=lambda: self.uploads.renew(upload_id, LEASE_SECONDS),
-            allowance=self.policies.allowance(repository, digest),
+            allowance=self.policies.allowance(repository, digest, upload_id),
             over_quota=self._over_quota,
         )
 
@@ -256,11 +256,11 @@ class UploadService:
         """A body went past the allowance seen at `open`: refuse it and end the session,
         deleting its bytes, unless space was freed meanwhile (then the new allowance)."""
         try:
-            self.policies.check_quota(writer.repository, size)
+            self.policies.check_quota(writer.repository, size, upload_id=writer.upload_id)
         except QuotaExceeded:
             self._end(writer)
             raise
-        return self.policies.allowance(writer.repository)
+        return self.policies.allowance(writer.repository, upload_id=writer.upload_id)
 
     def _end(self, writer: UploadWriter) -> None:
         """Cancel a session a request was writing: its id becomes unknown, its bytes go now."""
@@ -295,7 +295,7 @@ class UploadService:
             self._end(writer)
             raise DigestInvalid(detail={"digest": digest})
         try:
-            self.policies.check_quota(writer.repository, writer.offset, digest)
+            self.policies.check_quota(writer.repository, writer.offset, digest, writer.upload_id)
         except QuotaExceeded:
             self._end(writer)
             raise

@@ -76,3 +76,17 @@ def test_within_the_quota_a_chunked_upload_still_completes(registry: RegistryPro
     done = requests.put(f"{registry.url}{location}?digest={sha256(data)}")
     assert done.status_code == 201
     assert requests.get(f"{registry.url}/v2/capped/fits/blobs/{sha256(data)}").content == data
+
+
+def test_parallel_sessions_share_one_quota(registry: RegistryProcess) -> None:
+    berth("quota", "set", "pair/*", "1MiB", *registry.settings_flags())
+    uploads = f"{registry.url}/v2/pair/app/blobs/uploads/"
+    first, second = (requests.post(uploads).headers["Location"] for _ in range(2))
+    assert requests.patch(f"{registry.url}{first}", data=chunks(3, MIB // 4)).status_code == 202
+    refused = requests.patch(f"{registry.url}{second}", data=chunks(3, MIB // 4))
+    assert refused.status_code == 403 and error_code(refused) == "DENIED"
+    assert requests.delete(f"{registry.url}{first}").status_code == 204  # cancelling frees its bytes
+    third = requests.post(uploads).headers["Location"]
+    assert requests.patch(f"{registry.url}{third}", data=chunks(3, MIB // 4)).status_code == 202
+    assert requests.delete(f"{registry.url}{third}").status_code == 204
+    assert leftovers(registry) == []
