@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import socket
 import subprocess
 import sys
@@ -15,25 +16,40 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, RegistryProcess
+from tests.conftest import ROOT, RegistryProcess, free_port, wait_http
 from tests.registry.conftest import OCI_MANIFEST, Api, berth, error_code, sha256
 
 DRIVERLESS = "postgresql+psycopg://u@127.0.0.1:1/db"
 PAGE_ENDPOINTS = ("/v2/{name}/tags/list", "/v2/_catalog")
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+class Guarded:
     """A registry with short client timeouts and few connections, started with a low soft
     limit of open files (as many systems have): it must raise the limit itself."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+
+    def __init__(self, data_dir: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(data_dir),
+            "--workers", "1", "--log-level", "warning", "--client-timeout", "2s", "--max-connections", "64",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, preexec_fn=_low_file_limit)
+        wait_http(f"{self.url}/v2/", self.process, timeout=60)
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(30)
+
+
+def _low_file_limit() -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
-    try:
-        process = RegistryProcess(
-            tmp_path_factory.mktemp("guarded"), args=("--client-timeout", "2s", "--max-connections", "64")
-        )
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guarded]:
+    process = Guarded(tmp_path_factory.mktemp("guarded"))
     yield process
     process.stop()
 
@@ -104,14 +120,14 @@ def test_a_manifest_with_a_missing_blob_is_a_400(api: Api) -> None:
     assert response.status_code == 400 and error_code(response) == "MANIFEST_BLOB_UNKNOWN"
 
 
-def _request_head(server: RegistryProcess, method: str, path: str, length: int) -> bytes:
+def _request_head(server: Guarded, method: str, path: str, length: int) -> bytes:
     return (
         f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nContent-Length: {length}\r\n"
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
 
 
-def test_a_body_that_goes_quiet_is_timed_out(guarded: RegistryProcess) -> None:
+def test_a_body_that_goes_quiet_is_timed_out(guarded: Guarded) -> None:
     location = requests.post(f"{guarded.url}/v2/slow/app/blobs/uploads/").headers["Location"]
     with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
         sock.sendall(_request_head(guarded, "PATCH", location, 1 << 30) + b"abcd")
@@ -124,7 +140,7 @@ def test_a_body_that_goes_quiet_is_timed_out(guarded: RegistryProcess) -> None:
     assert status.status_code == 204 and status.headers["Range"] == "0-3"  # what arrived is kept
 
 
-def test_a_connection_that_never_sends_its_headers_is_closed(guarded: RegistryProcess) -> None:
+def test_a_connection_that_never_sends_its_headers_is_closed(guarded: Guarded) -> None:
     with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
         sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         sock.settimeout(20)
@@ -133,7 +149,7 @@ def test_a_connection_that_never_sends_its_headers_is_closed(guarded: RegistryPr
         assert time.monotonic() - started < 15
 
 
-def test_idle_connections_cannot_starve_healthz(guarded: RegistryProcess) -> None:
+def test_idle_connections_cannot_starve_healthz(guarded: Guarded) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))
     idle: list[socket.socket] = []
