@@ -6,12 +6,13 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.engine.conftest import Berth
-from tests.engine.images import IMAGE, TarBuilder, write_image
+from tests.engine.conftest import Berth, private_berth
+from tests.engine.images import IMAGE, TarBuilder, standard_image, write_image
 
 pytestmark = pytest.mark.root
 
@@ -159,7 +160,17 @@ def test_auto_remove_leaves_nothing(berth: Berth, berth_root: Path) -> None:
     wait_for(lambda: not (berth_root / "containers" / result.stdout.strip()).exists())
 
 
-def test_rmi_refuses_used_images_then_prunes(berth: Berth, berth_root: Path) -> None:
+@pytest.fixture
+def lone_berth(tmp_path: Path) -> Iterator[Berth]:
+    """A store of its own: rmi prunes every unpacked layer nothing references, other tests' leftovers
+    (layers of images a rebuild untagged, say) included, and this test counts what goes."""
+    with private_berth(tmp_path / "root") as berth:
+        standard_image(berth.root)
+        yield berth
+
+
+def test_rmi_refuses_used_images_then_prunes(lone_berth: Berth) -> None:
+    berth, berth_root = lone_berth, lone_berth.root
     name = "127.0.0.1:5000/test/rmi-me:1"
     write_image(
         berth_root, name, [(TarBuilder().dir("bin").file("bin/marker", b"rmi").bytes(), "gzip")], {"Cmd": ["true"]}
