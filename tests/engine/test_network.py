@@ -442,3 +442,18 @@ def test_a_corrupt_state_file_is_a_clear_error_and_stays_as_it_is(netns: NetNS, 
         result = berth(*args)
         assert result.returncode == 125 and "network state" in result.stderr and "corrupt" in result.stderr, result
     assert (tmp_path / "networks" / "state.json").read_text() == content
+
+
+def test_a_port_published_on_one_host_address_answers_only_there(net: Berth, netns: NetNS, www: Path) -> None:
+    web = serve(net, www, "-p", "127.0.0.1:18600:80")
+    try:
+        assert ok(net("port", web)).strip() == "80/tcp -> 127.0.0.1:18600"
+        assert fetch(netns, "http://127.0.0.1:18600/") == "hello from the container\n"
+        assert fetch(netns, f"http://{HOST_ADDRESS}:18600/", timeout=0).startswith("failed")
+        other = serve(net, www, "-p", f"{HOST_ADDRESS}:18600:80")  # the same port on another address is free
+        try:
+            assert fetch(netns, f"http://{HOST_ADDRESS}:18600/") == "hello from the container\n"
+        finally:
+            ok(net("rm", "-f", other))
+    finally:
+        ok(net("rm", "-f", web))
