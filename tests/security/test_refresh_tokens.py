@@ -182,3 +182,31 @@ def test_docker_login_leaves_an_auth_file_podman_can_log_in_with(
     finally:
         docker("logout", server.host, check=False)
         server.stop()
+
+
+@pytest.mark.e2e
+def test_docker_refresh_token_stops_working_when_the_password_changes(
+    docker: Docker,  # noqa: F811
+    e2e_dir: Path,  # noqa: F811
+) -> None:
+    """With --refresh-tokens docker keeps an identity token instead of the password, and renews its
+    access with it, until the password changes."""
+    data = e2e_dir / "refresh-on"
+    admin(data, "user", "add", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+    admin(data, "grant", "alice", "team/*", "pull,push")
+    server = launch_registry(data, e2e_dir / "refresh-on.log", "--refresh-tokens")
+    missing = f"{server.host}/team/never-pushed:1"
+    try:
+        docker("login", "-u", "alice", "--password-stdin", server.host, stdin=PASSWORD.encode())
+        stored = json.loads((Path(docker.env["DOCKER_CONFIG"]) / "config.json").read_text())["auths"][server.host]
+        assert stored.get("identitytoken"), stored
+        # Authorized through the refresh token: the registry answers that the image is not there.
+        allowed = docker("pull", missing, check=False)
+        assert allowed.returncode != 0 and "not found" in (allowed.stdout + allowed.stderr).lower(), allowed
+        admin(data, "user", "passwd", "alice", "--password-stdin", stdin="alice-new-secret\n")
+        refused = docker("pull", missing, check=False)
+        output = (refused.stdout + refused.stderr).lower()
+        assert refused.returncode != 0 and "unauthorized" in output and "not found" not in output, refused
+    finally:
+        docker("logout", server.host, check=False)
+        server.stop()
