@@ -192,6 +192,8 @@ def run(
         auto_remove=kw["auto_remove"],
         security_opt=list(kw["security_opt"]),
     )
+    if kw["network"] == "host" and (kw["publish"] or kw["publish_all"]):
+        click.echo("WARNING: Published ports are discarded when using host network mode", err=True)
     container = lifecycle.create(images, containers, resolved, options, name)
     if detach:
         lifecycle.start_detached(images, container)
@@ -213,6 +215,8 @@ def run(
 @_handled
 def ps(show_all: bool, quiet: bool) -> None:
     """List containers."""
+    from engine.service.ports import describe as describe_ports
+
     _, containers = _stores()
     rows = containers.list(running_only=not show_all)
     published = _published()
@@ -224,7 +228,7 @@ def ps(show_all: bool, quiet: bool) -> None:
     click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PORTS", "NAMES"))
     for c in rows:
         image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
-        ports = ", ".join(b.describe() for b in published.get(c.id, []))
+        ports = describe_ports(published.get(c.id, []))
         command = _clip(f'"{" ".join(c.spec.args)}"', 24)
         click.echo(fmt.format(c.id[:12], _clip(image, 32), command, c.describe_status(), ports, c.name))
 

@@ -41,16 +41,34 @@ class Binding:
     host_port: int
     container_port: int
 
-    def describe(self) -> str:
-        """Docker's `ps` form: 0.0.0.0:8080->80/tcp."""
-        return f"{self.host_ip or '0.0.0.0'}:{self.host_port}->{self.container_port}/{self.proto}"
-
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
+def describe(bindings: list[Binding]) -> str:
+    """Docker's PORTS column: consecutive ports collapse into ranges (0.0.0.0:8000-8002->8000-8002/tcp)."""
+    runs: list[list[Binding]] = []
+    for b in sorted(bindings, key=lambda b: (b.proto, b.host_ip, b.container_port)):
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and (last.proto, last.host_ip) == (b.proto, b.host_ip)
+            and (last.host_port + 1, last.container_port + 1) == (b.host_port, b.container_port)
+        ):
+            runs[-1].append(b)
+        else:
+            runs.append([b])
+    out = []
+    for run in runs:
+        first, last = run[0], run[-1]
+        host = f"{first.host_port}-{last.host_port}" if len(run) > 1 else str(first.host_port)
+        inside = f"{first.container_port}-{last.container_port}" if len(run) > 1 else str(first.container_port)
+        out.append(f"{first.host_ip or '0.0.0.0'}:{host}->{inside}/{first.proto}")
+    return ", ".join(out)
+
+
 def _port(text: str, what: str, original: str) -> int:
-    if not text.isdigit() or len(text) > 5 or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or len(text) > 5 or not 1 <= int(text) <= 65535:
         raise PortError(f"invalid {what} port {text!r} in {original!r}: expected 1-65535")
     return int(text)
 

@@ -255,6 +255,7 @@ def test_port_ranges(net: Berth, netns: NetNS, www: Path) -> None:
     web = serve(net, www, "-p", "18100-18101:80-81")
     try:
         assert ok(net("port", web)).splitlines() == ["80/tcp -> 0.0.0.0:18100", "81/tcp -> 0.0.0.0:18101"]
+        assert "0.0.0.0:18100-18101->80-81/tcp" in ok(net("ps"))
         assert fetch(netns, "http://127.0.0.1:18100/") == "hello from the container\n"
     finally:
         ok(net("rm", "-f", web))
@@ -457,3 +458,10 @@ def test_a_port_published_on_one_host_address_answers_only_there(net: Berth, net
             ok(net("rm", "-f", other))
     finally:
         ok(net("rm", "-f", web))
+
+
+def test_published_ports_are_discarded_on_the_host_network_with_docker_s_warning(net: Berth, netns: NetNS) -> None:
+    result = net("run", "--rm", "--network", "host", "-p", "18700:80", IMAGE, "true")
+    assert result.returncode == 0, result.stderr
+    assert "WARNING: Published ports are discarded when using host network mode" in result.stderr
+    assert "18700" not in nat_elements(netns)
