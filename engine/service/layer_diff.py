@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
 import tarfile
 import tempfile
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +50,13 @@ class LayerBlob:
 
 
 class _Sink:
-    """A file object tarfile writes to: hashes the tar, compresses it, hashes and stores the result."""
+    """A file object tarfile writes to: hashes the tar, and has a second thread compress, hash and store it.
+
+    The tar is gathered into 1 MiB batches; hashing, zlib and zstd release the GIL on buffers that
+    size, so reading files plus the diff_id and compressing plus the digest run side by side.
+    """
+
+    BATCH = 1 << 20
 
     def __init__(self, out: Any, compression: str) -> None:
         self.out = out
@@ -61,6 +69,11 @@ class _Sink:
             import zstandard
 
             self.compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        self.pending = bytearray()
+        self.queue: queue.Queue[bytes | None] = queue.Queue(maxsize=8)
+        self.failure: BaseException | None = None
+        self.worker = threading.Thread(target=self._compress, daemon=True)
+        self.worker.start()
 
     def _emit(self, data: bytes) -> None:
         if data:
@@ -68,13 +81,35 @@ class _Sink:
             self.out.write(data)
             self.size += len(data)
 
+    def _compress(self) -> None:
+        try:
+            while (batch := self.queue.get()) is not None:
+                self._emit(self.compressor.compress(batch))
+            self._emit(self.compressor.flush())
+        except BaseException as exc:
+            self.failure = exc
+            while self.queue.get() is not None:  # let the writer finish; close() raises
+                pass
+
     def write(self, data: bytes) -> int:
-        self.diff.update(data)
-        self._emit(self.compressor.compress(data))
+        self.pending += data
+        if len(self.pending) >= self.BATCH:
+            self._send()
         return len(data)
 
+    def _send(self) -> None:
+        batch = bytes(self.pending)
+        self.pending.clear()
+        self.diff.update(batch)
+        self.queue.put(batch)
+
     def close(self) -> None:
-        self._emit(self.compressor.flush())
+        if self.pending:
+            self._send()
+        self.queue.put(None)
+        self.worker.join()
+        if self.failure is not None:
+            raise self.failure
 
     def tell(self) -> int:
         return 0
@@ -182,8 +217,10 @@ def write_layer(upper: Path, layout: Layout, compression: str = "gzip", epoch: i
     try:
         with open(fd, "wb", buffering=1 << 20) as out:
             sink = _Sink(out, compression)
-            write_tar(upper, sink, epoch)
-            sink.close()
+            try:
+                write_tar(upper, sink, epoch)
+            finally:
+                sink.close()  # also stops the compressing thread when the tar failed
             out.flush()
             os.fsync(out.fileno())
         digest = "sha256:" + sink.blob.hexdigest()

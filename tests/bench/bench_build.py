@@ -165,12 +165,14 @@ def main() -> None:
                 for tool in names:
                     results.setdefault(f"{tool} cold", []).append(tools.build(tool, ctx, cached=False))
                     results.setdefault(f"{tool} cached", []).append(tools.build(tool, ctx, cached=True))
+                results.setdefault("python start", []).append(timed(sys.executable, "-c", "pass"))
             medians = {k: statistics.median(v) for k, v in results.items()}
             print(f"5-step Dockerfile, median of {args.rounds} rounds (ratio to docker build):")
             for kind in ("cached", "cold"):
                 for tool in names:
                     value = medians[f"{tool} {kind}"]
                     print(f"  {kind:>6} {tool:>7}: {value:6.2f} s  ({value / medians[f'docker {kind}']:4.2f}x docker)")
+            print(f"  (this interpreter starting and exiting alone: {medians['python start']:.2f} s)")
             bench_layer(work, args.layer_mb, args.rounds)
         finally:
             dockerd.terminate()
