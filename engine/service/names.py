@@ -22,7 +22,7 @@ class BadName(ValueError):
 
 
 def check_hostname(name: str, what: str) -> str:
-    if not _HOSTNAME.match(name):
+    if not _HOSTNAME.fullmatch(name):
         raise BadName(f"invalid {what} {name!r}: letters, digits, '.', '_' and '-' only")
     return name
 

@@ -114,7 +114,7 @@ class State:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise NetworkError(f"invalid network name {name[:64]!r}: [A-Za-z0-9][A-Za-z0-9_.-]*, at most 63 characters")
     return name
 
