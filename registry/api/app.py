@@ -14,9 +14,10 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from registry.api.connections import BodyTimeout
-from registry.api.errors import http_error, registry_error, storage_error
+from registry.api.errors import body_stopped, http_error, registry_error, storage_error
 from registry.api.observe import Metrics, Observe, configure_access_log
 from registry.api.routes import ROUTES
 from registry.config import Settings, parse_duration
@@ -59,7 +60,12 @@ def build_app(parts: Registry) -> Starlette:
             Middleware(Observe, metrics=metrics, access_log=settings.log_level in ("info", "debug")),
             Middleware(BodyTimeout, seconds=parse_duration(settings.client_timeout).total_seconds()),
         ],
-        exception_handlers={RegistryError: registry_error, HTTPException: http_error, OSError: storage_error},
+        exception_handlers={
+            RegistryError: registry_error,
+            HTTPException: http_error,
+            OSError: storage_error,
+            ClientDisconnect: body_stopped,
+        },
         lifespan=lifespan,
     )
     app.state.settings = settings

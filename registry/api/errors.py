@@ -27,6 +27,13 @@ async def registry_error(request: Request, exc: Exception) -> Response:
     return error_response(request, exc)
 
 
+async def body_stopped(request: Request, exc: Exception) -> Response:
+    """A body that stopped arriving (`BodyTimeout`) or a client that went away: 408, which
+    only a client still listening after a timeout will read."""
+    body = {"errors": [{"code": "UNKNOWN", "message": "the request body stopped arriving", "detail": None}]}
+    return Response(json.dumps(body).encode(), status_code=408, headers={"Content-Type": "application/json"})
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own 404/405 (unknown routes) as spec-shaped errors."""
     assert isinstance(exc, HTTPException)

@@ -140,6 +140,22 @@ def test_a_body_that_goes_quiet_is_timed_out(guarded: Guarded) -> None:
     assert status.status_code == 204 and status.headers["Range"] == "0-3"  # what arrived is kept
 
 
+@pytest.mark.parametrize(
+    ("method", "path"), [("PUT", "/v2/slow/app/manifests/v1"), ("POST", "/v2/slow/app/blobs/uploads/?digest=")]
+)
+def test_a_small_body_that_goes_quiet_is_a_408(guarded: Guarded, method: str, path: str) -> None:
+    if path.endswith("="):
+        path += sha256(b"x" * 1000)
+    with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
+        sock.sendall(_request_head(guarded, method, path, 1000) + b'{"schemaVersion":')
+        sock.settimeout(20)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+    assert b"stopped arriving" in answer
+
+
 def test_a_connection_that_never_sends_its_headers_is_closed(guarded: Guarded) -> None:
     with socket.create_connection(("127.0.0.1", guarded.port)) as sock:
         sock.sendall(b"GET /v2/ HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
