@@ -17,16 +17,18 @@ import hashlib
 import os
 import queue
 import stat
-import tarfile
 import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from client.layout import PARTIAL_DIR, Layout
 from registry.oci import mediatypes as mt
+
+if TYPE_CHECKING:
+    import tarfile
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
@@ -150,6 +152,8 @@ def _walk(upper: Path, rel: str = ""):  # type: ignore[no-untyped-def]
 
 
 def _info(name: str, path: str | None, st: os.stat_result, epoch: int | None) -> tarfile.TarInfo:
+    import tarfile  # here, not at the top: a cached build never writes a layer
+
     mtime = int(st.st_mtime)
     if epoch is not None and mtime > epoch:
         mtime = epoch
@@ -186,6 +190,8 @@ def _info(name: str, path: str | None, st: os.stat_result, epoch: int | None) ->
 
 def write_tar(upper: Path, fileobj: Any, epoch: int | None) -> None:
     """The upper directory as a tar stream with OCI whiteouts (see the module doc)."""
+    import tarfile
+
     links: dict[tuple[int, int], str] = {}
     with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
         tar.copybufsize = 1 << 20
