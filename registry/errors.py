@@ -33,10 +33,15 @@ class BlobUploadInvalid(RegistryError):
 
 
 class RangeInvalid(BlobUploadInvalid):
-    """A chunk that does not start where the upload ends (the spec's 416)."""
+    """A chunk that does not start where the upload ends (the spec's 416). `offset`, when
+    known, is where the upload ends: the HTTP layer tells the client as a `Range` header."""
 
     status = 416
     default_message = "requested range not satisfiable"
+
+    def __init__(self, message: str | None = None, offset: int | None = None):
+        super().__init__(message)
+        self.offset = offset
 
 
 class BlobUploadUnknown(RegistryError):

@@ -69,6 +69,11 @@ def count(value: str | None) -> int | None:
     return int(value) if value is not None and COUNT.fullmatch(value) else None
 
 
+def upload_range(offset: int) -> dict[str, str]:
+    """The bytes an upload holds, as the spec's (inclusive, unit-less) `Range` header."""
+    return {"Range": f"0-{max(offset - 1, 0)}"}
+
+
 def content_length(request: Request) -> int | None:
     return count(request.headers.get("content-length"))
 
@@ -78,7 +83,7 @@ async def stream_into(request: Request, writer: UploadWriter) -> None:
     next batch arrives, one thread writes the previous batch and another hashes it."""
     pending: asyncio.Future[Any] | None = None
     batch: list[bytes] = []
-    size, limit = 0, writer.storage.write_batch
+    size, limit = 0, writer.batch_size
     try:
         async for chunk in request.stream():
             batch.append(chunk)

@@ -9,8 +9,29 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from registry.api.auth import require
 from registry.api.base import call, event, read, repository, services
 from registry.api.upstream import fetch_blob
-from registry.errors import BlobUnknown
-from registry.service.blobs import check_digest, parse_range
+from registry.errors import BlobUnknown, RangeNotSatisfiable
+from registry.service.blobs import check_digest
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """A single `bytes=a-b` range as [start, end), or None for the whole blob."""
+    if not header:
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip() != "bytes" or "," in spec:
+        raise RangeNotSatisfiable(f"unsupported range {header!r}", headers={"Content-Range": f"bytes */{size}"})
+    first, _, last = spec.strip().partition("-")
+    try:
+        if first:
+            start = int(first)
+            end = min(int(last) + 1, size) if last else size
+        else:
+            start, end = max(size - int(last), 0), size
+    except ValueError:
+        raise RangeNotSatisfiable(f"invalid range {header!r}", headers={"Content-Range": f"bytes */{size}"}) from None
+    if start >= size or start >= end or start < 0:
+        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
+    return start, end
 
 
 async def get_blob(request: Request) -> Response:

@@ -9,7 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from registry.errors import RegistryError
+from registry.api.base import upload_range
+from registry.errors import RangeInvalid, RegistryError
 
 LOG = logging.getLogger("berth.registry")
 
@@ -17,6 +18,8 @@ LOG = logging.getLogger("berth.registry")
 def error_response(request: Request, exc: RegistryError) -> Response:
     body = b"" if request.method == "HEAD" else json.dumps({"errors": [exc.to_json()]}).encode()
     headers = {"Content-Type": "application/json", **exc.headers}
+    if isinstance(exc, RangeInvalid) and exc.offset is not None:
+        headers.update(upload_range(exc.offset))
     if request.method == "HEAD":
         headers["Content-Length"] = "0"
     return Response(body, status_code=exc.status, headers=headers)

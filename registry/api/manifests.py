@@ -13,6 +13,7 @@ from registry.errors import ManifestInvalid
 from registry.oci import mediatypes as mt
 from registry.oci.manifest import MAX_MANIFEST_BYTES
 from registry.service.blobs import check_digest
+from registry.service.manifests import reference_tag
 
 
 async def get_manifest(request: Request) -> Response:
@@ -25,7 +26,7 @@ async def get_manifest(request: Request) -> Response:
     else:
         row = await read(request, svc.manifests.get, name, reference, not head)
     if not head:
-        tag = None if ":" in reference else reference
+        tag = reference_tag(reference)
         event(request, "pull", name, digest=row.digest, tag=tag, media_type=row.media_type, upstream=upstream)()
     headers = {
         "Content-Type": row.media_type,
@@ -48,7 +49,7 @@ async def put_manifest(request: Request) -> Response:
         if len(body) > MAX_MANIFEST_BYTES:
             raise ManifestInvalid(f"manifest is over the {MAX_MANIFEST_BYTES} byte limit")
     content_type = request.headers.get("content-type")
-    tag = None if ":" in reference else reference
+    tag = reference_tag(reference)
     digest, subject = await call(
         request,
         services(request).manifests.put,
@@ -73,7 +74,8 @@ async def delete_manifest(request: Request) -> Response:
     name, reference = repository(request), request.path_params["reference"]
     await require(request, name, "delete")
     await call(request, services(request).manifests.delete, name, reference)
-    target = {"digest": reference} if ":" in reference else {"tag": reference}
+    tag = reference_tag(reference)
+    target = {"tag": tag} if tag is not None else {"digest": reference}
     await call(request, event(request, "delete", name, **target))
     return Response(status_code=202, headers={"Content-Length": "0"})
 

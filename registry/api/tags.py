@@ -13,12 +13,20 @@ from registry.api.base import call, count, read, repository, services
 from registry.errors import PaginationInvalid
 
 
+MAX_LAST = 1024
+"""No tag or repository name is longer; a longer `last` is not a cursor we gave out."""
+
+
 def _page(request: Request) -> tuple[int | None, str | None]:
     text = request.query_params.get("n")
     n = count(text)
     if text is not None and n is None:
         raise PaginationInvalid(detail={"n": text})
-    return n, request.query_params.get("last") or None
+    last = request.query_params.get("last") or None
+    # PostgreSQL cannot even compare a string holding NUL; no name ever holds one.
+    if last is not None and ("\x00" in last or len(last) > MAX_LAST):
+        raise PaginationInvalid("last must be a tag or repository name", detail={"last": last[:MAX_LAST]})
+    return n, last
 
 
 def _listing(request: Request, body: dict[str, object], items: list[str], n: int | None) -> Response:

@@ -6,10 +6,20 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from registry.api.auth import can_pull, require
-from registry.api.base import SMALL_BODY, call, content_length, count, read, repository, services, stream_into
+from registry.api.base import (
+    SMALL_BODY,
+    call,
+    content_length,
+    count,
+    read,
+    repository,
+    services,
+    stream_into,
+    upload_range,
+)
 from registry.errors import BlobUploadInvalid, RangeInvalid
 from registry.service.blobs import check_digest
-from registry.service.uploads import UploadService, UploadWriter
+from registry.service.uploads import UploadWriter
 
 
 def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
@@ -17,7 +27,7 @@ def _session_headers(name: str, upload_id: str, offset: int) -> dict[str, str]:
         "Location": f"/v2/{name}/blobs/uploads/{upload_id}",
         "Docker-Upload-UUID": upload_id,
         "Content-Length": "0",
-        **UploadService.range_headers(offset),
+        **upload_range(offset),
     }
 
 

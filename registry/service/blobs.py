@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from registry.errors import BlobUnknown, DigestInvalid, RangeNotSatisfiable, StillReferenced
+from registry.errors import BlobUnknown, DigestInvalid, StillReferenced
 from registry.metadata.blobs import BlobIndex
 from registry.oci.digest import InvalidDigest, parse_digest
 from registry.storage.base import BlobStorage
@@ -17,27 +17,6 @@ def check_digest(value: str) -> str:
         return str(parse_digest(value))
     except InvalidDigest as exc:
         raise DigestInvalid(str(exc)) from None
-
-
-def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """A single `bytes=a-b` range as [start, end), or None for the whole blob."""
-    if not header:
-        return None
-    unit, _, spec = header.partition("=")
-    if unit.strip() != "bytes" or "," in spec:
-        raise RangeNotSatisfiable(f"unsupported range {header!r}", headers={"Content-Range": f"bytes */{size}"})
-    first, _, last = spec.strip().partition("-")
-    try:
-        if first:
-            start = int(first)
-            end = min(int(last) + 1, size) if last else size
-        else:
-            start, end = max(size - int(last), 0), size
-    except ValueError:
-        raise RangeNotSatisfiable(f"invalid range {header!r}", headers={"Content-Range": f"bytes */{size}"}) from None
-    if start >= size or start >= end or start < 0:
-        raise RangeNotSatisfiable(headers={"Content-Range": f"bytes */{size}"})
-    return start, end
 
 
 class BlobService:

@@ -20,12 +20,18 @@ from registry.errors import (
 from registry.metadata.manifests import ManifestIndex, ManifestRow, NewManifest, Referrer, TagLocked
 from registry.metadata.repositories import RepositoryIndex
 from registry.metadata.tags import TagIndex
-from registry.oci.digest import InvalidDigest, is_digest, parse_digest
+from registry.oci.digest import is_digest
 from registry.oci.manifest import InvalidManifest, Manifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import valid_tag
+from registry.service.blobs import check_digest
 from registry.service.policies import PolicyService
 
 CATALOG_PAGE = 1000
+
+
+def reference_tag(reference: str) -> str | None:
+    """The tag a manifest reference names; None when it is a digest."""
+    return None if is_digest(reference) else reference
 
 
 def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
@@ -35,10 +41,7 @@ def check_reference(reference: str, writing: bool = False) -> tuple[str, bool]:
     deleting, as clients and the conformance suite expect.
     """
     if is_digest(reference):
-        try:
-            return str(parse_digest(reference)), True
-        except InvalidDigest as exc:
-            raise DigestInvalid(str(exc)) from None
+        return check_digest(reference), True
     if not valid_tag(reference):
         if writing:
             raise TagInvalid(f"invalid tag {reference!r}")

@@ -34,7 +34,7 @@ from registry.errors import (
 )
 from registry.metadata.blobs import BlobIndex
 from registry.metadata.uploads import UploadIndex, UploadRow
-from registry.oci.digest import InvalidDigest, parse_digest
+from registry.service.blobs import check_digest
 from registry.service.policies import PolicyService
 from registry.storage.base import BlobStorage
 
@@ -135,6 +135,11 @@ class UploadWriter:
     status: UploadStatus = UploadStatus.WRITING
     leased_at: float = field(default_factory=time.monotonic)
 
+    @property
+    def batch_size(self) -> int:
+        """How many bytes to gather before each `store`: the storage's preferred write size."""
+        return self.storage.write_batch
+
     def write(self, chunks: Sequence[bytes]) -> None:
         self.hash(chunks)
         self.store(chunks)
@@ -163,13 +168,10 @@ class UploadWriter:
         self.status = target
 
 
-def _check_digest(value: str | None) -> str:
+def _required_digest(value: str | None) -> str:
     if not value:
         raise DigestInvalid("the digest query parameter is required to complete an upload")
-    try:
-        return str(parse_digest(value))
-    except InvalidDigest as exc:
-        raise DigestInvalid(str(exc)) from None
+    return check_digest(value)
 
 
 class UploadService:
@@ -191,7 +193,7 @@ class UploadService:
 
     def check_start(self, repository: str, incoming: int, digest: str | None = None) -> None:
         """A session opened with a known size (and digest) is checked against quotas first."""
-        self.policies.check_quota(repository, incoming, _check_digest(digest) if digest else None)
+        self.policies.check_quota(repository, incoming, check_digest(digest) if digest else None)
 
     def start(self, repository: str) -> str:
         """A new session's id: no storage and no index write until bytes arrive."""
@@ -222,20 +224,20 @@ class UploadService:
         lands), `digest` the blob's when the request names it (a blob the namespace holds
         costs nothing)."""
         session = self._session(repository, upload_id)
-        digest = _check_digest(digest) if digest else None
+        digest = check_digest(digest) if digest else None
         if incoming:
             self.policies.check_quota(repository, session.offset + incoming, digest, upload_id)
         if start is not None and start != session.offset:
             raise RangeInvalid(
                 f"chunk starts at {start}, the upload is at {session.offset}",
-                headers=self.range_headers(session.offset),
+                offset=session.offset,
             )
         if session.row is None:
             leased = self.uploads.create(repository, upload_id, session.state, session.started, LEASE_SECONDS)
         else:
             leased = self.uploads.lease(upload_id, session.offset, LEASE_SECONDS)
         if not leased:
-            raise RangeInvalid("another request is writing to this upload", headers=self.range_headers(session.offset))
+            raise RangeInvalid("another request is writing to this upload", offset=session.offset)
         hasher = self.hashers.take(upload_id, session.offset)
         if hasher is None and session.offset == 0:
             hasher = hashlib.new(RUNNING_HASH)
@@ -279,7 +281,7 @@ class UploadService:
     def complete(self, writer: UploadWriter, digest_param: str | None) -> str:
         """Verify the digest of everything written, then make the blob visible."""
         try:
-            digest = _check_digest(digest_param)
+            digest = _required_digest(digest_param)
             algorithm, _, expected = digest.partition(":")
             hasher = writer.hasher if algorithm == RUNNING_HASH else None
             if hasher is None:
@@ -344,7 +346,7 @@ class UploadService:
         return digest
 
     def _verify_body(self, repository: str, digest_param: str | None, body: bytes, length: int | None) -> str:
-        digest = _check_digest(digest_param)
+        digest = _required_digest(digest_param)
         if length is not None and length != len(body):
             raise SizeInvalid(detail={"expected": length, "received": len(body)})
         self.policies.check_quota(repository, len(body), digest)
@@ -363,7 +365,3 @@ class UploadService:
             raise BlobUploadUnknown(detail={"uuid": upload_id})
         if session.row is not None:
             self.storage.cancel_upload(session.state)
-
-    @staticmethod
-    def range_headers(offset: int) -> dict[str, str]:
-        return {"Range": f"0-{max(offset - 1, 0)}"}

@@ -29,7 +29,7 @@ with atheris.instrument_imports(include=["registry"]):
     from registry.oci.digest import InvalidDigest, parse_digest
     from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
     from registry.oci.reference import InvalidReference, parse_reference, valid_name, valid_tag
-    from registry.service.blobs import parse_range
+    from registry.api.blobs import parse_range
 
 CONTENT_TYPES = [
     None,

@@ -84,6 +84,16 @@ def test_a_page_size_that_is_no_small_number_is_a_400(api: Api, n: str) -> None:
         assert response.status_code == 400 and error_code(response) == "PAGINATION_NUMBER_INVALID", (path, n)
 
 
+@pytest.mark.parametrize("last", ["\x00", "a\x00b", "x" * 5000])
+def test_a_page_cursor_no_name_can_be_is_a_400(api: Api, last: str) -> None:
+    """PostgreSQL cannot compare a string holding NUL: it was a 500 there (found by Hypothesis)."""
+    api.put_manifest("latest", api.image([b"x"]))
+    for path in PAGE_ENDPOINTS:
+        response = api.http.get(api.base + path.format(name=api.name), params={"n": "1", "last": last})
+        assert response.status_code == 400 and error_code(response) == "PAGINATION_NUMBER_INVALID", (path, last)
+    assert api.http.get(api.url("tags/list"), params={"last": "a"}).status_code == 200
+
+
 def test_a_deeply_nested_manifest_is_invalid_not_a_crash(api: Api) -> None:
     depth = 100_000
     for body in ("[" * depth + "]" * depth, '{"a":' * depth + "1" + "}" * depth):
