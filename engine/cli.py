@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 VERSION = "0.1.0"
 """The project's version (pyproject.toml reads it from here)."""
-SOURCES = ("engine.commands", "engine.build_command", "client.cli", "registry.cli")
+SOURCES = ("engine.commands", "engine.build_command", "engine.serve_command", "client.cli", "registry.cli")
 HOT = {"run": "engine.commands", "ps": "engine.commands", "pull": "client.cli", "push": "client.cli"}
 """Where the hot commands live, so `berth pull` loads no engine command module first
 (tests/engine/test_cli.py checks each against its package's COMMANDS)."""

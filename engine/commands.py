@@ -234,17 +234,9 @@ def ps(show_all: bool, quiet: bool) -> None:
 
 
 def _published() -> dict[str, list[Any]]:
-    """Every container's published ports, after releasing those of containers that are gone."""
-    from engine.service.attachments import reconcile
-    from engine.service.networks import Networks
-    from engine.service.paths import Paths
+    from engine.service.listing import published
 
-    networks = Networks(Paths.default().networks)
-    if not networks.store.path.exists():
-        return {}
-    with networks.store.locked() as state:
-        reconcile(state)
-        return {cid: a.ports for cid, a in state.attachments.items()}
+    return published()
 
 
 @click.command()

@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import time
+from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -32,7 +33,7 @@ class Status(Enum):
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.CREATED: frozenset({Status.RUNNING, Status.STOPPED}),
     Status.RUNNING: frozenset({Status.STOPPED}),
-    Status.STOPPED: frozenset(),
+    Status.STOPPED: frozenset({Status.CREATED}),  # `docker start`/`restart` of an exited container
 }
 
 LOST_EXIT_CODE = 255
@@ -77,6 +78,8 @@ class Spec:
     dns: list[str] = field(default_factory=list)
     extra_hosts: list[list[str]] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "no"
 
     seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
 
@@ -171,11 +174,13 @@ class Container:
     def refresh(self) -> None:
         """Reconcile recorded state with the live processes.
 
-        A running container whose process and supervisor are both gone was lost (the
-        supervisor was killed before recording the exit): it is stopped, exit code unknown.
+        A running (or starting) container whose process and supervisor are both gone was lost
+        (the supervisor was killed before recording the exit): it is stopped, exit code unknown.
         """
         if self.status is Status.STOPPED or self.supervised():
             return
+        if self.status is Status.CREATED and self.supervisor_pid is None:
+            return  # never started (`docker create`): it stays created until someone starts it
         if self.status is Status.RUNNING and alive(self.pid, self.pid_start):
             return
         self.status = Status.STOPPED
@@ -250,6 +255,43 @@ class ContainerStore:
 
     def delete(self, container: Container) -> None:
         remove_tree(container.directory)
+
+    @property
+    def exits(self) -> Path:
+        return self.root / ".exits"
+
+    def record_exit(self, container_id: str, code: int) -> None:
+        """Keep an auto-removed container's exit code for whoever waits on it (docker's wait?condition=removed).
+
+        Records older than an hour are dropped here, so they never pile up.
+        """
+        self.exits.mkdir(exist_ok=True)
+        now = time.time()
+        for entry in os.scandir(self.exits):
+            if now - entry.stat().st_mtime > 3600:
+                with suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        tmp = self.exits / f".{container_id}.tmp"
+        tmp.write_text(str(code))
+        os.replace(tmp, self.exits / container_id)
+
+    def take_exit(self, container_id: str) -> int | None:
+        """The recorded exit code of a removed container (consumed), or None."""
+        path = self.exits / container_id
+        try:
+            code = int(path.read_text())
+        except (OSError, ValueError):
+            return None
+        path.unlink(missing_ok=True)
+        return code
+
+    def rename(self, container: Container, name: str) -> None:
+        """Give `container` a new name, unless another container holds it (under the names lock)."""
+        with open(self.root / ".names.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if any(c.name == name and c.id != container.id for c in self.list()):
+                raise NameInUse(f'the container name "{name}" is already in use')
+            container.update(name=name)
 
 
 def remove_tree(path: Path) -> None:

@@ -137,11 +137,13 @@ def start(
     stdio: Stdio | None,
     forward_signals: bool,
     on_started: Callable[[], None] = lambda: None,
+    keep_exit: bool = False,
 ) -> int:
     """Supervise the container to completion and return its exit code (raises StartError).
 
     The steps follow the state machine: created -> (cgroup, fork, exec confirmed) running
-    -> (wait, OOM check) stopped; with --rm the directory goes at the end.
+    -> (wait, OOM check) stopped; with --rm the directory goes at the end (`keep_exit`: its exit code
+    is recorded first, for a waiter elsewhere, as the API's `wait?condition=removed`).
     """
     from engine.runtime import supervisor
     from engine.runtime.init import SETUP_FAILED, StartError
@@ -180,6 +182,8 @@ def start(
         container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
     except FileNotFoundError:
         pass  # removed with `rm -f` while we waited
+    if keep_exit and container.spec.auto_remove:
+        ContainerStore(container.directory.parent).record_exit(container.id, code)
     _cleanup(container, cgroup, joined)
     return code
 
@@ -208,9 +212,15 @@ def start_detached(images: ImageStore, container: Container) -> None:
     from engine.runtime import supervisor
 
     def body(stdio: Stdio, started: Callable[[], None]) -> None:
-        start(images, container, stdio=stdio, forward_signals=False, on_started=started)
+        start(images, container, stdio=stdio, forward_signals=False, on_started=started, keep_exit=True)
 
     supervisor.daemonize(container.log_file, body)
+
+
+def prepare_restart(container: Container) -> None:
+    """An exited container back to created, so `start` can run it again (its filesystem changes kept)."""
+    if container.status is Status.STOPPED:
+        container.transition(Status.CREATED, pid=None, pid_start=None, supervisor_pid=None, supervisor_start=None)
 
 
 def send_signal(container: Container, sig: int) -> bool:

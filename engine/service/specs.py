@@ -105,6 +105,19 @@ class RunOptions:
     init: bool = False
     auto_remove: bool = False
     security_opt: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "no"
+
+
+RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
+
+
+def parse_restart(text: str) -> str:
+    """docker's --restart: no, always, unless-stopped, on-failure[:MAX]; checked before anything is created."""
+    name, colon, count = text.partition(":")
+    if name not in RESTART_POLICIES or (colon and (name != "on-failure" or not count.isdigit() or len(count) > 6)):
+        raise UsageError(f"invalid restart policy {text!r}")
+    return text
 
 
 def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +174,8 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         raise UsageError("--cpus must be positive")
     if options.pids_limit is not None and options.pids_limit <= 0:
         raise UsageError("--pids-limit must be positive")
+    if options.auto_remove and options.restart != "no":
+        raise UsageError("conflicting options: --restart and --rm")
     network = network_options(options, config)
     limits = Limits(
         memory=parse_bytes(options.memory) if options.memory else None,
@@ -183,6 +198,8 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         limits=limits,
         auto_remove=options.auto_remove,
         seccomp=parse_security_opts(options.security_opt),
+        labels={**(config.get("Labels") or {}), **options.labels},
+        restart=parse_restart(options.restart),
     )
 
 

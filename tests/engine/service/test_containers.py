@@ -82,6 +82,15 @@ def test_a_live_supervisor_keeps_the_recorded_state(tmp_path: Path) -> None:
     assert store.get("starting").status is Status.CREATED
 
 
+def test_a_container_never_started_stays_created(tmp_path: Path) -> None:
+    store = ContainerStore(tmp_path)
+    store.create(spec(), "made")
+    assert store.get("made").status is Status.CREATED
+    started = store.get("made")
+    started.update(supervisor_pid=2**22 + 1, supervisor_start=1)  # a start whose supervisor died
+    assert store.get("made").status is Status.STOPPED
+
+
 def test_zombies_count_as_gone() -> None:
     child = subprocess.Popen(["true"])
     while True:

@@ -1,0 +1,201 @@
+"""Docker's container-create body translated to the engine's run options, and containers back to docker's JSON.
+
+Only translation: every option is checked by the service (`specs.build_spec`); what Berth
+cannot do is refused here with a 400 naming the field, never silently dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+from engine.api.errors import ApiError
+from engine.service.containers import Container, Status
+from engine.service.specs import RunOptions
+
+NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ApiError(400, f"Invalid container name ({name[:300]}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name.lstrip("/")
+
+
+def _strings(doc: dict[str, Any], key: str) -> list[str]:
+    value = doc.get(key)
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ApiError(400, f"{key} must be a list of strings")
+    return value
+
+
+def _publish(host: dict[str, Any]) -> list[str]:
+    out = []
+    bindings = host.get("PortBindings") or {}
+    if not isinstance(bindings, dict):
+        raise ApiError(400, "PortBindings must be an object")
+    for private, binds in bindings.items():
+        for bind in binds or [{}]:
+            if not isinstance(bind, dict):
+                raise ApiError(400, "PortBindings entries must be objects")
+            ip, port = bind.get("HostIp") or "", bind.get("HostPort") or ""
+            out.append(f"{ip}:{port}:{private}" if ip else f"{port}:{private}" if port else private)
+    return out
+
+
+def run_options(body: Any) -> RunOptions:
+    """The run options a create body describes (TTY and stdin are refused: berth's API has no stdin yet)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, "the container config must be a JSON object")
+    host = body.get("HostConfig") or {}
+    if not isinstance(host, dict):
+        raise ApiError(400, "HostConfig must be an object")
+    if body.get("Tty") or body.get("OpenStdin"):
+        raise ApiError(501, "berth's engine API does not implement containers with a TTY or stdin (-t, -i) yet")
+    entrypoint = _strings(body, "Entrypoint") if body.get("Entrypoint") is not None else None
+    command = _strings(body, "Cmd")
+    if entrypoint is not None and entrypoint:
+        command, entrypoint_text = entrypoint[1:] + command, entrypoint[0]
+    else:
+        entrypoint_text = "" if entrypoint is not None else None
+    network = host.get("NetworkMode") or "default"
+    restart = host.get("RestartPolicy") or {}
+    policy = restart.get("Name") or "no"
+    if policy == "on-failure" and restart.get("MaximumRetryCount"):
+        policy = f"on-failure:{int(restart['MaximumRetryCount'])}"
+    if host.get("Mounts"):
+        raise ApiError(501, "berth's engine API does not implement HostConfig.Mounts (--mount) yet; use -v HOST:PATH")
+    labels = body.get("Labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        raise ApiError(400, "Labels must map strings to strings")
+    pids = host.get("PidsLimit")
+    return RunOptions(
+        command=command,
+        entrypoint=entrypoint_text,
+        env=_strings(body, "Env"),
+        workdir=body.get("WorkingDir") or None,
+        user=body.get("User") or None,
+        hostname=body.get("Hostname") or None,
+        volumes=_strings(host, "Binds"),
+        network="bridge" if network == "default" else network,
+        publish=_publish(host),
+        publish_all=bool(host.get("PublishAllPorts")),
+        memory=str(host["Memory"]) if host.get("Memory") else None,
+        pids_limit=pids if isinstance(pids, int) and pids > 0 else None,
+        cpus=host["NanoCpus"] / 1e9 if host.get("NanoCpus") else None,
+        read_only=bool(host.get("ReadonlyRootfs")),
+        init=bool(host.get("Init")),
+        auto_remove=bool(host.get("AutoRemove")),
+        labels=dict(labels),
+        restart=policy,
+        dns=_strings(host, "Dns"),
+        add_hosts=_strings(host, "ExtraHosts"),
+    )
+
+
+def familiar(image: str) -> str:
+    """docker's short form of an image name: no docker.io/library/, no :latest."""
+    return image.removeprefix("docker.io/library/").removeprefix("docker.io/").removesuffix(":latest")
+
+
+def human_duration(seconds: float) -> str:
+    """Go's units.HumanDuration, which docker's status column uses."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = round(s / 3600)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def status_text(container: Container) -> str:
+    now = time.time()
+    if container.status is Status.RUNNING:
+        return f"Up {human_duration(now - (container.started_at or now))}"
+    if container.status is Status.STOPPED:
+        return f"Exited ({container.exit_code}) {human_duration(now - (container.finished_at or now))} ago"
+    return "Created"
+
+
+def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
+    """One row of GET /containers/json."""
+    from engine.service.listing import state_name
+
+    spec = container.spec
+    return {
+        "Id": container.id,
+        "Names": ["/" + container.name],
+        "Image": familiar(spec.image),
+        "ImageID": spec.image_id,
+        "Command": " ".join(f"'{a}'" if " " in a and i else a for i, a in enumerate(spec.args)),
+        "Created": int(container.created),
+        "Ports": [
+            {"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.container_port, "PublicPort": b.host_port, "Type": b.proto}
+            for b in ports
+        ],
+        "Labels": spec.labels,
+        "State": state_name(container),
+        "Status": status_text(container),
+        "HostConfig": {"NetworkMode": "default" if spec.network == "bridge" else spec.network},
+        "NetworkSettings": {"Networks": {spec.network: {}}},
+        "Mounts": [
+            {"Type": "bind", "Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts
+        ],
+    }
+
+
+def inspect_doc(container: Container) -> dict[str, Any]:
+    """GET /containers/{id}/json: the service's docker-shaped inspect plus what docker's CLI reads."""
+    from engine.service.lifecycle import inspect
+
+    doc = inspect(container)
+    spec = container.spec
+    doc["Path"], doc["Args"] = spec.args[0], spec.args[1:]
+    doc["State"].update({"Paused": False, "Restarting": False, "Dead": False})
+    doc["RestartCount"] = 0
+    doc["Driver"] = "overlay"
+    doc["Platform"] = "linux"
+    doc["Config"].update(
+        {
+            "Image": familiar(spec.image),
+            "Labels": spec.labels,
+            "Tty": False,
+            "OpenStdin": False,
+            "StdinOnce": False,
+            "AttachStdin": False,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Entrypoint": None,
+        }
+    )
+    doc["HostConfig"]["RestartPolicy"] = _restart_policy(spec.restart)
+    doc["HostConfig"]["LogConfig"] = {"Type": "berth-file", "Config": {}}
+    return doc
+
+
+def _restart_policy(text: str) -> dict[str, Any]:
+    name, _, count = text.partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}

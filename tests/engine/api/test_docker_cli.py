@@ -1,0 +1,154 @@
+"""The stock docker CLI against `berth engine serve` and against a private dockerd, scenario by scenario.
+
+Every test in the first part runs twice (the `engine` fixture): the same commands, the same
+assertions, so outputs (exit codes, columns, log lines, messages) are dockerd's, not our guess.
+The tests that compare the two engines' texts directly take both fixtures.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.engine.api.conftest import IMAGE_NAME, Engine, until
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+NONE = ("--network", "none")
+
+
+def test_server_negotiates_api_1_41(engine: Engine) -> None:
+    assert engine.ok("version", "--format", "{{.Server.APIVersion}}").strip() == "1.41"
+    assert engine.ok("info", "--format", "{{.OSType}}").strip() == "linux"
+
+
+def test_run_rm_prints_output_and_propagates_exit_codes(engine: Engine) -> None:
+    result = engine.docker("run", "--rm", *NONE, IMAGE_NAME, "echo", "hi")
+    assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
+    result = engine.docker("run", "--rm", *NONE, IMAGE_NAME, "sh", "-c", "echo out; exit 3")
+    assert (result.returncode, result.stdout) == (3, "out\n"), result.stderr
+    result = engine.docker("run", "--rm", *NONE, IMAGE_NAME, "no-such-command")
+    assert result.returncode == 127
+    assert 'exec: "no-such-command": executable file not found in $PATH' in result.stderr
+    assert engine.ok("ps", "-aq") == ""
+
+
+def test_detached_container_in_ps_logs_stop_and_rm(engine: Engine) -> None:
+    cid = engine.ok(
+        "run", "-d", *NONE, "--name", "sleeper", IMAGE_NAME, "sh", "-c", "echo started; exec sleep 600"
+    ).strip()
+    assert len(cid) == 64
+    rows = engine.ok("ps", "--format", "{{.ID}} {{.Names}} {{.Image}} {{.State}}").splitlines()
+    assert rows == [f"{cid[:12]} sleeper {IMAGE_NAME} running"]
+    assert until(lambda: engine.ok("logs", "sleeper") == "started\n")
+    assert engine.ok("inspect", "--format", "{{.State.Running}} {{.Name}}", "sleeper").strip() == "true /sleeper"
+    assert engine.ok("stop", "-t", "1", "sleeper").strip() == "sleeper"
+    assert engine.ok("ps", "-a", "--format", "{{.State}} {{.Status}}", "--filter", "name=sleeper").startswith(
+        "exited Exited (137)"
+    )
+    assert engine.ok("wait", "sleeper").strip() == "137"  # sleep as PID 1 has no SIGTERM handler
+    assert engine.ok("rm", "sleeper").strip() == "sleeper"
+    assert engine.ok("ps", "-aq") == ""
+
+
+def test_rm_force_kills_a_running_container(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "victim", IMAGE_NAME, "sleep", "600")
+    refused = engine.docker("rm", "victim")
+    assert refused.returncode == 1 and "Stop the container before attempting removal or force remove" in refused.stderr
+    assert engine.ok("rm", "-f", "victim").strip() == "victim"
+    assert engine.ok("ps", "-aq") == ""
+
+
+def test_create_then_start_attached(engine: Engine) -> None:
+    engine.ok("create", *NONE, "--name", "later", IMAGE_NAME, "sh", "-c", "echo ran; exit 5")
+    assert engine.ok("ps", "-a", "--filter", "status=created", "--format", "{{.Names}}").strip() == "later"
+    result = engine.docker("start", "-a", "later")
+    assert (result.returncode, result.stdout) == (5, "ran\n"), result.stderr
+    again = engine.docker("start", "-a", "later")
+    assert (again.returncode, again.stdout) == (5, "ran\n"), again.stderr
+    assert engine.ok("ps", "-a", "--filter", "exited=5", "--format", "{{.Names}}").strip() == "later"
+    engine.ok("rm", "later")
+
+
+def test_kill_with_a_signal_and_wait(engine: Engine) -> None:
+    engine.ok(
+        "run", "-d", *NONE, "--name", "trap", IMAGE_NAME, "sh", "-c", "trap 'exit 7' USR1; while :; do sleep 0.1; done"
+    )
+    assert engine.ok("kill", "-s", "USR1", "trap").strip() == "trap"
+    assert engine.ok("wait", "trap").strip() == "7"
+    not_running = engine.docker("kill", "trap")
+    assert not_running.returncode == 1 and "is not running" in not_running.stderr
+    engine.ok("rm", "trap")
+
+
+def test_options_reach_the_container(engine: Engine) -> None:
+    out = engine.ok(
+        "run",
+        "--rm",
+        *NONE,
+        "-e",
+        "GREETING=hello",
+        "-w",
+        "/tmp",
+        "-u",
+        "65534",
+        "--hostname",
+        "box",
+        "--entrypoint",
+        "sh",
+        IMAGE_NAME,
+        "-c",
+        "echo $GREETING $(pwd) $(id -u) $(hostname)",
+    )
+    assert out == "hello /tmp 65534 box\n"
+
+
+def test_images_columns_and_inspect(engine: Engine) -> None:
+    header = engine.ok("images").splitlines()[0].split()
+    assert header == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    listed = engine.ok("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_NAME).split()
+    assert listed == [f"{IMAGE_NAME}:latest"]
+    image_id = engine.ok("image", "inspect", "--format", "{{.Id}}", IMAGE_NAME).strip()
+    assert engine.ok("images", "-q", "--no-trunc", IMAGE_NAME).strip() == image_id
+    engine.ok("tag", IMAGE_NAME, "berth-copy:2")
+    assert engine.ok("images", "-q", "--no-trunc", "berth-copy:2").strip() == image_id
+    assert engine.ok("rmi", "berth-copy:2").strip() == "Untagged: berth-copy:2"
+    missing = engine.docker("image", "inspect", "berth-copy:2")
+    assert missing.returncode == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("rm", "no-such-container"),
+        ("logs", "no-such-container"),
+        ("stop", "no-such-container"),
+        ("inspect", "--type", "container", "no-such-container"),
+    ],
+)
+def test_error_messages_are_dockerds(berth_api: Engine, dockerd: Engine, args: tuple[str, ...]) -> None:
+    ours, theirs = berth_api.docker(*args), dockerd.docker(*args)
+    assert (ours.returncode, ours.stderr) == (theirs.returncode, theirs.stderr)
+
+
+def test_name_conflict_and_ps_columns_match_dockerd(berth_api: Engine, dockerd: Engine) -> None:
+    texts = []
+    for engine in (berth_api, dockerd):
+        cid = engine.ok("create", *NONE, "--name", "taken", IMAGE_NAME, "sh", "-c", "echo a b; true").strip()
+        conflict = engine.docker("create", *NONE, "--name", "taken", IMAGE_NAME, "sh")
+        listed = engine.ok("ps", "-a").splitlines()[0].split()
+        command = engine.ok("ps", "-a", "--format", "{{.Command}}").strip()
+        texts.append((conflict.returncode, conflict.stderr.replace(cid, "ID"), listed, command))
+        engine.ok("rm", "taken")
+    assert texts[0] == texts[1]
+
+
+def test_inspect_shapes_match_dockerd(berth_api: Engine, dockerd: Engine) -> None:
+    keys = []
+    for engine in (berth_api, dockerd):
+        engine.ok("create", *NONE, "--name", "shape", IMAGE_NAME, "true")
+        doc = json.loads(engine.ok("inspect", "shape"))[0]
+        keys.append({k for k in doc["State"]} & {"Status", "Running", "Paused", "Pid", "ExitCode", "Error"})
+        assert doc["State"]["Status"] == "created" and doc["Config"]["Cmd"] == ["true"]
+        engine.ok("rm", "shape")
+    assert keys[0] == keys[1]

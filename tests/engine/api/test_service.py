@@ -1,0 +1,151 @@
+"""`berth engine serve` itself: the socket, version checks, 501s, hostile requests, the two front doors,
+and containers that outlive a service killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.engine.api.conftest import IMAGE_NAME, Engine
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+
+
+def raw(engine: Engine, data: bytes, timeout: float = 10) -> bytes:
+    """Send bytes on a fresh connection; everything the server answers until it closes (or goes quiet)."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(str(engine.socket))
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        try:
+            while chunk := s.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+        return out
+
+
+def request(engine: Engine, method: str, path: str, body: bytes = b"", headers: str = "") -> tuple[int, bytes]:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Length: {len(body)}\r\n{headers}\r\n"
+    )
+    answer = raw(engine, head.encode() + body)
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[1]
+
+
+def container_count(engine: Engine) -> int:
+    return len(engine.ok("ps", "-aq").split())
+
+
+def test_socket_is_0660(berth_api: Engine) -> None:
+    mode = stat.S_IMODE(os.stat(berth_api.socket).st_mode)
+    assert mode == 0o660
+
+
+def test_ping_carries_the_api_version(berth_api: Engine) -> None:
+    answer = raw(berth_api, b"GET /_ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK\r\n") and b"\r\nApi-Version: 1.41\r\n" in answer
+    assert answer.endswith(b"\r\n\r\nOK")
+
+
+def test_versions_outside_the_supported_range_are_refused(berth_api: Engine) -> None:
+    status, body = request(berth_api, "GET", "/v1.99/containers/json")
+    assert status == 400 and b"client version 1.99 is too new. Maximum supported API version is 1.41" in body
+    status, body = request(berth_api, "GET", "/v1.12/containers/json")
+    assert status == 400 and b"is too old" in body
+
+
+def test_unimplemented_endpoints_answer_501_naming_them(berth_api: Engine) -> None:
+    result = berth_api.docker("volume", "ls")
+    assert result.returncode == 1
+    assert "berth's engine API does not implement GET /volumes" in result.stderr
+
+
+def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
+    before = container_count(berth_api)
+    create = "/v1.41/containers/create"
+    config = json.dumps({"Image": IMAGE_NAME, "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"}}).encode()
+    # a head far too long
+    assert raw(berth_api, b"GET /_ping HTTP/1.1\r\nX: " + b"a" * 100_000 + b"\r\n\r\n").startswith(b"HTTP/1.1 431")
+    # a body shorter than its Content-Length (the client closes)
+    lie = f"POST {create} HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n".encode() + config
+    assert raw(berth_api, lie).startswith(b"HTTP/1.1 400")
+    # a malformed and a negative length, a broken chunk, both lengths at once, broken JSON
+    for head in (b"Content-Length: 12abc", b"Content-Length: -1", b"Transfer-Encoding: chunked"):
+        answer = raw(berth_api, f"POST {create} HTTP/1.1\r\nHost: x\r\n".encode() + head + b"\r\n\r\nzz\r\n" + config)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+    both = f"POST {create} HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{{}}".encode()
+    assert raw(berth_api, both).startswith(b"HTTP/1.1 400")
+    assert request(berth_api, "POST", create, b"{not json")[0] == 400
+    assert request(berth_api, "POST", create, b"[1, 2]")[0] == 400
+    # names: too long, traversal, bad characters
+    for name in ("a" * 300, "../../etc", "bad/name", "-x"):
+        status, body = request(berth_api, "POST", f"{create}?name={name}", config)
+        assert status == 400 and b"Invalid container name" in body, (name, body)
+    # ids that try to leave the containers directory
+    for key in ("..%2F..%2Fetc", "%2E%2E", "../images"):
+        assert request(berth_api, "GET", f"/v1.41/containers/{key}/json")[0] in (404, 501)
+    # bad filters, limits, booleans, signals, conditions
+    assert request(berth_api, "GET", "/v1.41/containers/json?filters={bad")[0] == 400
+    assert request(berth_api, "GET", '/v1.41/containers/json?filters={"nope":["x"]}')[0] == 400
+    assert request(berth_api, "GET", '/v1.41/containers/json?filters={"status":["sleeping"]}')[0] == 400
+    assert request(berth_api, "GET", "/v1.41/containers/json?limit=lots")[0] == 400
+    assert request(berth_api, "GET", "/v1.41/containers/json?all=maybe")[0] == 400
+    # options the service refuses: a relative workdir, a bad memory size, a bad restart policy
+    for host, extra in (({}, {"WorkingDir": "relative"}), ({"Memory": 1}, {}), ({"RestartPolicy": {"Name": "x"}}, {})):
+        doc = {"Image": IMAGE_NAME, "Cmd": ["true"], **extra, "HostConfig": {"NetworkMode": "none", **host}}
+        assert request(berth_api, "POST", create, json.dumps(doc).encode())[0] == 400, doc
+    assert container_count(berth_api) == before
+    assert berth_api.docker("version").returncode == 0
+
+
+def test_one_engine_two_front_doors(berth_api: Engine) -> None:
+    made = berth_api.berth("run", "-d", "--network", "none", "--name", "from-berth", IMAGE_NAME, "sleep", "600")
+    assert made.returncode == 0, made.stderr
+    assert "from-berth" in berth_api.ok("ps", "--format", "{{.Names}}").split()
+    berth_api.ok("run", "-d", "--name", "from-docker", IMAGE_NAME, "sleep", "600")  # on berth's bridge
+    listed = berth_api.berth("ps")
+    assert "from-docker" in listed.stdout and "from-berth" in listed.stdout
+    assert berth_api.berth("rm", "-f", "from-docker").returncode == 0
+    berth_api.ok("rm", "-f", "from-berth")
+    assert berth_api.ok("ps", "-aq") == ""
+
+
+def test_containers_outlive_a_killed_service(berth_api: Engine) -> None:
+    berth_api.ok("run", "-d", "--name", "survivor", IMAGE_NAME, "sh", "-c", "while :; do echo tick; sleep 0.2; done")
+    assert berth_api.process is not None
+    os.kill(berth_api.process.pid, signal.SIGKILL)
+    berth_api.process.wait()
+    assert berth_api.berth("ps").stdout.count("survivor") == 1  # still running, seen by the other door
+    berth_api.start()
+    assert berth_api.ok("ps", "--format", "{{.Names}} {{.State}}").split() == ["survivor", "running"]
+    follower = subprocess.Popen(
+        ["docker", "logs", "-f", "survivor"], stdout=subprocess.PIPE, text=True, env=berth_api.env
+    )
+    assert follower.stdout is not None
+    assert follower.stdout.readline() == "tick\n"
+    berth_api.ok("stop", "-t", "1", "survivor")
+    assert follower.wait(30) == 0  # -f ends when the container stops
+    assert berth_api.ok("ps", "-a", "--format", "{{.State}}").split() == ["exited"]
+    berth_api.ok("rm", "survivor")
+
+
+def test_tcp_needs_tls_with_client_certificates(tmp_path: Path) -> None:
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path)}
+    argv = [sys.executable, "-m", "engine", "engine", "serve", "--socket", str(tmp_path / "s.sock")]
+    result = subprocess.run([*argv, "--listen", "127.0.0.1:2376"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "TCP without TLS is refused" in result.stderr
+    result = subprocess.run([*argv, "--group", "no-such-group-berth"], capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and "no such group" in result.stderr
+    assert not (tmp_path / "s.sock").exists()
