@@ -224,7 +224,7 @@ class Registry:
         return build_ui(
             self.accounts.signing_key("web-sessions", new_session_key),
             BrowseService(Browse(self.database), self.storage, self.services.manifests, self.policies),
-            Administration(self.accounts, self.policies, self.collector),
+            Administration(self.accounts, self.policies, self.collector, self.upstream_index.configs),
             parse_duration(self.settings.gc_grace),
             self.settings.gc_untagged,
         )

@@ -5,6 +5,7 @@ garbage collection, with the same rules as the `berth` commands. Bad input raise
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +15,7 @@ from registry.config import parse_duration, parse_size
 from registry.metadata.accounts import AccountRow, Accounts, GrantRow
 from registry.metadata.collect import GcRunRow
 from registry.metadata.policies import Retention
+from registry.metadata.upstreams import UpstreamConfig
 from registry.service.gc import GarbageCollector, GcReport
 from registry.service.policies import PolicyService
 
@@ -67,10 +69,18 @@ def _duration(text: str) -> timedelta:
 
 
 class Administration:
-    def __init__(self, accounts: Accounts, policies: PolicyService, collector: GarbageCollector):
+    def __init__(
+        self,
+        accounts: Accounts,
+        policies: PolicyService,
+        collector: GarbageCollector,
+        upstreams: Callable[[], list[UpstreamConfig]],
+    ):
+        """`upstreams` lists the pull-through caches (managed with `berth upstream`)."""
         self.accounts = accounts
         self.policies = policies
         self.collector = collector
+        self.upstreams = upstreams
 
     # accounts --------------------------------------------------------------------
 

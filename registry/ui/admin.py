@@ -27,6 +27,7 @@ def _overview(admin: Administration) -> dict[str, Any]:
         "retention": admin.retention(),
         "immutable": admin.immutable(),
         "runs": admin.gc_runs(),
+        "upstreams": admin.upstreams(),
     }
 
 

@@ -224,14 +224,17 @@ def safe_next(target: str | None) -> str:
 
 
 def same_origin(request: Request) -> bool:
-    """A browser names the page a POST comes from; refuse one from another site."""
+    """A browser names the page a POST comes from; refuse one from another site. Behind a
+    trusted proxy the page's host is the one the proxy forwards."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    host = request.headers.get("host", "")
-    return origin.split("://", 1)[-1] == host
+    if origin is None:
+        return True
+    hosts = {request.headers.get("host", "")}
+    if request.app.state.auth.trust_proxy and "x-forwarded-host" in request.headers:
+        hosts.add(request.headers["x-forwarded-host"].split(",")[0].strip())
+    return origin != "null" and origin.split("://", 1)[-1] in hosts
 
 
 async def form(request: Request, nonce: str | None) -> dict[str, str]:

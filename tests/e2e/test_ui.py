@@ -114,3 +114,26 @@ def test_web_interface_is_off_with_no_ui(e2e_dir: Path) -> None:
         assert requests.get(reg.url + "/v2/", timeout=10).status_code == 200
     finally:
         reg.stop()
+
+
+def test_cookies_are_secure_under_tls(e2e_dir: Path) -> None:
+    data_dir = e2e_dir / "ui-tls"
+    berth_admin(data_dir, "user", "add", ADMIN[0], "--password-stdin", stdin=ADMIN[1] + "\n")
+    reg = launch_registry(data_dir, e2e_dir / "ui-tls.log", tls_hosts="127.0.0.1")
+    try:
+        http = requests.Session()
+        form = http.get(reg.url + "/signin", timeout=10, verify=str(reg.ca))
+        assert "secure" in form.headers["set-cookie"].lower()
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        signed = http.post(
+            reg.url + "/signin",
+            data={"csrf": token, "name": ADMIN[0], "password": ADMIN[1], "next": "/"},
+            allow_redirects=False,
+            timeout=30,
+            verify=str(reg.ca),
+        )
+        cookie = next(c for c in signed.raw.headers.getlist("set-cookie") if c.startswith("berth_session="))
+        flags = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+        assert {"httponly", "secure", "samesite", "max-age"} <= flags and "samesite=lax" in cookie.lower()
+    finally:
+        reg.stop()

@@ -150,8 +150,25 @@ def test_hostile_query_paths_and_cookies_are_answered_plainly(site: Site) -> Non
 
 def test_administration(page: Any, site: Site, screenshots: Path) -> None:
     assert requests.get(site.url + "/admin", allow_redirects=False).headers["location"].startswith("/signin")
+    site.admin(
+        "upstream",
+        "add",
+        "hub",
+        "https://mirror.example",
+        "--prefix",
+        "hub",
+        "--username",
+        "u",
+        "--password-stdin",
+        "--allow",
+        "library/*",
+        stdin="upstream-password\n",
+    )
     sign_in(page, site.url, "root")
     page.click("a[href='/admin']")
+    upstreams = page.inner_text("#upstreams")
+    assert "https://mirror.example" in upstreams and "library/*" in upstreams
+    assert "upstream-password" not in page.content()
     shoot(page, screenshots, "admin")
     shoot(page, screenshots, "admin", dark=True)
 
@@ -207,6 +224,7 @@ def test_administration(page: Any, site: Site, screenshots: Path) -> None:
     site.admin("quota", "rm", "team/*")
     site.admin("retention", "rm", "team/tools", "--tags", "*")
     site.admin("immutable", "rm", "release/*", "v*")
+    site.admin("upstream", "rm", "hub")
 
 
 def test_robot_token_created_in_the_page_logs_in_once_shown(page: Any, site: Site) -> None:
