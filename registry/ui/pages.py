@@ -223,18 +223,21 @@ def safe_next(target: str | None) -> str:
 # forms -------------------------------------------------------------------------------
 
 
+def public_origin(request: Request) -> str:
+    """scheme://host as the browser sees it: the request's, or what a trusted proxy forwards
+    (the same rule as the token realm's)."""
+    return request.app.state.auth.realm(request).removesuffix("/token")
+
+
 def same_origin(request: Request) -> bool:
-    """A browser names the page a POST comes from; refuse one from another site. Behind a
-    trusted proxy the page's host is the one the proxy forwards."""
+    """A browser names the page a POST comes from; refuse one from another site."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
         return False
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    hosts = {request.headers.get("host", "")}
-    if request.app.state.auth.trust_proxy and "x-forwarded-host" in request.headers:
-        hosts.add(request.headers["x-forwarded-host"].split(",")[0].strip())
-    return origin != "null" and origin.split("://", 1)[-1] in hosts
+    direct = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    return origin in (direct, public_origin(request))
 
 
 async def form(request: Request, nonce: str | None) -> dict[str, str]:

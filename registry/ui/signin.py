@@ -8,7 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from registry.api.auth import Authenticator
 from registry.api.base import call
 from registry.errors import TooManyRequests
-from registry.ui.pages import FormRefused, form, problem, render, safe_next, ui, viewer
+from registry.ui.pages import FormRefused, form, problem, public_origin, render, safe_next, ui, viewer
 from registry.ui.sessions import SESSION_COOKIE, SIGNIN_COOKIE, new_nonce
 
 SIGNIN_SECONDS = 3600
@@ -17,7 +17,7 @@ MAX_PASSWORD = 1024
 
 
 def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+    return public_origin(request).startswith("https://")
 
 
 def _signin_page(request: Request, status: int = 200, error: str = "", name: str = "") -> Response:
