@@ -71,6 +71,8 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
             raise DockerfileError(instruction.line, f"invalid --chmod {flags['chmod']!r}: expected octal") from None
         if not 0 <= chmod <= 0o7777:
             raise DockerfileError(instruction.line, f"invalid --chmod {flags['chmod']!r}")
+    if "checksum" in flags and not all(_is_url(instruction, source) for source in sources):
+        raise DockerfileError(instruction.line, "ADD --checksum is only for URL sources")
     heredocs = {h.name: h for h in instruction.heredocs}
     # Heredoc bodies and downloads are written here; context files are copied from where they are.
     staged = bool(heredocs) or any(_is_url(instruction, source) for source in sources)
@@ -99,6 +101,10 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
                         name, digest = _fetch(source, staging)
                     except OSError as exc:  # requests' errors are OSErrors too
                         raise DockerfileError(instruction.line, f"ADD {source}: {exc}") from None
+                    expected = flags.get("checksum")
+                    if expected is not None and expected != f"sha256:{digest}":
+                        message = f"ADD {source}: checksum sha256:{digest} does not match --checksum={expected}"
+                        raise DockerfileError(instruction.line, message)
                     spec.sources.append((str(staging), name))
                     spec.extract = False
                     content.update(f"url\0{digest}".encode())

@@ -158,6 +158,7 @@ def test_prune_drops_the_cache_but_not_images(berth: Berth, tmp_path: Path) -> N
 
 
 def test_add_archives_urls_and_metadata(berth: Berth, tmp_path: Path) -> None:
+    import hashlib
     import io
     import subprocess
     import sys
@@ -173,12 +174,13 @@ def test_add_archives_urls_and_metadata(berth: Berth, tmp_path: Path) -> None:
     command = [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(tmp_path)]
     server = subprocess.Popen((berth.netns or session_netns()).wrap(command), stdout=subprocess.PIPE, text=True)
     port = server.stdout.readline().split(" port ")[1].split()[0]  # type: ignore[union-attr]
+    served_sha256 = hashlib.sha256((tmp_path / "served.txt").read_bytes()).hexdigest()
     dockerfile = f"""\
 FROM --platform=$BUILDPLATFORM_UNSET {IMAGE}
 ADD bundle.tar.gz /opt/
 COPY --from={IMAGE} /etc/keep /from-image
 COPY --chown=app:extra --chmod=751 a.txt /owned
-ADD http://127.0.0.1:{port}/served.txt /downloads/
+ADD --checksum=sha256:{served_sha256} http://127.0.0.1:{port}/served.txt /downloads/
 SHELL ["/bin/sh", "-ec"]
 HEALTHCHECK --interval=30s --retries=3 CMD test -f /opt/pkg/file.txt
 STOPSIGNAL SIGQUIT
@@ -207,6 +209,19 @@ CMD cat /opt/pkg/file.txt /downloads/served.txt
     }
     assert config["StopSignal"] == "SIGQUIT" and config["Volumes"] == {"/data": {}}
     assert config["ExposedPorts"] == {"8080/udp": {}, "8081/udp": {}}
+
+    # A --checksum that lies about the download: refused, naming the line.
+    first_port = port
+    server = subprocess.Popen((berth.netns or session_netns()).wrap(command), stdout=subprocess.PIPE, text=True)
+    port = server.stdout.readline().split(" port ")[1].split()[0]  # type: ignore[union-attr]
+    lying = dockerfile.replace("--checksum=sha256:", "--checksum=sha256:0").replace(f":{first_port}/", f":{port}/")
+    (context / "Dockerfile").write_text(lying)
+    try:
+        lied = berth("build", "--no-cache", str(context), timeout=120)
+    finally:
+        server.kill()
+        server.wait()
+    assert lied.returncode != 0 and "Dockerfile:5: ADD" in lied.stderr and "--checksum" in lied.stderr, lied.stderr
 
     (context / "Dockerfile").write_text(f"FROM --platform=linux/s390x {IMAGE}\n")
     wrong = berth("build", str(context), timeout=60)
