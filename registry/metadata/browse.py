@@ -148,8 +148,8 @@ class Browse:
                 sizes[repository_id] = sizes.get(repository_id, 0) + int(total or 0)
         found = {}
         for name in names:
-            count, last = tags.get(ids.get(name, -1), (0, None))
-            found[name] = RepositoryStats(count, sizes.get(ids.get(name, -1), 0), last)
+            tag_count, last_push = tags.get(ids.get(name, -1), (0, None))
+            found[name] = RepositoryStats(tag_count, sizes.get(ids.get(name, -1), 0), last_push)
         return found
 
     def stored_bytes(self, where: list[Any]) -> int:
@@ -239,7 +239,8 @@ class Browse:
                     .where(Event.repository == repository, Event.tag.in_(chunk), Event.action == "push")
                     .order_by(Event.id)
                 ):
-                    found[tag] = (actor, _utc(at) or at)
+                    if tag is not None:
+                        found[tag] = (actor, _utc(at) or at)
         return found
 
     # one manifest ----------------------------------------------------------------

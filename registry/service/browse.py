@@ -360,10 +360,14 @@ class BrowseService:
         return None
 
 
+def _object(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def image_config(config: dict[str, Any]) -> ImageConfig:
-    inner = config.get("config") if isinstance(config.get("config"), dict) else {}
-    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
-    ports = inner.get("ExposedPorts") if isinstance(inner.get("ExposedPorts"), dict) else {}
+    inner = _object(config.get("config"))
+    labels = _object(inner.get("Labels"))
+    ports = _object(inner.get("ExposedPorts"))
     return ImageConfig(
         platform=platform_name(config),
         created=_text(config.get("created")),
@@ -380,7 +384,9 @@ def image_config(config: dict[str, Any]) -> ImageConfig:
 
 def history(config: dict[str, Any], layers: list[Descriptor]) -> list[HistoryStep]:
     """The config's history, each step that made a layer paired with that layer, in order."""
-    steps = config.get("history") if isinstance(config.get("history"), list) else []
+    steps = config.get("history")
+    if not isinstance(steps, list):
+        steps = []
     remaining = iter(layers)
     found = []
     for step in steps:

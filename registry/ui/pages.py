@@ -101,7 +101,7 @@ def _resolve(auth: Authenticator, codec: SessionCodec, cookie: str | None) -> Vi
 
 async def viewer(request: Request) -> Viewer:
     """Who is looking (every handler asks first, which also starts the page's clock)."""
-    found = getattr(request.state, "viewer", None)
+    found: Viewer | None = getattr(request.state, "viewer", None)
     if found is None:
         request.state.started = time.perf_counter()
         found = await call(
