@@ -201,11 +201,12 @@ class Registry:
     @cached_property
     def authenticator(self) -> Authenticator:
         from registry.api.auth import Authenticator
+        from registry.auth.gate import Gate
         from registry.auth.logins import Logins
         from registry.auth.proxies import TrustedProxies
 
         return Authenticator(
-            self.accounts,
+            Gate(self.accounts),
             self.authority,
             Logins(self.accounts, self.authority, self.executor),
             TrustedProxies.parse(self.settings.trust_proxy),

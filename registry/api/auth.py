@@ -1,68 +1,57 @@
-"""`require(request, Access)`: the one call every handler makes before it acts.
+"""`require(request, repository, action)`: the one call every handler makes before it acts.
 
-Basic credentials and bearer tokens are accepted on every endpoint. While no account
-exists the registry is open (the quick start); after that anonymous requests get only
-what the `anonymous` principal was granted.
+Basic credentials and bearer tokens are accepted on every endpoint. This module reads
+them from the headers and writes the challenges; the rules (an open registry while no
+account exists, grants, what a token covers) are `registry.auth.gate`'s, login
+throttling `registry.auth.logins`'s.
 """
 
 from __future__ import annotations
 
 import base64
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
 from registry.api.base import call
 from registry.auth.access import ANONYMOUS, Access, Grants
+from registry.auth.gate import Gate, Principal, Verdict
 from registry.auth.logins import Logins
 from registry.auth.proxies import TrustedProxies
-from registry.auth.tokens import Claims, InvalidToken, TokenAuthority
+from registry.auth.tokens import InvalidToken, TokenAuthority
 from registry.errors import Denied, Unauthorized
-from registry.metadata.accounts import Accounts
 
-OPEN_CHECK_SECONDS = 2.0
+if TYPE_CHECKING:
+    from registry.metadata.accounts import Accounts
+
 FORWARDED_HOST = re.compile(r"[A-Za-z0-9.:\[\]-]{1,255}")
 
 
 @dataclass
-class Principal:
-    """The caller: an account name or `anonymous`, with its token's claims if it sent one."""
-
-    name: str
-    claims: Claims | None = None
-    grants: Grants | None = None
-    open_registry: bool = False
-
-    @property
-    def anonymous(self) -> bool:
-        return self.name == ANONYMOUS
-
-
-@dataclass
 class Authenticator:
-    accounts: Accounts
+    """Credentials in, challenges out, over the rules of `gate` and `logins`."""
+
+    gate: Gate
     authority: TokenAuthority
     logins: Logins
     proxies: TrustedProxies = field(default_factory=TrustedProxies)
     refresh_tokens: bool = False
-    _open_until: float = 0.0
 
-    # -- the registry is open while it has no accounts (re-checked every few seconds)
+    @property
+    def accounts(self) -> Accounts:
+        return self.gate.accounts
 
     def known_open(self) -> bool:
-        """Open, as checked within the last few seconds (no database access)."""
-        return self._open_until > time.monotonic()
+        return self.gate.known_open()
 
     def is_open(self) -> bool:
-        if self.known_open():
-            return True
-        if self.accounts.any_account():
-            return False
-        self._open_until = time.monotonic() + OPEN_CHECK_SECONDS
-        return True
+        return self.gate.is_open()
+
+    def grants(self, principal: str) -> Grants:
+        return self.gate.grants(principal)
 
     # -- credentials
 
@@ -77,9 +66,6 @@ class Authenticator:
         if not await self.logins.check(name, password, self.client_address(request)):
             headers = self.challenge(request, None) if challenge else None
             raise Unauthorized("invalid username or password", headers=headers)
-
-    def grants(self, principal: str) -> Grants:
-        return Grants((g.pattern, g.actions) for g in self.accounts.grants(principal))
 
     def identify(self, request: Request, login: str | None) -> Principal:
         """Who sent this request: the account of a checked Basic login, a bearer token's subject,
@@ -135,23 +121,16 @@ def _authorize(
     if auth.is_open():
         return Principal(ANONYMOUS, open_registry=True)
     principal = auth.identify(request, login)
-    if repository is None:
-        if principal.anonymous and principal.claims is None and action != "catalog":
-            raise Unauthorized(headers=auth.challenge(request, None))
+    verdict = auth.gate.decide(principal, repository, action)
+    if verdict is Verdict.ALLOW:
         return principal
-    if principal.claims is not None and principal.claims.allows(repository, action):
-        return principal
-    principal.grants = auth.grants(principal.name)
-    if principal.grants.allows(repository, action):
-        if principal.claims is None:
-            return principal
-        # The account may do it, but this token was issued for less: ask for a better one.
+    wanted = None if repository is None else _wanted(repository, action)
+    if verdict is Verdict.WIDER_TOKEN:
         raise Unauthorized(
-            "token does not cover this request",
-            headers=auth.challenge(request, _wanted(repository, action), "insufficient_scope"),
+            "token does not cover this request", headers=auth.challenge(request, wanted, "insufficient_scope")
         )
-    if principal.anonymous:
-        raise Unauthorized(headers=auth.challenge(request, _wanted(repository, action)))
+    if verdict is Verdict.LOG_IN:
+        raise Unauthorized(headers=auth.challenge(request, wanted))
     raise Denied(f"{principal.name} may not {action} {repository}")
 
 
@@ -180,15 +159,5 @@ async def _require(request: Request, repository: str | None, action: str) -> Pri
 
 def can_pull(request: Request, principal: Principal) -> Callable[[str], bool]:
     """A predicate for mounts, links of a manifest's blobs, and the catalog (runs in a thread)."""
-    auth: Authenticator = request.app.state.auth
-
-    def check(repository: str) -> bool:
-        if principal.open_registry:
-            return True
-        if principal.claims is not None and principal.claims.allows(repository, "pull"):
-            return True
-        if principal.grants is None:
-            principal.grants = auth.grants(principal.name)
-        return principal.grants.allows(repository, "pull")
-
-    return check
+    gate = request.app.state.auth.gate
+    return lambda repository: gate.can_pull(principal, repository)

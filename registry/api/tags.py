@@ -12,7 +12,6 @@ from registry.api.auth import can_pull, require
 from registry.api.base import call, count, read, repository, services
 from registry.errors import PaginationInvalid
 
-
 MAX_LAST = 1024
 """No tag or repository name is longer; a longer `last` is not a cursor we gave out."""
 
