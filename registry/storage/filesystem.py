@@ -1,4 +1,4 @@
-"""Blobs as files under a root directory: `blobs/sha256/ab/abcd...`, uploads in `uploads/`.
+"""Blobs as files under the storage root: `ROOT/sha256/ab/abcd...`, uploads in `ROOT/_uploads/`.
 
 A blob becomes visible by one `rename` of a complete, fsynced upload file, or for a blob
 stored whole by linking a complete, fsynced unnamed file (`O_TMPFILE`) into place, so a
@@ -89,7 +89,7 @@ class FilesystemStorage:
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.ENOENT):
                 raise
-            # No O_TMPFILE on this filesystem, or no /proc to link one through: go through uploads/.
+            # No O_TMPFILE on this filesystem, or no /proc to link one through: go through _uploads/.
             state = self.write_upload(self.start_upload(f"put-{os.urandom(8).hex()}"), 0, [data])
             self.commit_upload(state, len(data), digest)
             return
