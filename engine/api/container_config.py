@@ -175,7 +175,7 @@ def inspect_doc(container: Container) -> dict[str, Any]:
     spec = container.spec
     doc["Path"], doc["Args"] = spec.args[0], spec.args[1:]
     doc["State"].update({"Paused": False, "Restarting": False, "Dead": False})
-    doc["RestartCount"] = 0
+    doc["RestartCount"] = container.restart_count
     doc["Driver"] = "overlay"
     doc["Platform"] = "linux"
     doc["Config"].update(

@@ -106,19 +106,19 @@ def _stop(key: str, timeout: float) -> bool:
     from engine.service import lifecycle
 
     container = get(key)
-    if not container.is_running():
-        return False
+    running = container.is_running()
     lifecycle.stop(container, timeout)
-    return True
+    return running
 
 
 def _start(key: str) -> bool:
     """False when it already runs (docker's 304)."""
-    from engine.service import detach
+    from engine.service import detach, restarts
 
     container = get(key)
     if container.is_running() or container.supervised():
         return False
+    restarts.clear_stopped_by_user(container.directory)
     detach.start(container)
     return True
 

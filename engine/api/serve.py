@@ -14,12 +14,13 @@ import signal
 import ssl
 from pathlib import Path
 
-from engine.api import containers, images, streams, system
+from engine.api import containers, execs, images, streams, system
 from engine.api.http import MAX_HEAD, Server
 from engine.api.routes import API_VERSION, Router
 from engine.cli import VERSION
 
 DEFAULT_SOCKET = "/run/berth/engine.sock"
+log = logging.getLogger("berth.engine.api")
 
 
 def make_router() -> Router:
@@ -28,6 +29,7 @@ def make_router() -> Router:
     containers.register(router)
     images.register(router)
     streams.register(router)
+    execs.register(router)
     return router
 
 
@@ -39,6 +41,26 @@ def make_server(router: Router) -> Server:
         "Server": f"Berth/{VERSION} (linux)",
     }
     return Server(router, common)
+
+
+async def keep_restarting(router: Router) -> None:
+    """Start again, about once a second, the exited containers whose restart policy asks for it."""
+    from engine.service import restarts
+    from engine.service.lifecycle import stores
+
+    starting = True
+    while True:
+        try:
+            _, containers = stores()
+            for container in await router.call(restarts.due, containers, starting):
+                try:
+                    await router.call(restarts.restart, container, starting)
+                except Exception as exc:  # noqa: BLE001 - one container's failure must not stop the others
+                    log.warning("restarting %s failed: %s", container.name, exc)
+        except Exception:  # noqa: BLE001 - the loop outlives any one bad pass
+            log.exception("the restart pass failed")
+        starting = False
+        await asyncio.sleep(1)
 
 
 def tls_context(cert: str, key: str, ca: str) -> ssl.SSLContext:
@@ -76,12 +98,14 @@ async def serve(socket_path: Path, group: str | None, listen: str | None, tls: s
         servers.append(
             await asyncio.start_server(server.connection, host.strip("[]") or None, int(port), ssl=tls, limit=MAX_HEAD)
         )
+    keeper = asyncio.create_task(keep_restarting(router))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    logging.getLogger("berth.engine.api").info("serving the engine API on %s", socket_path)
+    log.info("serving the engine API on %s", socket_path)
     await stop.wait()
+    keeper.cancel()
     for s in servers:
         s.close()
     socket_path.unlink(missing_ok=True)

@@ -114,6 +114,7 @@ class Container:
     finished_at: float | None = None
     error: str = ""
     cgroup: dict[str, Any] = field(default_factory=dict)
+    restart_count: int = 0
 
     @property
     def state_file(self) -> Path:
@@ -127,10 +128,22 @@ class Container:
         """Move to `new` (checked against TRANSITIONS), apply `changes`, and persist."""
         if new not in TRANSITIONS[self.status]:
             raise InvalidTransition(f"container {self.id[:12]}: {self.status.value} -> {new.value}")
+        self._reread_shared()
         self.status = new
         for key, value in changes.items():
             setattr(self, key, value)
         self.save()
+
+    def _reread_shared(self) -> None:
+        """Take the fields other processes own (the name: rename; restart_count: the restart keeper) from
+        disk, so that a supervisor recording a transition from its own copy does not undo them."""
+        try:
+            with open(self.state_file) as f:
+                current = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.name = current.get("name", self.name)
+        self.restart_count = current.get("restart_count", self.restart_count)
 
     def update(self, **changes: Any) -> None:
         for key, value in changes.items():

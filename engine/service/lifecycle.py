@@ -247,6 +247,9 @@ def wait_stopped(container: Container, timeout: float) -> Container:
 
 def stop(container: Container, timeout: float) -> Container:
     """SIGTERM, then SIGKILL after `timeout` seconds, as `docker stop` does."""
+    from engine.service.restarts import mark_stopped_by_user
+
+    mark_stopped_by_user(container)  # its restart policy no longer applies, even between two restarts
     if not container.is_running():
         return container
     process.terminate(container.pid, container.pid_start, timeout)

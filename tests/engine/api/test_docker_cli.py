@@ -152,3 +152,45 @@ def test_inspect_shapes_match_dockerd(berth_api: Engine, dockerd: Engine) -> Non
         assert doc["State"]["Status"] == "created" and doc["Config"]["Cmd"] == ["true"]
         engine.ok("rm", "shape")
     assert keys[0] == keys[1]
+
+
+def test_exec_streams_exit_codes_and_options(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "host", IMAGE_NAME, "sleep", "600")
+    result = engine.docker("exec", "host", "sh", "-c", "echo out; echo err >&2; exit 4")
+    assert (result.returncode, result.stdout, result.stderr) == (4, "out\n", "err\n")
+    out = engine.ok("exec", "-u", "65534", "-w", "/tmp", "-e", "X=1", "host", "sh", "-c", "echo $(id -u) $(pwd) $X")
+    assert out == "65534 /tmp 1\n"
+    missing = engine.docker("exec", "host", "no-such-command")
+    assert missing.returncode in (126, 127) and "executable file not found" in missing.stderr + missing.stdout
+    engine.ok("exec", "-d", "host", "touch", "/tmp/detached")
+    assert until(lambda: engine.docker("exec", "host", "test", "-e", "/tmp/detached").returncode == 0)
+    engine.ok("rm", "-f", "host")
+    stopped = engine.docker("exec", "host", "true")
+    assert stopped.returncode == 1 and "No such container: host" in stopped.stderr
+
+
+def test_rename_and_restart(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "first", IMAGE_NAME, "sh", "-c", "echo up; exec sleep 600")
+    engine.ok("rename", "first", "second")
+    assert engine.ok("ps", "--format", "{{.Names}}").split() == ["second"]
+    engine.ok("restart", "-t", "1", "second")
+    assert engine.ok("ps", "--format", "{{.Names}} {{.State}}").split() == ["second", "running"]
+    assert until(lambda: engine.ok("logs", "second") == "up\nup\n")
+    engine.ok("rm", "-f", "second")
+
+
+def test_restart_policies(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "flaky", "--restart", "on-failure:2", IMAGE_NAME, "sh", "-c", "exit 3")
+    done = "{{.RestartCount}} {{.State.Status}} {{.State.ExitCode}}"
+    assert until(lambda: engine.ok("inspect", "--format", done, "flaky").split() == ["2", "exited", "3"], 60)
+    engine.ok("run", "-d", *NONE, "--name", "always", "--restart", "always", IMAGE_NAME, "sh", "-c", "sleep 0.2")
+    assert until(lambda: int(engine.ok("inspect", "--format", "{{.RestartCount}}", "always")) >= 2, 60)
+    engine.ok("stop", "-t", "1", "always")
+    assert until(lambda: engine.ok("inspect", "--format", "{{.State.Status}}", "always").strip() == "exited")
+    count = engine.ok("inspect", "--format", "{{.RestartCount}}", "always")
+    # stopped by the user: no more restarts (watched over a few of the keeper's passes)
+    assert not until(lambda: engine.ok("inspect", "--format", "{{.RestartCount}}", "always") != count, 4)
+    assert engine.ok("inspect", "--format", "{{.State.Status}}", "always").strip() == "exited"
+    refused = engine.docker("run", "--rm", "--restart", "always", *NONE, IMAGE_NAME, "true")
+    assert refused.returncode == 125 and "onflicting options" in refused.stderr
+    engine.ok("rm", "-f", "flaky", "always")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.engine.api.conftest import IMAGE_NAME, Engine
+from tests.engine.api.conftest import IMAGE_NAME, Engine, until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -139,6 +139,15 @@ def test_containers_outlive_a_killed_service(berth_api: Engine) -> None:
     assert follower.wait(30) == 0  # -f ends when the container stops
     assert berth_api.ok("ps", "-a", "--format", "{{.State}}").split() == ["exited"]
     berth_api.ok("rm", "survivor")
+
+
+def test_always_containers_start_again_with_the_service(berth_api: Engine) -> None:
+    berth_api.ok("run", "-d", "--name", "phoenix", "--restart", "always", IMAGE_NAME, "sleep", "600")
+    berth_api.ok("stop", "-t", "1", "phoenix")
+    berth_api.stop()
+    berth_api.start()
+    assert until(lambda: berth_api.ok("inspect", "--format", "{{.State.Running}}", "phoenix").strip() == "true")
+    berth_api.ok("rm", "-f", "phoenix")
 
 
 def test_tcp_needs_tls_with_client_certificates(tmp_path: Path) -> None:
