@@ -325,3 +325,11 @@ class BlobFetch(Base):
     digest: Mapped[str] = mapped_column(String(160), primary_key=True)
     holder: Mapped[str] = mapped_column(String(64), nullable=False)
     until: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+
+
+class SignedOutSession(Base):
+    """A web session signed out before its cookie expires: its nonce is refused until then."""
+
+    __tablename__ = "signed_out_session"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)

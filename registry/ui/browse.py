@@ -16,6 +16,7 @@ from registry.ui.pages import (
     form,
     manifest_url,
     problem,
+    public_origin,
     pull_or_refuse,
     render,
     repository_url,
@@ -33,6 +34,11 @@ def page_number(request: Request) -> int:
 
 def text_param(request: Request, key: str) -> str:
     return request.query_params.get(key, "")[:MAX_FILTER]
+
+
+def registry_host(request: Request) -> str:
+    """The host[:port] docker pulls from: as the browser reached us, or as a trusted proxy forwards."""
+    return public_origin(request).split("://", 1)[1][:255]
 
 
 def checked_digest(text: str) -> str | None:
@@ -72,7 +78,7 @@ async def repository(request: Request) -> Response:
         tags=tags,
         order=order,
         contains=contains,
-        host=request.headers.get("host", "REGISTRY")[:255],
+        host=registry_host(request),
         may_delete=current.may(name, "delete"),
         deleted=request.query_params.get("deleted", "")[:300],
     )
@@ -95,7 +101,9 @@ async def manifest(request: Request) -> Response:
     detail = await call(request, ui(request).browse.manifest, name, digest) if digest else None
     if detail is None:
         return problem(request, 404, "No such manifest in this repository.")
-    return render(request, "manifest.html", detail=detail, may_delete=current.may(name, "delete"))
+    return render(
+        request, "manifest.html", detail=detail, may_delete=current.may(name, "delete"), host=registry_host(request)
+    )
 
 
 def _target(fields: dict[str, str]) -> tuple[str, str] | None:

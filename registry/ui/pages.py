@@ -18,6 +18,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from registry.api.auth import Authenticator
 from registry.api.base import call
 from registry.auth.access import ANONYMOUS, Grants
+from registry.metadata.web_sessions import WebSessions
 from registry.service.administration import Administration
 from registry.service.browse import BrowseService
 from registry.service.policies import human
@@ -41,6 +42,7 @@ HEADERS = {
 class UI:
     templates: jinja2.Environment
     sessions: SessionCodec
+    signed_out: WebSessions
     browse: BrowseService
     admin: Administration
     gc_grace: timedelta
@@ -57,6 +59,7 @@ class Viewer:
     open_registry: bool = False
     grants: Grants = field(default_factory=lambda: Grants([]))
     nonce: str | None = None
+    expires: int = 0  # the session's, in epoch seconds
 
     def may(self, repository: str, action: str) -> bool:
         return self.open_registry or self.grants.allows(repository, action)
@@ -80,13 +83,13 @@ def ui(request: Request) -> UI:
     return request.app.state.ui
 
 
-def _resolve(auth: Authenticator, codec: SessionCodec, cookie: str | None) -> Viewer:
+def _resolve(auth: Authenticator, state: UI, cookie: str | None) -> Viewer:
     """The viewer behind a session cookie; the account is read every time, so a removed
-    account, a changed password or a lost role takes effect on the next page."""
+    account, a changed password, a lost role or a sign-out takes effect on the next page."""
     if auth.is_open():
         return Viewer(open_registry=True)
-    session = codec.read(cookie)
-    if session is not None:
+    session = state.sessions.read(cookie)
+    if session is not None and not state.signed_out.signed_out(session.nonce):
         account = auth.accounts.get(session.name)
         valid = (
             account is not None
@@ -95,7 +98,9 @@ def _resolve(auth: Authenticator, codec: SessionCodec, cookie: str | None) -> Vi
             and fingerprint(account.password_hash) == session.fingerprint
         )
         if account is not None and valid:
-            return Viewer(account.name, True, account.admin, False, auth.grants(account.name), session.nonce)
+            return Viewer(
+                account.name, True, account.admin, False, auth.grants(account.name), session.nonce, session.expires
+            )
     return Viewer(grants=auth.grants(ANONYMOUS))
 
 
@@ -104,9 +109,7 @@ async def viewer(request: Request) -> Viewer:
     found: Viewer | None = getattr(request.state, "viewer", None)
     if found is None:
         request.state.started = time.perf_counter()
-        found = await call(
-            request, _resolve, request.app.state.auth, ui(request).sessions, request.cookies.get(SESSION_COOKIE)
-        )
+        found = await call(request, _resolve, request.app.state.auth, ui(request), request.cookies.get(SESSION_COOKIE))
         request.state.viewer = found
         request.scope["berth.user"] = found.name
     return found

@@ -9,6 +9,7 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from registry.metadata.web_sessions import WebSessions
 from registry.service.administration import Administration
 from registry.service.browse import BrowseService
 from registry.ui import activity, admin, browse, signin
@@ -36,11 +37,17 @@ ROUTES: list[BaseRoute] = [
 
 
 def build_ui(
-    session_key: str, browse_service: BrowseService, administration: Administration, gc_grace: timedelta, untagged: bool
+    session_key: str,
+    signed_out: WebSessions,
+    browse_service: BrowseService,
+    administration: Administration,
+    gc_grace: timedelta,
+    untagged: bool,
 ) -> UI:
     return UI(
         templates=make_templates(HERE / "templates"),
         sessions=SessionCodec(bytes.fromhex(session_key), SESSION_SECONDS),
+        signed_out=signed_out,
         browse=browse_service,
         admin=administration,
         gc_grace=gc_grace,

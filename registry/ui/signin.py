@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
@@ -101,6 +103,9 @@ async def signout(request: Request) -> Response:
         await form(request, current.nonce)
     except FormRefused as refused:
         return problem(request, refused.status, refused.message)
+    if current.nonce is not None:
+        expires = datetime.fromtimestamp(current.expires, UTC)
+        await call(request, ui(request).signed_out.sign_out, current.nonce, expires)
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax", secure=_secure(request))
     return response

@@ -61,9 +61,13 @@ def test_session_cookie_flags_sign_out_and_password_change(page: Any, site: Site
     assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]  # plain HTTP here
     assert cookie["expires"] > 0  # expiring, not a browser-session cookie
     assert page.evaluate("document.cookie") == ""
+    copied = {"berth_session": cookie["value"]}
+    assert "team/secret" in requests.get(site.url + "/", cookies=copied).text
     page.click("text=Sign out")
     page.wait_for_url(site.url + "/")
     assert not [c for c in page.context.cookies() if c["name"] == "berth_session"]
+    # Signing out ends the session on the server too: a copy of the cookie is refused.
+    assert "team/secret" not in requests.get(site.url + "/", cookies=copied).text
 
     # A copied cookie stops working when the password changes.
     sign_in(page, site.url, "alice")
