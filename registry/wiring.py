@@ -13,6 +13,7 @@ import secrets
 from functools import cached_property
 from typing import TYPE_CHECKING
 
+from registry.clock import SYSTEM_CLOCK, Clock
 from registry.config import Settings
 
 if TYPE_CHECKING:
@@ -50,9 +51,10 @@ class Registry:
     the database is first used (admin commands); `berth serve` migrates once, before its
     workers start, so the workers do not."""
 
-    def __init__(self, settings: Settings, migrate: bool = False) -> None:
+    def __init__(self, settings: Settings, migrate: bool = False, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.migrate = migrate
+        self.clock = clock
 
     # bytes and the index -------------------------------------------------------------
 
@@ -123,7 +125,7 @@ class Registry:
         from registry.metadata.policies import Policies
         from registry.service.policies import PolicyService
 
-        return PolicyService(Policies(self.database))
+        return PolicyService(Policies(self.database), self.clock)
 
     @cached_property
     def collector(self) -> GarbageCollector:
@@ -131,7 +133,7 @@ class Registry:
         from registry.service.gc import GarbageCollector
 
         return GarbageCollector(
-            Collector(self.database), self.storage, self.policies, self.settings.upload_session_lifetime
+            Collector(self.database), self.storage, self.policies, self.settings.upload_session_lifetime, self.clock
         )
 
     @cached_property
@@ -147,7 +149,7 @@ class Registry:
         from registry.service.uploads import SessionIds
 
         secret = self.accounts.signing_key("upload-sessions", lambda: secrets.token_hex(32))
-        return SessionIds(secret.encode(), self.settings.upload_session_lifetime)
+        return SessionIds(secret.encode(), self.settings.upload_session_lifetime, self.clock)
 
     @cached_property
     def authority(self) -> TokenAuthority:

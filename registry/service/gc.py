@@ -11,9 +11,10 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 
+from registry.clock import SYSTEM_CLOCK, Clock
 from registry.metadata.collect import Candidate, Collector, GcRunRow
 from registry.service.policies import Expired, PolicyService
 from registry.storage.base import BlobStorage
@@ -39,9 +40,15 @@ class GcReport:
 
 class GarbageCollector:
     def __init__(
-        self, collector: Collector, storage: BlobStorage, policies: PolicyService, session_lifetime: timedelta
+        self,
+        collector: Collector,
+        storage: BlobStorage,
+        policies: PolicyService,
+        session_lifetime: timedelta,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         """`session_lifetime` is how long an upload id is valid: its tombstone is kept that long."""
+        self.clock = clock
         self.collector = collector
         self.storage = storage
         self.policies = policies
@@ -55,7 +62,7 @@ class GarbageCollector:
         its `trigger` (schedule, command, or who started it from the web interface)."""
         if not self.collector.acquire(LEASE, self.holder, LEASE_SECONDS):
             return None
-        started = datetime.now(UTC)
+        started = self.clock.now()
         try:
             report = self._collect(started - grace, untagged, dry_run)
         finally:
@@ -64,7 +71,7 @@ class GarbageCollector:
             self.collector.record_run(
                 GcRunRow(
                     started,
-                    datetime.now(UTC),
+                    self.clock.now(),
                     trigger,
                     len(report.blobs),
                     len(report.manifests),
@@ -82,7 +89,7 @@ class GarbageCollector:
                 report.uploads.append(upload_id)
                 report.upload_bytes += size
         if not dry_run:
-            self.collector.drop_tombstones(datetime.now(UTC) - self.session_lifetime)
+            self.collector.drop_tombstones(self.clock.now() - self.session_lifetime)
             report.leftover_bytes = self.storage.sweep_uploads(cutoff.timestamp(), self.collector.active_upload_ids())
         report.tags = self.policies.apply_retention(dry_run)
         if untagged:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 from fnmatch import fnmatchcase
 
 from registry.auth.access import matches
+from registry.clock import SYSTEM_CLOCK, Clock
 from registry.errors import QuotaExceeded
 from registry.metadata.policies import Policies, RepositoryUsage, TagRow
 
@@ -36,8 +37,9 @@ class Usage:
 
 
 class PolicyService:
-    def __init__(self, policies: Policies):
+    def __init__(self, policies: Policies, clock: Clock = SYSTEM_CLOCK):
         self.policies = policies
+        self.clock = clock
 
     def _limits(self, repository: str, digest: str | None, upload_id: str | None) -> Iterator[tuple[str, int, int]]:
         """(pattern, limit, bytes used) of every quota a new blob `digest` in `repository`
@@ -95,7 +97,7 @@ class PolicyService:
 
     def expired_tags(self) -> list[Expired]:
         """Tags the retention policies no longer keep (immutable tags are always kept)."""
-        now = datetime.now(UTC)
+        now = self.clock.now()
         found: dict[tuple[str, str], Expired] = {}
         for policy in self.policies.retention():
             by_repository: dict[str, list[TagRow]] = {}

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from registry.clock import SYSTEM_CLOCK, Clock
 from registry.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
@@ -61,15 +62,16 @@ TRANSITIONS: dict[UploadStatus, frozenset[UploadStatus]] = {
 class SessionIds:
     """Upload ids that prove where and when they were issued: `<uuid>.<start>.<mac>`."""
 
-    def __init__(self, secret: bytes, lifetime: timedelta):
+    def __init__(self, secret: bytes, lifetime: timedelta, clock: Clock = SYSTEM_CLOCK):
         self.secret = secret
         self.lifetime = lifetime
+        self.clock = clock
 
     def _mac(self, repository: str, body: str) -> str:
         return hmac.new(self.secret, f"{repository}\n{body}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def issue(self, repository: str) -> str:
-        body = f"{uuid.uuid4()}.{int(time.time()):x}"
+        body = f"{uuid.uuid4()}.{int(self.clock.now().timestamp()):x}"
         return f"{body}.{self._mac(repository, body)}"
 
     def started(self, repository: str, upload_id: str) -> datetime | None:
@@ -82,7 +84,7 @@ class SessionIds:
             moment = datetime.fromtimestamp(int(started, 16), UTC)
         except ValueError:
             return None
-        return moment if datetime.now(UTC) - moment < self.lifetime else None
+        return moment if self.clock.now() - moment < self.lifetime else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
 
+from registry.clock import SYSTEM_CLOCK, Clock
+from registry.config import load_settings
+from registry.wiring import Registry
 from tests.conftest import BACKENDS, RegistryProcess, backend_args
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -93,3 +97,30 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     process = RegistryProcess(tmp_path_factory.mktemp("server"), args=backend_args(request, request.param))
     yield process
     process.stop()
+
+
+class ManualClock:
+    """A clock a test moves forward, instead of sleeping until something expires."""
+
+    def __init__(self) -> None:
+        self.moment = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, delta: timedelta) -> None:
+        self.moment += delta
+
+
+def in_process(server: RegistryProcess, clock: Clock = SYSTEM_CLOCK) -> Registry:
+    """The parts of the registry `server` runs, wired in this process (as an admin command
+    would), reading time from `clock`."""
+    flags = dict(zip(server.settings_flags()[::2], server.settings_flags()[1::2], strict=True))
+    settings = load_settings(
+        None,
+        data_dir=flags["--data-dir"],
+        database_url=flags.get("--database-url"),
+        storage=flags.get("--storage"),
+        s3_endpoint=flags.get("--s3-endpoint"),
+    )
+    return Registry(settings, clock=clock)

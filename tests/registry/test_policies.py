@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import requests
 
 from tests.conftest import RegistryProcess
-from tests.registry.conftest import Api, berth, error_code, sha256
+from tests.registry.conftest import Api, ManualClock, berth, error_code, in_process, sha256
 
 
 def on(server: RegistryProcess, *args: str) -> str:
@@ -87,9 +87,14 @@ def test_retention_keeps_the_newest_and_spares_immutable(server: RegistryProcess
     assert "removed tag retained/app:build-2" in out
     tags = api.http.get(api.url("tags/list")).json()["tags"]
     assert tags == ["build-0", "build-3", "build-4", "stable"]
-    on(server, "retention", "set", "retained/*", "--tags", "stable", "--max-age", "1s")
-    time.sleep(2)
+    on(server, "retention", "set", "retained/*", "--tags", "stable", "--max-age", "1h")
     on(server, "retention", "apply")
+    assert "stable" in api.http.get(api.url("tags/list")).json()["tags"]
+    later = ManualClock()
+    later.advance(timedelta(hours=2))
+    removed = in_process(server, later).policies.apply_retention(False)
+    assert [(t.repository, t.tag) for t in removed if t.repository == "retained/app"] == [("retained/app", "stable")]
+    assert api.http.get(api.url("tags/list")).json()["tags"] == ["build-0", "build-3", "build-4"]
     assert "stable" not in api.http.get(api.url("tags/list")).json()["tags"]
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 
 from registry.service.uploads import SessionIds
+from tests.registry.conftest import ManualClock
 
 
 def test_issued_id_is_valid_only_for_its_repository() -> None:
@@ -37,8 +37,10 @@ def test_tampered_and_malformed_ids_are_refused() -> None:
 
 
 def test_ids_expire_after_their_lifetime() -> None:
-    ids = SessionIds(b"secret", timedelta(seconds=1))
+    clock = ManualClock()
+    ids = SessionIds(b"secret", timedelta(hours=1), clock)
     upload_id = ids.issue("app")
+    clock.advance(timedelta(minutes=58))
     assert ids.started("app", upload_id) is not None
-    time.sleep(2.1)
+    clock.advance(timedelta(minutes=3))
     assert ids.started("app", upload_id) is None
