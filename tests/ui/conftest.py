@@ -231,7 +231,20 @@ def page(chromium: Any) -> Iterator[Any]:
     context = chromium.new_context(viewport={"width": 1280, "height": 800})
     tab = context.new_page()
     problems: list[str] = []
-    tab.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"), dialog.dismiss()))
+    confirms: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        """Confirmations (forms marked data-confirm) are accepted and kept for the test; anything else,
+        an alert() an escaped label failed to stop, is a problem."""
+        if dialog.type == "confirm":
+            confirms.append(dialog.message)
+            dialog.accept()
+        else:
+            problems.append(f"dialog: {dialog.message}")
+            dialog.dismiss()
+
+    tab.on("dialog", answer)
+    tab.confirms = confirms
     # Error statuses (401, 404...) are logged as failed loads; anything else, a CSP violation say, is a problem.
     tab.on(
         "console",

@@ -220,6 +220,7 @@ def test_administration(page: Any, site: Site, screenshots: Path) -> None:
     row = page.locator("#accounts tr", has=page.locator("td:text-is('bob')"))
     row.locator("text=Remove").click()
     assert "Removed bob." in page.inner_text(".done")
+    assert page.confirms[-1] == "Remove the account bob and its grants?"
     assert requests.get(site.url + "/v2/team/app/tags/list", auth=("bob", "bob-secret-5")).status_code == 401
     site.admin("quota", "rm", "team/*")
     site.admin("retention", "rm", "team/tools", "--tags", "*")

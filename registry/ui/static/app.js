@@ -1,5 +1,10 @@
-// Copy buttons: the text to copy is in data-copy. Everything else works without JavaScript.
+// Copy buttons (the text is in data-copy) and a confirmation before forms marked data-confirm.
+// Everything works without JavaScript too (deleting tags and manifests has its own confirmation page).
 "use strict";
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
+});
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("button[data-copy]");
   if (!button) return;
