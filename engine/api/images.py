@@ -60,38 +60,54 @@ def _matches(patterns: list[str], tag: str) -> bool:
     return any(fnmatch.fnmatchcase(tag, p) or fnmatch.fnmatchcase(bare, p) for p in patterns)
 
 
-def _images(patterns: list[str] | None = None) -> list[dict[str, Any]]:
+def _images(patterns: list[str] | None = None, sizes: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """docker's image list; `sizes` remembers each manifest's total size (content-addressed, never stale)."""
+    sizes = {} if sizes is None else sizes
     images, _ = stores()
     if not images.paths.images.joinpath("index.json").exists():
         return []
     layout = images.layout
     by_id: dict[str, dict[str, Any]] = {}
+    by_digest: dict[str, dict[str, Any] | None] = {}  # many tags of one image: resolved and sized once
     for entry in layout.entries():
         if not entry.name or entry.descriptor.artifact_type or not _matches(patterns or [], familiar(entry.name)):
             continue
-        try:
-            image = images.resolve(entry.name)
-        except (LookupError, ValueError):
-            continue
-        row = by_id.get(image.id)
+        digest = entry.descriptor.digest
+        if digest not in by_digest:
+            by_digest[digest] = _row(images, entry, by_id, sizes)
+        row = by_digest[digest]
         if row is None:
-            size = sum(layout.reachable([entry.descriptor]).values())
-            row = by_id[image.id] = {
-                "Id": image.id,
-                "ParentId": "",
-                "RepoTags": [],
-                "RepoDigests": [],
-                "Created": _created(image.config),
-                "Size": size,
-                "VirtualSize": size,
-                "SharedSize": -1,
-                "Labels": image.runtime.get("Labels") or {},
-                "Containers": -1,
-            }
+            continue
         row["RepoTags"].append(familiar(entry.name))
         repository = familiar(entry.name).rsplit(":", 1)[0] if "@" not in entry.name else familiar(entry.name)
-        row["RepoDigests"].append(f"{repository.split('@')[0]}@{entry.descriptor.digest}")
+        row["RepoDigests"].append(f"{repository.split('@')[0]}@{digest}")
     return sorted(by_id.values(), key=lambda r: r["Created"], reverse=True)
+
+
+def _row(images: Any, entry: Any, by_id: dict[str, dict[str, Any]], sizes: dict[str, int]) -> dict[str, Any] | None:
+    """The listing row of the image `entry` names (shared by every entry of the same image id)."""
+    try:
+        image = images.resolve(entry.name)
+    except (LookupError, ValueError):
+        return None
+    if image.id not in by_id:
+        digest = entry.descriptor.digest
+        if digest not in sizes:
+            sizes[digest] = sum(images.layout.reachable([entry.descriptor]).values())
+        size = sizes[digest]
+        by_id[image.id] = {
+            "Id": image.id,
+            "ParentId": "",
+            "RepoTags": [],
+            "RepoDigests": [],
+            "Created": _created(image.config),
+            "Size": size,
+            "VirtualSize": size,
+            "SharedSize": -1,
+            "Labels": image.runtime.get("Labels") or {},
+            "Containers": -1,
+        }
+    return by_id[image.id]
 
 
 def _find(name: str) -> str:
@@ -155,9 +171,11 @@ def _remove(name: str, force: bool) -> list[dict[str, str]]:
 
 
 def register(router: Router) -> None:
+    sizes: dict[str, int] = {}
+
     async def listing(request: Request) -> Response:
         patterns = _references(request.arg("filters") or "")
-        return Response.json(await router.call(_images, patterns))
+        return Response.json(await router.call(_images, patterns, sizes))
 
     async def inspect(request: Request, name: str) -> Response:
         return Response.json(await router.call(_inspect, name))

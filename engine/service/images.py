@@ -63,6 +63,7 @@ class ImageStore:
     def __init__(self, paths: Paths) -> None:
         self.paths = paths
         self._layout: Layout | None = None
+        self._cache: dict[str, Any] | None = None
 
     @property
     def layout(self) -> Layout:
@@ -114,11 +115,15 @@ class ImageStore:
     def resolve(self, name: str) -> Image:
         """The runnable image for `name` on this machine's platform (cached, see the module doc)."""
         key = self._index_key()
-        try:
-            with open(self.paths.resolve_cache) as f:
-                cache = json.load(f)
-        except (OSError, ValueError):
-            cache = {}
+        if self._cache is not None and self._cache.get("index") == key:
+            cache = self._cache  # one store object resolving many names (a listing) reads the file once
+        else:
+            try:
+                with open(self.paths.resolve_cache) as f:
+                    cache = json.load(f)
+            except (OSError, ValueError):
+                cache = {}
+            self._cache = cache
         if key is not None and cache.get("index") == key and name in cache.get("images", {}):
             return Image(**cache["images"][name])
         image = self._resolve(name)

@@ -386,6 +386,8 @@ def main() -> None:
     parser.add_argument("--no-pull", action="store_true")
     parser.add_argument("--rounds", type=int, default=3, help="pull rounds")
     parser.add_argument("--throughput", type=int, default=1024, metavar="MIB", help="MiB per transfer (0: skip)")
+    parser.add_argument("--no-api", action="store_true", help="skip the engine API (docker CLI -> berth vs dockerd)")
+    parser.add_argument("--only-api", action="store_true", help="only the engine API figures")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("the engine benchmark needs root (namespaces, overlay mounts, cgroups)")
@@ -396,6 +398,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-engine-", dir="/var/tmp") as tmp:
         work = Path(tmp)
         try:
+            if not args.no_api:
+                from tests.bench.engine_api import bench_api
+
+                print(f"docker CLI through berth's engine API and through dockerd, {args.n} runs (ratio: to dockerd)")
+                for line in bench_api(work, args.n, not args.no_docker):
+                    print(line)
+                if args.only_api:
+                    return
             print(f"start-to-exit of `true`, {args.n} runs each, {os.cpu_count()} cores")
             for line in bench_start(args.n, work, not args.no_docker, not args.no_podman):
                 print(line)
