@@ -192,7 +192,8 @@ def inspect_doc(container: Container) -> dict[str, Any]:
         }
     )
     doc["HostConfig"]["RestartPolicy"] = _restart_policy(spec.restart)
-    doc["HostConfig"]["LogConfig"] = {"Type": "berth-file", "Config": {}}
+    # clients (docker-py) read logs only from drivers they know readable; berth's log file is, as json-file's
+    doc["HostConfig"]["LogConfig"] = {"Type": "json-file", "Config": {}}
     return doc
 
 

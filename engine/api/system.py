@@ -95,7 +95,7 @@ def _info() -> dict[str, Any]:
         "OomKillDisable": False,
         "NGoroutines": 0,
         "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "LoggingDriver": "berth-file",
+        "LoggingDriver": "json-file",
         "CgroupDriver": "cgroupfs",
         "CgroupVersion": "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
         "NEventsListener": 0,
