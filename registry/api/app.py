@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
+from starlette.routing import BaseRoute
 
 from registry.api.connections import BodyTimeout
 from registry.api.errors import body_stopped, http_error, registry_error, storage_error
@@ -49,7 +50,7 @@ def build_app(parts: Registry) -> Starlette:
             await asyncio.get_running_loop().run_in_executor(executor, events.flush_pulls)
             executor.shutdown(wait=False, cancel_futures=True)
 
-    routes = list(ROUTES)
+    routes: list[BaseRoute] = list(ROUTES)
     if settings.ui:
         from registry.ui.routes import ROUTES as UI_ROUTES
 

@@ -131,7 +131,7 @@ class Collector:
         query = select(*columns).order_by(GcRun.finished_at.desc(), GcRun.id.desc()).limit(limit)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-        return [GcRunRow(*(_utc(v) if isinstance(v, datetime) else v for v in row)) for row in rows]
+        return [GcRunRow(_utc(r.started_at), _utc(r.finished_at), r.trigger, *r[3:]) for r in rows]
 
     # -- upload sessions
 

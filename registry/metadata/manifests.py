@@ -42,6 +42,19 @@ class NewManifest:
     blobs: tuple[str, ...]
     children: tuple[str, ...]
 
+    def columns(self) -> dict[str, Any]:
+        """The manifest table's columns this manifest fills (besides repository and time)."""
+        return {
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "size": len(self.content),
+            "content": self.content,
+            "config_digest": self.config_digest,
+            "subject_digest": self.subject_digest,
+            "artifact_type": self.artifact_type,
+            "annotations": json.dumps(self.annotations) if self.annotations else None,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Referrer:
@@ -209,17 +222,7 @@ class ManifestIndex:
             if missing_blobs or missing_children:
                 raise _Missing(missing_blobs, missing_children)
             manifest_id = self._upsert_manifest.execute(
-                conn,
-                repository_id=repository_id,
-                digest=manifest.digest,
-                media_type=manifest.media_type,
-                size=len(manifest.content),
-                content=manifest.content,
-                config_digest=manifest.config_digest,
-                subject_digest=manifest.subject_digest,
-                artifact_type=manifest.artifact_type,
-                annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                now=moment,
+                conn, repository_id=repository_id, now=moment, **manifest.columns()
             ).scalar_one()
             for blob_id in sorted(set(blob_ids.values())):
                 self._manifest_blob.execute(conn, manifest_id=manifest_id, blob_id=blob_id)

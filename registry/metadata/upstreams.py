@@ -196,18 +196,7 @@ class UpstreamIndex:
             )
             conn.execute(
                 dialect_insert(Manifest)
-                .values(
-                    repository_id=repository_id,
-                    digest=manifest.digest,
-                    media_type=manifest.media_type,
-                    size=len(manifest.content),
-                    content=manifest.content,
-                    config_digest=manifest.config_digest,
-                    subject_digest=manifest.subject_digest,
-                    artifact_type=manifest.artifact_type,
-                    annotations=json.dumps(manifest.annotations) if manifest.annotations else None,
-                    created_at=now,
-                )
+                .values(repository_id=repository_id, created_at=now, **manifest.columns())
                 .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
             )
             manifest_id = conn.execute(
