@@ -48,6 +48,26 @@ def _publish(host: dict[str, Any]) -> list[str]:
     return out
 
 
+def _mounts(host: dict[str, Any]) -> list[str]:
+    """HostConfig.Mounts (`--mount`) of type bind or volume, as the service's SOURCE:TARGET[:ro] form."""
+    mounts = host.get("Mounts") or []
+    if not isinstance(mounts, list):
+        raise ApiError(400, "Mounts must be a list")
+    out = []
+    for mount in mounts:
+        if not isinstance(mount, dict):
+            raise ApiError(400, "Mounts entries must be objects")
+        kind, source, target = mount.get("Type"), mount.get("Source") or "", mount.get("Target") or ""
+        if kind not in ("bind", "volume"):
+            raise ApiError(501, f"berth's engine API does not implement --mount type={str(kind)[:40]}")
+        if not isinstance(source, str) or not isinstance(target, str) or not source or ":" in source + target:
+            raise ApiError(400, "invalid mount: Source and Target must be given, without ':'")
+        if kind == "bind" and not source.startswith("/"):
+            raise ApiError(400, f"invalid mount config for type \"bind\": invalid mount path: '{source[:300]}'")
+        out.append(f"{source}:{target}{':ro' if mount.get('ReadOnly') else ''}")
+    return out
+
+
 def run_options(body: Any) -> RunOptions:
     """The run options a create body describes (TTY and stdin are refused: berth's API has no stdin yet)."""
     if not isinstance(body, dict):
@@ -68,8 +88,6 @@ def run_options(body: Any) -> RunOptions:
     policy = restart.get("Name") or "no"
     if policy == "on-failure" and restart.get("MaximumRetryCount"):
         policy = f"on-failure:{int(restart['MaximumRetryCount'])}"
-    if host.get("Mounts"):
-        raise ApiError(501, "berth's engine API does not implement HostConfig.Mounts (--mount) yet; use -v HOST:PATH")
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels must map strings to strings")
@@ -81,7 +99,7 @@ def run_options(body: Any) -> RunOptions:
         workdir=body.get("WorkingDir") or None,
         user=body.get("User") or None,
         hostname=body.get("Hostname") or None,
-        volumes=_strings(host, "Binds"),
+        volumes=_strings(host, "Binds") + _mounts(host),
         network="bridge" if network == "default" else network,
         publish=_publish(host),
         publish_all=bool(host.get("PublishAllPorts")),

@@ -41,6 +41,10 @@ class Paths:
     def networks(self) -> Path:
         return self.root / "networks"
 
+    @property
+    def volumes(self) -> Path:
+        return self.root / "volumes"
+
     def layer(self, digest: str) -> Path:
         algorithm, _, hexpart = digest.partition(":")
         return self.layers / algorithm / hexpart

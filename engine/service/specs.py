@@ -45,16 +45,26 @@ def parse_bytes(text: str) -> int:
 
 
 def parse_volume(text: str) -> Mount:
-    """HOST:CONTAINER[:ro|rw]; the host side must be an absolute path (created if missing)."""
+    """HOST:CONTAINER[:ro|rw], HOST an absolute path (created if missing) or a named volume (created if new)."""
     parts = text.split(":")
     if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
         raise UsageError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro]")
     host, target = parts[0], parts[1]
-    if not host.startswith("/") or not target.startswith("/"):
-        raise UsageError(f"invalid volume {text!r}: both paths must be absolute (named volumes are not supported)")
+    if not target.startswith("/"):
+        raise UsageError(f"invalid volume {text!r}: the container path must be absolute")
+    readonly = len(parts) == 3 and parts[2] == "ro"
+    if not host.startswith("/"):
+        from engine.service.paths import Paths
+        from engine.service.volumes import VolumeError, Volumes
+
+        try:
+            volume = Volumes(Paths.default().volumes).create(host)
+        except VolumeError as exc:
+            raise UsageError(f"invalid volume {text!r}: {exc}") from None
+        return Mount(str(volume.mountpoint), os.path.normpath(target), readonly)
     if not os.path.exists(host):
         os.makedirs(host)
-    return Mount(os.path.realpath(host), os.path.normpath(target), len(parts) == 3 and parts[2] == "ro")
+    return Mount(os.path.realpath(host), os.path.normpath(target), readonly)
 
 
 def read_env_file(path: str) -> list[str]:

@@ -194,3 +194,29 @@ def test_restart_policies(engine: Engine) -> None:
     refused = engine.docker("run", "--rm", "--restart", "always", *NONE, IMAGE_NAME, "true")
     assert refused.returncode == 125 and "onflicting options" in refused.stderr
     engine.ok("rm", "-f", "flaky", "always")
+
+
+def test_named_volumes(engine: Engine) -> None:
+    assert engine.ok("volume", "create", "--label", "kind=test", "shared").strip() == "shared"
+    assert "shared" in engine.ok("volume", "ls", "--format", "{{.Name}}").split()
+    assert engine.ok("volume", "inspect", "--format", "{{.Driver}} {{.Labels}}", "shared").strip() == (
+        "local map[kind:test]"
+    )
+    engine.ok("run", "--rm", *NONE, "-v", "shared:/data", IMAGE_NAME, "sh", "-c", "echo kept > /data/file")
+    out = engine.ok(
+        "run", "--rm", *NONE, "--mount", "type=volume,source=shared,target=/v,readonly", IMAGE_NAME, "cat", "/v/file"
+    )
+    assert out == "kept\n"
+    readonly = engine.docker(
+        "run", "--rm", *NONE, "--mount", "type=volume,source=shared,target=/v,readonly", IMAGE_NAME, "touch", "/v/x"
+    )
+    assert readonly.returncode == 1 and "Read-only file system" in readonly.stderr + readonly.stdout
+    engine.ok("create", *NONE, "--name", "user", "-v", "shared:/data", IMAGE_NAME, "true")
+    busy = engine.docker("volume", "rm", "shared")
+    assert busy.returncode == 1 and "volume is in use" in busy.stderr
+    engine.ok("rm", "user")
+    assert engine.ok("volume", "rm", "shared").strip() == "shared"
+    missing = engine.docker("volume", "inspect", "shared")
+    assert missing.returncode == 1 and "no such volume" in missing.stderr
+    bad = engine.docker("volume", "create", "../escape")
+    assert bad.returncode == 1 and "includes invalid characters for a local volume name" in bad.stderr

@@ -103,10 +103,19 @@ def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
     assert request(berth_api, "GET", "/v1.41/containers/json?limit=lots")[0] == 400
     assert request(berth_api, "GET", "/v1.41/containers/json?all=maybe")[0] == 400
     # options the service refuses: a relative workdir, a bad memory size, a bad restart policy
-    for host, extra in (({}, {"WorkingDir": "relative"}), ({"Memory": 1}, {}), ({"RestartPolicy": {"Name": "x"}}, {})):
+    refused = (
+        ({}, {"WorkingDir": "relative"}),
+        ({"Memory": 1}, {}),
+        ({"RestartPolicy": {"Name": "x"}}, {}),
+        ({"Binds": ["../../etc:/data"]}, {}),
+        ({"Mounts": [{"Type": "bind", "Source": "relative", "Target": "/x"}]}, {}),
+        ({"Mounts": [{"Type": "volume", "Source": "a:b", "Target": "/x"}]}, {}),
+    )
+    for host, extra in refused:
         doc = {"Image": IMAGE_NAME, "Cmd": ["true"], **extra, "HostConfig": {"NetworkMode": "none", **host}}
         assert request(berth_api, "POST", create, json.dumps(doc).encode())[0] == 400, doc
     assert container_count(berth_api) == before
+    assert berth_api.ok("volume", "ls", "-q") == ""
     assert berth_api.docker("version").returncode == 0
 
 
