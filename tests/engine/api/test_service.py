@@ -67,9 +67,9 @@ def test_versions_outside_the_supported_range_are_refused(berth_api: Engine) -> 
 
 
 def test_unimplemented_endpoints_answer_501_naming_them(berth_api: Engine) -> None:
-    result = berth_api.docker("volume", "ls")
+    result = berth_api.docker("plugin", "ls")
     assert result.returncode == 1
-    assert "berth's engine API does not implement GET /volumes" in result.stderr
+    assert "berth's engine API does not implement GET /plugins" in result.stderr
 
 
 def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
