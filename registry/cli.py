@@ -14,6 +14,7 @@ from registry.admin import COMMANDS as ADMIN_COMMANDS
 from registry.cli_options import server_options
 from registry.config import Settings
 from registry.maintenance_cli import COMMANDS as MAINTENANCE_COMMANDS
+from registry.replication_cli import COMMANDS as REPLICATION_COMMANDS
 from registry.upstream_cli import COMMANDS as UPSTREAM_COMMANDS
 
 
@@ -175,7 +176,14 @@ def current(settings: Settings) -> None:
     click.echo(current_revision(settings.effective_database_url) or "(empty database)")
 
 
-COMMANDS: list[click.Command] = [serve, db, *ADMIN_COMMANDS, *MAINTENANCE_COMMANDS, *UPSTREAM_COMMANDS]
+COMMANDS: list[click.Command] = [
+    serve,
+    db,
+    *ADMIN_COMMANDS,
+    *MAINTENANCE_COMMANDS,
+    *UPSTREAM_COMMANDS,
+    *REPLICATION_COMMANDS,
+]
 
 
 def main() -> None:

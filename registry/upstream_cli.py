@@ -69,6 +69,20 @@ def check_prefix(prefix: str, existing: list[UpstreamConfig]) -> str:
     return prefix
 
 
+def read_password(username: str | None, password_stdin: bool) -> str | None:
+    """Check --username and read --password-stdin's one line (credentials for another registry)."""
+    if username is not None and (not username or len(username) > 255 or any(c in username for c in ":\r\n")):
+        raise click.BadParameter(
+            "a user name of 1 to 255 characters without ':' or line breaks", param_hint="--username"
+        )
+    if not password_stdin:
+        return None
+    password = sys.stdin.readline(MAX_PASSWORD + 1).rstrip("\n")
+    if len(password) > MAX_PASSWORD:
+        raise click.BadParameter(f"the password is over {MAX_PASSWORD} characters", param_hint="--password-stdin")
+    return password
+
+
 def read_ca(path: str | None) -> str | None:
     if path is None:
         return None
@@ -123,15 +137,7 @@ def upstream_add(
         raise click.BadParameter(f"at most {MAX_TTL_SECONDS // 86400} days", param_hint="--tag-ttl")
     if len(allow) > MAX_ALLOW or any(not ALLOW.fullmatch(pattern) for pattern in allow):
         raise click.BadParameter(f"at most {MAX_ALLOW} globs of a-z 0-9 . _ - / * ? [ ]", param_hint="--allow")
-    if username is not None and (not username or len(username) > 255 or any(c in username for c in ":\r\n")):
-        raise click.BadParameter(
-            "a user name of 1 to 255 characters without ':' or line breaks", param_hint="--username"
-        )
-    password = None
-    if password_stdin:
-        password = sys.stdin.readline(MAX_PASSWORD + 1).rstrip("\n")
-        if len(password) > MAX_PASSWORD:
-            raise click.BadParameter(f"the password is over {MAX_PASSWORD} characters", param_hint="--password-stdin")
+    password = read_password(username, password_stdin)
     max_age = int(duration(cache_max_age).total_seconds()) if cache_max_age else None
     max_bytes = parse_size(cache_max_bytes) if cache_max_bytes else None
     if max_bytes is not None and not 0 < max_bytes < 2**62:

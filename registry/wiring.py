@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from registry.service.gc import GarbageCollector
     from registry.service.manifests import ManifestService
     from registry.service.policies import PolicyService
+    from registry.service.replication import ReplicationService
     from registry.service.uploads import SessionIds
     from registry.service.upstreams import UpstreamService
     from registry.storage.base import BlobStorage
@@ -199,6 +200,19 @@ class Registry:
         from registry.metadata.upstreams import UpstreamIndex
 
         return UpstreamIndex(self.db)
+
+    @cached_property
+    def replication(self) -> ReplicationService:
+        """Replication to and from other registries; its local writes go through the manifest rules."""
+        from registry.metadata.collect import Collector
+        from registry.metadata.replication import ReplicationIndex
+        from registry.service.manifests import ManifestService
+        from registry.service.registry_sides import LocalSide
+        from registry.service.replication import ReplicationService
+
+        manifests = ManifestService(self.manifest_index, self.tag_index, self.repository_index, self.policies)
+        local = LocalSide("replication", manifests, self.blob_index, self.storage, self.upstream_index, self.events)
+        return ReplicationService(ReplicationIndex(self.db), local, Collector(self.database))
 
     @cached_property
     def authenticator(self) -> Authenticator:

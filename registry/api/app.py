@@ -25,11 +25,13 @@ from registry.config import Settings, parse_duration
 from registry.errors import RegistryError
 from registry.service.events import EventService
 from registry.service.gc import GarbageCollector
+from registry.service.replication import ReplicationService
 
 if TYPE_CHECKING:
     from registry.wiring import Registry
 
 LOG = logging.getLogger("berth.registry")
+SCHEDULE_CHECK = 10.0
 
 
 def build_app(parts: Registry) -> Starlette:
@@ -41,6 +43,7 @@ def build_app(parts: Registry) -> Starlette:
         tasks = [
             asyncio.create_task(collect_periodically(collector, settings, metrics, parts.services.upstreams.evict)),
             asyncio.create_task(publish_events(events, executor)),
+            asyncio.create_task(replicate(parts.replication, executor)),
         ]
         try:
             yield
@@ -92,6 +95,22 @@ async def publish_events(events: EventService, executor: ThreadPoolExecutor) -> 
                 await loop.run_in_executor(executor, events.deliver_due)
         except Exception:
             LOG.exception("publishing events failed")
+
+
+async def replicate(replication: ReplicationService, executor: ThreadPoolExecutor) -> None:
+    """Deliver due on-push replications about once a second; start due scheduled runs about
+    every SCHEDULE_CHECK seconds (the `replication:NAME` lease picks one replica)."""
+    loop = asyncio.get_running_loop()
+    checked = 0.0
+    while True:
+        await asyncio.sleep(1.0)
+        try:
+            await loop.run_in_executor(executor, replication.deliver_due)
+            if loop.time() - checked >= SCHEDULE_CHECK:
+                checked = loop.time()
+                await loop.run_in_executor(executor, replication.run_due)
+        except Exception:
+            LOG.exception("replication failed")
 
 
 async def collect_periodically(

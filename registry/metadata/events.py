@@ -10,6 +10,7 @@ from sqlalchemy import Connection, Engine, insert, or_, select, update
 
 from registry.metadata.db import WRITE
 from registry.metadata.models import Event, EventDelivery
+from registry.metadata.replication import REPLICATED_ACTIONS, enqueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,7 +40,8 @@ class Events:
         self.engine = engine
 
     def record(self, events: list[NewEvent], webhooks: list[str]) -> None:
-        """Store events and, in the same transaction, one outbox row per webhook."""
+        """Store events and, in the same transaction, one outbox row per webhook (and per on-push
+        replication that wants the event, see registry/metadata/replication.py)."""
         if not events:
             return
         with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
@@ -50,10 +52,13 @@ class Events:
         One multi-row statement per table, since pulls arrive by the thousand."""
         now = datetime.now(UTC)
         rows = [{**{k: getattr(e, k) for k in NewEvent.__dataclass_fields__}, "at": e.at or now} for e in events]
-        if not webhooks:
+        if not webhooks and all(e.action not in REPLICATED_ACTIONS for e in events):
             conn.execute(insert(Event), rows)
             return
         ids = conn.execute(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).scalars().all()
+        enqueue(conn, list(zip(ids, events, strict=True)))
+        if not webhooks:
+            return
         deliveries = [
             {"event_id": event_id, "url": url, "attempts": 0, "next_attempt_at": now}
             for event_id in ids

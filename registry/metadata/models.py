@@ -333,3 +333,54 @@ class SignedOutSession(Base):
     __tablename__ = "signed_out_session"
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class Replication(Base):
+    """A copy of matching repositories to (push) or from (pull) another registry, on a schedule or on push."""
+
+    __tablename__ = "replication"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    url: Mapped[str] = mapped_column(String(1024), nullable=False)
+    username: Mapped[str | None] = mapped_column(String(255))
+    password: Mapped[str | None] = mapped_column(Text)
+    repository_pattern: Mapped[str] = mapped_column(String(255), nullable=False)
+    tag_pattern: Mapped[str] = mapped_column(String(128), nullable=False)
+    mode: Mapped[str] = mapped_column(String(8), nullable=False)
+    # Seconds between scheduled runs; None when the replication runs on push (or only by hand).
+    interval_seconds: Mapped[int | None] = mapped_column(BigInteger)
+    on_push: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    mirror_deletes: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    created_at: Mapped[datetime] = _now()
+
+
+class ReplicationDelivery(Base):
+    """The replication outbox: one row per event and on-push replication, written with the event."""
+
+    __tablename__ = "replication_delivery"
+    event_id: Mapped[int] = mapped_column(ForeignKey("event.id", ondelete="CASCADE"), primary_key=True)
+    replication: Mapped[str] = mapped_column(
+        ForeignKey("replication.name", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    attempts: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    claimed_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ReplicationRun(Base):
+    """What one replication run (scheduled, by hand, or for one event) copied, and its error."""
+
+    __tablename__ = "replication_run"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    replication: Mapped[str] = mapped_column(
+        ForeignKey("replication.name", ondelete="CASCADE"), nullable=False, index=True
+    )
+    trigger: Mapped[str] = mapped_column(String(16), nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    copied: Mapped[int] = mapped_column(Integer, nullable=False)
+    deleted: Mapped[int] = mapped_column(Integer, nullable=False)
+    # JSON: the manifests copied or deleted ("repository@digest", "repository:tag"), at most 100.
+    detail: Mapped[str] = mapped_column(Text, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text)
