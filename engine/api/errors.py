@@ -34,6 +34,8 @@ def translate(exc: Exception) -> ApiError | None:
         return ApiError(409, str(exc).strip("'\""))
     if isinstance(exc, UsageError | PlatformMismatch):
         return ApiError(400, str(exc).strip("'\""))
+    if type(exc).__module__ in ("engine.service.networks", "engine.service.ports", "engine.service.names"):
+        return ApiError(404 if isinstance(exc, LookupError) else 400, str(exc).strip("'\""))
     if isinstance(exc, HostUnsupported | CgroupUnavailable):
         return ApiError(500, str(exc))
     return None

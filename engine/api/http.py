@@ -27,6 +27,7 @@ REASONS = {
     304: "Not Modified",
     400: "Bad Request",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "Not Found",
     409: "Conflict",
     413: "Payload Too Large",

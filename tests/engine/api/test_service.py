@@ -167,3 +167,34 @@ def test_tcp_needs_tls_with_client_certificates(tmp_path: Path) -> None:
     result = subprocess.run([*argv, "--group", "no-such-group-berth"], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "no such group" in result.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_networks_by_name_between_containers(berth_api: Engine) -> None:
+    """Berth's half only: the private dockerd runs without its bridge (tests/conftest.py)."""
+    net_id = berth_api.ok("network", "create", "--subnet", "10.77.0.0/24", "apinet").strip()
+    assert len(net_id) == 64
+    names = berth_api.ok("network", "ls", "--format", "{{.Name}} {{.Driver}}").splitlines()
+    assert {"apinet bridge", "bridge bridge", "host host", "none null"} <= set(names)
+    assert berth_api.ok(
+        "network", "inspect", "--format", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "apinet"
+    ).strip() == ("10.77.0.0/24")
+    for body in ({"Name": "../x"}, {"Name": "n" * 300}, {"Name": "n", "IPAM": {"Config": [{"Subnet": "nope"}]}}, []):
+        status, _ = request(berth_api, "POST", "/v1.41/networks/create", json.dumps(body).encode())
+        assert status == 400, body
+    taken = berth_api.docker("network", "create", "apinet")
+    assert taken.returncode == 1 and "already exists" in taken.stderr
+    script = "mkdir -p /www && echo hello web > /www/index.html && exec httpd -f -p 80 -h /www"
+    berth_api.ok("run", "-d", "--network", "apinet", "--name", "web", IMAGE_NAME, "sh", "-c", script)
+    got = berth_api.docker("run", "--rm", "--network", "apinet", IMAGE_NAME, "wget", "-qO-", "http://web/")
+    assert (got.returncode, got.stdout) == (0, "hello web\n"), got.stderr
+    berth_api.ok("run", "-d", "--name", "late", IMAGE_NAME, "sleep", "600")
+    berth_api.ok("network", "connect", "apinet", "late")
+    assert until(lambda: berth_api.docker("exec", "late", "wget", "-qO-", "http://web/").stdout == "hello web\n")
+    berth_api.ok("network", "disconnect", "apinet", "late")
+    busy = berth_api.docker("network", "rm", "apinet")
+    assert busy.returncode == 1 and "active endpoints" in busy.stderr
+    unknown = berth_api.docker("run", "--rm", "--network", "no-such-net", IMAGE_NAME, "true")
+    assert unknown.returncode != 0 and "no-such-net" in unknown.stderr
+    berth_api.ok("rm", "-f", "web", "late")
+    assert berth_api.ok("network", "rm", "apinet").strip() == "apinet"
+    assert berth_api.docker("network", "inspect", "apinet").returncode == 1
