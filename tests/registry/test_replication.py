@@ -89,20 +89,15 @@ def push_signed_index(url: str, repository: str, tag: str) -> tuple[str, list[st
     index = put_manifest(url, repository, tag, {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": children})
     empty = put_blob(url, repository, b"{}")
     signature_blob = put_blob(url, repository, b"signature of " + index["digest"].encode())
-    signature = put_manifest(
-        url,
-        repository,
-        "placeholder",
-        {
-            "schemaVersion": 2,
-            "mediaType": mt.OCI_MANIFEST,
-            "artifactType": "application/vnd.example.signature",
-            "config": {"mediaType": mt.OCI_EMPTY, **empty},
-            "layers": [{"mediaType": "application/vnd.example.signature", **signature_blob}],
-            "subject": {"mediaType": mt.OCI_INDEX, "digest": index["digest"], "size": index["size"]},
-        },
-    )
-    requests.delete(f"{url}/v2/{repository}/manifests/placeholder", timeout=30)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": mt.OCI_EMPTY, **empty},
+        "layers": [{"mediaType": "application/vnd.example.signature", **signature_blob}],
+        "subject": {"mediaType": mt.OCI_INDEX, "digest": index["digest"], "size": index["size"]},
+    }
+    signature = put_manifest(url, repository, digest_of(json.dumps(doc).encode()), doc)
     return index["digest"], [c["digest"] for c in children], signature["digest"]
 
 
@@ -262,6 +257,26 @@ def test_mirror_deletes_and_tag_filter(
     assert {name for name, _attempts, _done in deliveries(berth)} == {"mirror", "keep"}
     assert ok(cli(berth, "run", "keep")).endswith("0 copied, 0 deleted, 0 errors\n")
     assert head(distribution.url, "apps/x", "v1") == release
+
+
+def test_on_push_copies_an_index_and_a_later_signature(berth: RegistryProcess, second: RegistryProcess) -> None:
+    ok(cli(berth, "add", "live", second.url, "--repository", "apps/*", "--schedule", "on-push"))
+    index, children, signature = push_signed_index(berth.url, "apps/web", "1")
+    # The signature arrives untagged after the index: it follows because its subject is there.
+    wait_for(lambda: head(second.url, "apps/web", signature) == signature)
+    assert head(second.url, "apps/web", "1") == index
+    assert all(head(second.url, "apps/web", child) == child for child in children)
+    referrers = requests.get(f"{second.url}/v2/apps/web/referrers/{index}", timeout=30).json()
+    assert [d["digest"] for d in referrers["manifests"]] == [signature]
+
+
+def test_scheduled_pull_runs_from_the_servers_loop(berth: RegistryProcess, distribution: Distribution) -> None:
+    pushed = push_image(distribution.url, "mirror/tool", "2", "tool")
+    ok(cli(berth, "add", "feed", distribution.url, "--repository", "mirror/*", "--mode", "pull", "--schedule", "1h"))
+    # Nobody runs it by hand: the server's background loop finds it due and runs it once.
+    wait_for(lambda: head(berth.url, "mirror/tool", "2") == pushed)
+    wait_for(lambda: "feed schedule: 2 copied" in ok(cli(berth, "status", "feed")))
+    assert ok(cli(berth, "status", "feed")).count("feed schedule") == 1
 
 
 HOSTILE: list[list[str]] = [
