@@ -19,6 +19,8 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# The browser fixtures (one Chromium per session) for tests/ui and tests/e2e alike.
+pytest_plugins = ["tests.ui.browser"]
 
 
 def free_port() -> int:

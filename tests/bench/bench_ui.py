@@ -46,7 +46,7 @@ from registry.metadata.models import (  # noqa: E402
     Tag,
 )
 from tests.bench.registry_servers import ours, scratch_dir  # noqa: E402
-from tests.ui.conftest import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
+from tests.ui.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 
 TAGS = 10_000
 REPOSITORIES = 10_000

@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from tests.e2e.conftest import BuiltImage, Docker, Registry, berth_admin, launch_registry, restore_built_image
-from tests.ui.conftest import chromium, screenshots, shoot, sign_in  # noqa: F401, F811 (fixtures)
+from tests.ui.browser import shoot
+from tests.ui.conftest import sign_in
 
 pytestmark = pytest.mark.e2e
 
@@ -36,8 +37,8 @@ def test_docker_image_through_the_web_interface(
     docker: Docker,
     built_image: BuiltImage,
     ui_registry: Registry,
-    chromium: Any,  # noqa: F811
-    screenshots: Path,  # noqa: F811
+    chromium: Any,
+    screenshots: Path,
 ) -> None:
     host = ui_registry.host
     refs = [f"{host}/e2e/web:1", f"{host}/e2e/web:2"]

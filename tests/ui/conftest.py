@@ -1,55 +1,25 @@
-"""A real headless Chromium (Debian's `chromium`) driven by Playwright, a registry with
-accounts and images, and screenshots written to build/screenshots/ for people to look at."""
+"""A registry with accounts, grants and made-up images (an index, a referrer, a hostile label)
+for the browser tests; the browser itself is in tests/ui/browser.py."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, RegistryProcess
+from tests.conftest import RegistryProcess
 from tests.registry.conftest import berth
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-SCREENSHOTS = ROOT / "build" / "screenshots"
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 PASSWORDS = {"root": "root-secret-1", "alice": "alice-secret-2", "reader": "reader-secret-3", "victim": "victim-4"}
 EVIL = "<script>alert(1)</script>"
-
-
-def launch_chromium(playwright: Any) -> Any:
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-
-
-@pytest.fixture(scope="session")
-def chromium() -> Iterator[Any]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
-    with sync_api.sync_playwright() as playwright:
-        browser = launch_chromium(playwright)
-        yield browser
-        browser.close()
 
 
 def sha256(data: bytes) -> str:
@@ -223,60 +193,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     digests["sbom"] = pusher.referrer("team/app", digests["team/app:1.0"], "application/spdx+json")
     yield Site(process, digests)
     process.stop()
-
-
-@pytest.fixture
-def page(chromium: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies); fails the test on any dialog, console error or CSP report."""
-    context = chromium.new_context(viewport={"width": 1280, "height": 800})
-    tab = context.new_page()
-    problems: list[str] = []
-    confirms: list[str] = []
-
-    def answer(dialog: Any) -> None:
-        """Confirmations (forms marked data-confirm) are accepted and kept for the test; anything else,
-        an alert() an escaped label failed to stop, is a problem."""
-        if dialog.type == "confirm":
-            confirms.append(dialog.message)
-            dialog.accept()
-        else:
-            problems.append(f"dialog: {dialog.message}")
-            dialog.dismiss()
-
-    tab.on("dialog", answer)
-    tab.confirms = confirms
-    # Error statuses (401, 404...) are logged as failed loads; anything else, a CSP violation say, is a problem.
-    tab.on(
-        "console",
-        lambda message: (
-            message.type == "error"
-            and not message.text.startswith("Failed to load resource")
-            and problems.append(f"console: {message.text}")
-        ),
-    )
-    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    yield tab
-    context.close()
-    assert problems == []
-
-
-@pytest.fixture(scope="session")
-def screenshots() -> Path:
-    """A fresh folder for this run's screenshots (build/ is ignored by git)."""
-    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
-    SCREENSHOTS.mkdir(parents=True)
-    return SCREENSHOTS
-
-
-def shoot(page: Any, folder: Path, name: str, dark: bool = False) -> None:
-    """The page at desktop and phone width (full length), light or dark."""
-    scheme = "dark" if dark else "light"
-    page.emulate_media(color_scheme=scheme)
-    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
-        page.set_viewport_size(size)
-        page.screenshot(path=str(folder / f"{name}-{label}{'-dark' if dark else ''}.png"), full_page=True)
-    page.set_viewport_size(DESKTOP)
-    page.emulate_media(color_scheme="light")
 
 
 def sign_in(page: Any, url: str, name: str, password: str | None = None) -> None:

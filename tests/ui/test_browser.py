@@ -8,7 +8,8 @@ from typing import Any
 
 import requests
 
-from tests.ui.conftest import EVIL, PASSWORDS, Site, shoot, sign_in
+from tests.ui.browser import shoot
+from tests.ui.conftest import EVIL, PASSWORDS, Site, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 

@@ -1,0 +1,99 @@
+"""A real headless Chromium (Debian's `chromium`) driven by Playwright, shared by every test
+that uses a browser (one per session: Playwright's sync API allows one at a time), and
+screenshots written to build/screenshots/ for people to look at.
+
+Registered for the whole suite by `pytest_plugins` in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SCREENSHOTS = ROOT / "build" / "screenshots"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+
+
+def launch_chromium(playwright: Any) -> Any:
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (scripts/test installs it)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is in the test extra")
+    with sync_api.sync_playwright() as playwright:
+        browser = launch_chromium(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies); fails the test on any dialog, console error or CSP report."""
+    context = chromium.new_context(viewport={"width": 1280, "height": 800})
+    tab = context.new_page()
+    problems: list[str] = []
+    confirms: list[str] = []
+
+    def answer(dialog: Any) -> None:
+        """Confirmations (forms marked data-confirm) are accepted and kept for the test; anything else,
+        an alert() an escaped label failed to stop, is a problem."""
+        if dialog.type == "confirm":
+            confirms.append(dialog.message)
+            dialog.accept()
+        else:
+            problems.append(f"dialog: {dialog.message}")
+            dialog.dismiss()
+
+    tab.on("dialog", answer)
+    tab.confirms = confirms
+    # Error statuses (401, 404...) are logged as failed loads; anything else, a CSP violation say, is a problem.
+    tab.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and not message.text.startswith("Failed to load resource")
+            and problems.append(f"console: {message.text}")
+        ),
+    )
+    tab.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    yield tab
+    context.close()
+    assert problems == []
+
+
+@pytest.fixture(scope="session")
+def screenshots() -> Path:
+    """A fresh folder for this run's screenshots (build/ is ignored by git)."""
+    shutil.rmtree(SCREENSHOTS, ignore_errors=True)
+    SCREENSHOTS.mkdir(parents=True)
+    return SCREENSHOTS
+
+
+def shoot(page: Any, folder: Path, name: str, dark: bool = False) -> None:
+    """The page at desktop and phone width (full length), light or dark."""
+    scheme = "dark" if dark else "light"
+    page.emulate_media(color_scheme=scheme)
+    for label, size in (("desktop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(size)
+        page.screenshot(path=str(folder / f"{name}-{label}{'-dark' if dark else ''}.png"), full_page=True)
+    page.set_viewport_size(DESKTOP)
+    page.emulate_media(color_scheme="light")
