@@ -123,6 +123,21 @@ def _start(key: str) -> bool:
     return True
 
 
+def _prune() -> dict[str, Any]:
+    """Remove every exited (or never started) container, as `docker container prune`."""
+    from engine.api.usage import tree_size
+    from engine.service import lifecycle
+
+    _, containers = stores()
+    removed, reclaimed = [], 0
+    for container in containers.list():
+        if container.status is not Status.RUNNING and not container.supervised():
+            reclaimed += tree_size(container.directory)
+            lifecycle.remove(containers, container, False)
+            removed.append(container.id)
+    return {"ContainersDeleted": removed, "SpaceReclaimed": reclaimed}
+
+
 def _timeout(request: Request) -> float:
     text = request.arg("t")
     if text is None or text == "":
@@ -233,7 +248,13 @@ def register(router: Router) -> None:
 
         return Response(200, stream=body())
 
+    async def prune(request: Request) -> Response:
+        if request.arg("filters") not in (None, "", "{}"):
+            raise ApiError(501, "berth's engine API does not implement container prune filters")
+        return Response.json(await call(_prune))
+
     router.add("POST", "/containers/create", create)
+    router.add("POST", "/containers/prune", prune)
     router.add("GET", "/containers/json", listing)
     router.add("GET", f"{ID}/json", inspect)
     router.add("POST", f"{ID}/start", start)

@@ -14,7 +14,7 @@ import signal
 import ssl
 from pathlib import Path
 
-from engine.api import containers, execs, images, networks, streams, system, volumes
+from engine.api import containers, execs, images, networks, streams, system, usage, volumes
 from engine.api.http import MAX_HEAD, Server
 from engine.api.routes import API_VERSION, Router
 from engine.cli import VERSION
@@ -32,6 +32,7 @@ def make_router() -> Router:
     execs.register(router)
     volumes.register(router)
     networks.register(router)
+    usage.register(router)
     return router
 
 

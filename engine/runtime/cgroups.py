@@ -43,6 +43,31 @@ class Limits:
     cpus: float | None = None
 
 
+@dataclass
+class Usage:
+    """What the cgroup's files say now: its processes, memory (bytes), CPU time (ns)."""
+
+    pids: list[int]
+    memory: int = 0
+    memory_limit: int | None = None
+    cpu_ns: int = 0
+
+
+def _number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _pids(path: Path) -> list[int]:
+    try:
+        return [int(line) for line in path.read_text().split()]
+    except OSError:
+        return []
+
+
 class Cgroup(Protocol):
     """What the runtime needs from a container's cgroup, whichever version backs it."""
 
@@ -55,6 +80,8 @@ class Cgroup(Protocol):
         ...
 
     def oom_killed(self) -> bool: ...
+
+    def usage(self) -> Usage: ...
 
     def destroy(self) -> None: ...
 
@@ -158,6 +185,17 @@ class CgroupV1:
             return False
         return any(line.split()[1] != "0" for line in text.splitlines() if line.startswith("oom_kill "))
 
+    def usage(self) -> Usage:
+        memory = self.paths["memory"]
+        cpu = self.paths.get("cpu")
+        limit = _number(memory / "memory.limit_in_bytes")
+        return Usage(
+            _pids(memory / "cgroup.procs"),
+            _number(memory / "memory.usage_in_bytes") or 0,
+            limit if limit is not None and limit < 1 << 62 else None,
+            (_number(cpu / "cpuacct.usage") or 0) if cpu is not None else 0,
+        )
+
     def destroy(self) -> None:
         for path in self.paths.values():
             _rmdir(path)
@@ -220,6 +258,21 @@ class CgroupV2:
         except OSError:
             return False
         return any(line.split()[1] != "0" for line in text.splitlines() if line.startswith("oom_kill "))
+
+    def usage(self) -> Usage:
+        cpu_ns = 0
+        try:
+            for line in (self.path / "cpu.stat").read_text().splitlines():
+                if line.startswith("usage_usec "):
+                    cpu_ns = int(line.split()[1]) * 1000
+        except (OSError, ValueError):
+            pass
+        return Usage(
+            _pids(self.path / "cgroup.procs"),
+            _number(self.path / "memory.current") or 0,
+            _number(self.path / "memory.max"),
+            cpu_ns,
+        )
 
     def destroy(self) -> None:
         _rmdir(self.path)

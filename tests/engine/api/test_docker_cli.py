@@ -220,3 +220,19 @@ def test_named_volumes(engine: Engine) -> None:
     assert missing.returncode == 1 and "no such volume" in missing.stderr
     bad = engine.docker("volume", "create", "../escape")
     assert bad.returncode == 1 and "includes invalid characters for a local volume name" in bad.stderr
+
+
+def test_top_stats_df_and_prune(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "busy", "--memory", "64m", IMAGE_NAME, "sh", "-c", "exec sleep 600")
+    top = engine.ok("top", "busy").splitlines()
+    assert top[0].split() == ["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"]
+    assert [line.split()[-2:] for line in top[1:]] == [["sleep", "600"]]
+    stats = engine.ok("stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}} {{.PIDs}}", "busy").split()
+    assert stats[0] == "busy" and stats[-1] == "1" and stats[-2] == "64MiB"
+    engine.ok("run", *NONE, "--name", "done", IMAGE_NAME, "true")
+    df = engine.ok("system", "df", "--format", "{{.Type}}").split()
+    assert df[:2] == ["Images", "Containers"]
+    pruned = engine.ok("container", "prune", "-f")
+    assert pruned.startswith("Deleted Containers:\n") and "Total reclaimed space:" in pruned
+    assert engine.ok("ps", "-a", "--format", "{{.Names}}").split() == ["busy"]
+    engine.ok("rm", "-f", "busy")
