@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, or_, select, update
+from sqlalchemy import Connection, Engine, insert, select
 
 from registry.metadata.db import WRITE
 from registry.metadata.models import Event, EventDelivery
+from registry.metadata.outbox import Outbox
 from registry.metadata.replication import REPLICATED_ACTIONS, enqueue
 
 
@@ -38,6 +39,7 @@ class Delivery:
 class Events:
     def __init__(self, engine: Engine):
         self.engine = engine
+        self.outbox = Outbox(engine, EventDelivery, "url")
 
     def record(self, events: list[NewEvent], webhooks: list[str]) -> None:
         """Store events and, in the same transaction, one outbox row per webhook (and per on-push
@@ -84,54 +86,10 @@ class Events:
 
     def claim(self, limit: int, lease: timedelta) -> list[Delivery]:
         """Take due deliveries for this process; another replica skips claimed rows."""
-        now = datetime.now(UTC)
-        due = (
-            select(EventDelivery.event_id, EventDelivery.url, EventDelivery.attempts)
-            .where(
-                EventDelivery.delivered_at.is_(None),
-                EventDelivery.next_attempt_at <= now,
-                or_(EventDelivery.claimed_until.is_(None), EventDelivery.claimed_until < now),
-            )
-            .order_by(EventDelivery.event_id)
-            .limit(limit)
-        )
-        claimed = []
-        with self.engine.connect() as conn:
-            candidates = conn.execute(due).all()
-        for event_id, url, attempts in candidates:
-            with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-                taken = conn.execute(
-                    update(EventDelivery)
-                    .where(
-                        EventDelivery.event_id == event_id,
-                        EventDelivery.url == url,
-                        EventDelivery.delivered_at.is_(None),
-                        or_(EventDelivery.claimed_until.is_(None), EventDelivery.claimed_until < now),
-                    )
-                    .values(claimed_until=now + lease)
-                ).rowcount
-                if taken:
-                    event = conn.execute(select(*Event.__table__.columns).where(Event.id == event_id)).mappings().one()
-                    claimed.append(Delivery(event_id, url, attempts, dict(event)))
-        return claimed
+        return [Delivery(*row) for row in self.outbox.claim(limit, lease)]
 
     def delivered(self, delivery: Delivery) -> None:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            conn.execute(
-                update(EventDelivery)
-                .where(EventDelivery.event_id == delivery.event_id, EventDelivery.url == delivery.url)
-                .values(delivered_at=datetime.now(UTC), claimed_until=None, attempts=delivery.attempts + 1)
-            )
+        self.outbox.delivered(delivery.event_id, delivery.url, delivery.attempts)
 
     def failed(self, delivery: Delivery, error: str, retry_in: timedelta) -> None:
-        with self.engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            conn.execute(
-                update(EventDelivery)
-                .where(EventDelivery.event_id == delivery.event_id, EventDelivery.url == delivery.url)
-                .values(
-                    attempts=delivery.attempts + 1,
-                    next_attempt_at=datetime.now(UTC) + retry_in,
-                    claimed_until=None,
-                    last_error=error[:1000],
-                )
-            )
+        self.outbox.failed(delivery.event_id, delivery.url, delivery.attempts, error, retry_in)

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, select
 
 from registry.metadata.db import Database
-from registry.metadata.models import Event, Replication, ReplicationDelivery, ReplicationRun
+from registry.metadata.models import Replication, ReplicationDelivery, ReplicationRun
+from registry.metadata.outbox import Outbox
 
 REPLICATED_ACTIONS = ("push", "delete")
 
@@ -103,6 +104,7 @@ def enqueue(conn: Connection, events: list[tuple[int, Any]]) -> None:
 class ReplicationIndex:
     def __init__(self, db: Database):
         self.db = db
+        self.outbox = Outbox(db.engine, ReplicationDelivery, "replication")
 
     # configuration ------------------------------------------------------------------------
 
@@ -132,60 +134,13 @@ class ReplicationIndex:
 
     def claim(self, limit: int, lease: timedelta) -> list[Delivery]:
         """Take due deliveries for this process; another replica skips claimed rows."""
-        now = datetime.now(UTC)
-        free = or_(ReplicationDelivery.claimed_until.is_(None), ReplicationDelivery.claimed_until < now)
-        due = (
-            select(ReplicationDelivery.event_id, ReplicationDelivery.replication, ReplicationDelivery.attempts)
-            .where(ReplicationDelivery.delivered_at.is_(None), ReplicationDelivery.next_attempt_at <= now, free)
-            .order_by(ReplicationDelivery.event_id)
-            .limit(limit)
-        )
-        with self.db.read() as conn:
-            candidates = conn.execute(due).all()
-        claimed = []
-        for event_id, replication, attempts in candidates:
-            with self.db.write() as conn:
-                taken = conn.execute(
-                    update(ReplicationDelivery)
-                    .where(
-                        ReplicationDelivery.event_id == event_id,
-                        ReplicationDelivery.replication == replication,
-                        ReplicationDelivery.delivered_at.is_(None),
-                        free,
-                    )
-                    .values(claimed_until=now + lease)
-                ).rowcount
-                if taken:
-                    event = conn.execute(select(*Event.__table__.columns).where(Event.id == event_id)).mappings().one()
-                    claimed.append(Delivery(event_id, replication, attempts, dict(event)))
-        return claimed
+        return [Delivery(*row) for row in self.outbox.claim(limit, lease)]
 
     def delivered(self, delivery: Delivery) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                update(ReplicationDelivery)
-                .where(
-                    ReplicationDelivery.event_id == delivery.event_id,
-                    ReplicationDelivery.replication == delivery.replication,
-                )
-                .values(delivered_at=datetime.now(UTC), claimed_until=None, attempts=delivery.attempts + 1)
-            )
+        self.outbox.delivered(delivery.event_id, delivery.replication, delivery.attempts)
 
     def failed(self, delivery: Delivery, error: str, retry_in: timedelta) -> None:
-        with self.db.write() as conn:
-            conn.execute(
-                update(ReplicationDelivery)
-                .where(
-                    ReplicationDelivery.event_id == delivery.event_id,
-                    ReplicationDelivery.replication == delivery.replication,
-                )
-                .values(
-                    attempts=delivery.attempts + 1,
-                    next_attempt_at=datetime.now(UTC) + retry_in,
-                    claimed_until=None,
-                    last_error=error[:1000],
-                )
-            )
+        self.outbox.failed(delivery.event_id, delivery.replication, delivery.attempts, error, retry_in)
 
     def pending(self) -> dict[str, tuple[int, str | None]]:
         """Per replication: deliveries not yet done, and the newest error among them."""
