@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -57,13 +58,16 @@ def test_parse_bytes() -> None:
             parse_bytes(bad)
 
 
-def test_parse_volume(tmp_path: Path) -> None:
+def test_parse_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     mount = parse_volume(f"{tmp_path}:/data:ro")
     assert (mount.source, mount.target, mount.readonly) == (str(tmp_path), "/data", True)
     created = tmp_path / "made" / "here"
     assert parse_volume(f"{created}:/x").readonly is False
     assert created.is_dir()
-    for bad in ("named:/data", f"{tmp_path}:relative", f"{tmp_path}", f"{tmp_path}:/d:rx"):
+    monkeypatch.setenv("BERTH_ROOT", str(tmp_path / "root"))
+    named = parse_volume("named:/data")
+    assert named.source == str(tmp_path / "root" / "volumes" / "named" / "_data") and os.path.isdir(named.source)
+    for bad in ("../up:/data", "a/b:/data", f"{tmp_path}:relative", f"{tmp_path}", f"{tmp_path}:/d:rx"):
         with pytest.raises(UsageError):
             parse_volume(bad)
 
