@@ -236,7 +236,7 @@ class ReplicationService:
                 continue
             self.index.delivered(delivery)
             done += 1
-            if report.copied or report.deleted:
+            if report.copied or report.deleted or report.errors:
                 self._record(config, "push", started, report)
         return done
 
@@ -245,13 +245,14 @@ class ReplicationService:
         repository, tag, digest = event["repository"], event["tag"], event["digest"]
         if event["action"] == "delete":
             reference = tag or digest
-            if (
-                config.mirror_deletes
-                and reference
-                and config.matches(repository, tag)
-                and dst.delete(repository, reference)
-            ):
-                report.deleted.append(f"{repository}{':' if tag else '@'}{reference}")
+            if not (config.mirror_deletes and reference and config.matches(repository, tag)):
+                return
+            try:
+                if dst.delete(repository, reference):
+                    report.deleted.append(f"{repository}{':' if tag else '@'}{reference}")
+            except UpstreamRefused as exc:
+                # Refused for good (Distribution 2.8 deletes no tags): recorded, not retried forever.
+                report.errors.append(f"deleting {repository}{':' if tag else '@'}{reference}: {exc}")
             return
         if tag is not None:
             if config.matches(repository, tag):

@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 from registry.oci import mediatypes as mt
 from registry.replication_cli import replicate
 from tests.client import servers
-from tests.client.servers import DISTRIBUTION, Distribution, htpasswd_auth
+from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
 from tests.conftest import RegistryProcess
 
 pytestmark = pytest.mark.skipif(not DISTRIBUTION, reason="docker-registry (CNCF Distribution) is not installed")
@@ -277,6 +277,64 @@ def test_scheduled_pull_runs_from_the_servers_loop(berth: RegistryProcess, distr
     wait_for(lambda: head(berth.url, "mirror/tool", "2") == pushed)
     wait_for(lambda: "feed schedule: 2 copied" in ok(cli(berth, "status", "feed")))
     assert ok(cli(berth, "status", "feed")).count("feed schedule") == 1
+
+
+def test_pull_mirror_deletes_and_a_refused_tag_delete(
+    tmp_path: Path, berth: RegistryProcess, distribution: Distribution
+) -> None:
+    kept = push_image(distribution.url, "mirror/app", "1", "kept")
+    gone = push_image(distribution.url, "mirror/app", "2", "gone")
+    ok(cli(berth, "add", "sync", distribution.url, "--repository", "mirror/app", "--mode", "pull", "--mirror-deletes"))
+    ok(cli(berth, "add", "copy", distribution.url, "--repository", "mirror/app", "--mode", "pull"))
+    ok(cli(berth, "run", "sync"))
+    assert head(berth.url, "mirror/app", "2") == gone
+    assert requests.delete(f"{distribution.url}/v2/mirror/app/manifests/{gone}", timeout=30).status_code == 202
+    assert "0 copied, 0 deleted" in ok(cli(berth, "run", "copy"))
+    assert head(berth.url, "mirror/app", "2") == gone
+    assert "deleted mirror/app:2" in ok(cli(berth, "run", "sync"))
+    assert head(berth.url, "mirror/app", "2") is None and head(berth.url, "mirror/app", "1") == kept
+
+    # Pushing a tag delete on to Distribution 2.8, which deletes no tags: recorded once, not retried.
+    ok(
+        cli(
+            berth,
+            "add",
+            "back",
+            distribution.url,
+            "--repository",
+            "mirror/*",
+            "--schedule",
+            "on-push",
+            "--mirror-deletes",
+        )
+    )
+    assert requests.delete(f"{berth.url}/v2/mirror/app/manifests/1", timeout=30).status_code == 202
+    wait_for(lambda: all(done is not None for _name, _attempts, done in deliveries(berth)))
+    assert "error: deleting mirror/app:1" in ok(cli(berth, "status", "back"))
+    assert head(distribution.url, "mirror/app", "1") == kept
+
+
+def test_push_through_the_token_flow(tmp_path: Path, berth: RegistryProcess) -> None:
+    token = TokenServer(tmp_path / "token", {"alice": PASSWORD}, refuse=lambda subject, _repo: subject != "alice")
+    destination = Distribution(tmp_path / "dest", token.distribution_auth())
+    try:
+        index, children, signature = push_signed_index(berth.url, "apps/web", "1")
+        args = ["add", "tok", destination.url, "--repository", "apps/*", "--username", "alice", "--password-stdin"]
+        ok(cli(berth, *args, stdin=PASSWORD + "\n"))
+        ok(cli(berth, "run", "tok"))
+        granted = {scope for r in token.requests for scope in r["scopes"]}
+        assert "repository:apps/web:pull,push" in granted
+        assert {r["subject"] for r in token.requests} == {"alice"}
+        bearer = token.sign("alice", [{"type": "repository", "name": "apps/web", "actions": ["pull"]}])
+        answer = requests.head(
+            f"{destination.url}/v2/apps/web/manifests/1",
+            headers={"Accept": ACCEPT, "Authorization": f"Bearer {bearer}"},
+            timeout=30,
+        )
+        assert answer.headers["Docker-Content-Digest"] == index
+    finally:
+        destination.stop()
+        token.stop()
 
 
 HOSTILE: list[list[str]] = [
