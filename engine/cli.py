@@ -8,6 +8,7 @@ click alone costs about as much as the rest of that command.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import TYPE_CHECKING
 
@@ -58,7 +59,14 @@ def root() -> click.Group:
     return berth
 
 
+DEFAULT_UMASK = 0o022
+"""As dockerd sets at start: unpacked layers, containers' files and built layers must not
+take the caller's umask (with 077 a container's non-root user could not enter /tmp or its
+working directory). `berth serve` tightens it again for the registry's own files."""
+
+
 def main() -> None:
+    os.umask(DEFAULT_UMASK)
     if sys.argv[1:] == ["--version"]:
         print(f"berth, version {VERSION}")
         return

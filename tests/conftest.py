@@ -23,6 +23,15 @@ ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.ui.browser"]
 
 
+@pytest.fixture(autouse=True)
+def default_umask() -> Iterator[None]:
+    """Every test starts with the usual umask, and a command run in-process that changes it
+    (the registry's admin commands make files private) cannot leak it into later tests."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

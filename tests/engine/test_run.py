@@ -78,6 +78,14 @@ def test_layers_whiteouts_and_image_config(berth: Berth) -> None:
     assert lines[-1] == "new"  # the opaque directory hides the base layer's "old"
 
 
+def test_the_callers_umask_does_not_reach_the_container(berth: Berth) -> None:
+    """Under a private umask (077) the working directory berth creates must still be enterable
+    by the container's user, as under docker (dockerd sets 022 itself)."""
+    result = berth("run", "--rm", "-w", "/tmp/umask-work", "-u", "app", IMAGE, "pwd", umask=0o077)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "/tmp/umask-work\n"
+
+
 def test_env_workdir_user_and_entrypoint(berth: Berth, tmp_path: Path) -> None:
     env_file = tmp_path / "env"
     env_file.write_text("# comment\nFROM_FILE=1\nFROM_IMAGE=file\n")
