@@ -108,9 +108,13 @@ def server_cpu_seconds(server: RegistryProcess) -> float:
 
 def test_unknown_names_cost_no_password_check_and_bounded_rows(server: RegistryProcess) -> None:
     sample = bcrypt.hashpw(b"x", bcrypt.gensalt(11))
-    started = time.perf_counter()
+    started = time.process_time()
     bcrypt.checkpw(b"y", sample)
-    one_check = time.perf_counter() - started
+    one_check = time.process_time() - started
+    # Warm every worker up first (its first requests import and compile what a login needs),
+    # so that only the unknown names are counted.
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda _: token(server, "warm", "guess", "127.0.2.9"), range(16)))
     before = server_cpu_seconds(server)
     names = [f"ghost{uuid.uuid4().hex[:10]}" for _ in range(200)] + ["x" * 5000, "", "*", "../../etc"]
     with ThreadPoolExecutor(32) as pool:
@@ -119,7 +123,8 @@ def test_unknown_names_cost_no_password_check_and_bounded_rows(server: RegistryP
     assert set(statuses) <= {401, 429} and statuses.count(401) <= 30, {s: statuses.count(s) for s in statuses}
     # 204 names tried; the server spent less CPU than 20 password checks on all of them.
     assert spent < 20 * one_check, (spent, one_check)
-    assert failure_rows(server) <= 31  # at most 30 names and the address, whatever was tried
+    # At most 30 names and the address, whatever was tried (and the warm-up's name and address).
+    assert failure_rows(server) <= 31 + 2
     assert token(server, "bob", USERS["bob"], "127.0.2.2")[0] == 200
 
 
