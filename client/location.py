@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from client.api import RegistryAPI
+from client.credentials import Credentials
 from client.errors import UsageError
 from client.image import ImageSource, ImageTarget
 from client.layout import Layout, open_store
@@ -46,6 +47,8 @@ class Options:
     ca_cert: str | None = None
     jobs: int = 4
     chunk_size: int = CHUNK_SIZE
+    credentials: Credentials | None = None
+    """Used instead of the docker config's (the engine API passes a client's X-Registry-Auth)."""
 
 
 def reference(text: str) -> Reference:
@@ -73,7 +76,11 @@ def parse_location(text: str, default: str = "docker") -> Location:
 
 def connect(ref: Reference, options: Options) -> RegistryAPI:
     return RegistryAPI.connect(
-        ref.api_host, insecure=options.insecure, ca_cert=options.ca_cert, pool_size=options.jobs + 4
+        ref.api_host,
+        insecure=options.insecure,
+        ca_cert=options.ca_cert,
+        pool_size=options.jobs + 4,
+        credentials=options.credentials,
     )
 
 

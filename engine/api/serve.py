@@ -14,7 +14,7 @@ import signal
 import ssl
 from pathlib import Path
 
-from engine.api import containers, execs, images, networks, streams, system, usage, volumes
+from engine.api import containers, execs, images, networks, registry_auth, streams, system, usage, volumes
 from engine.api.http import MAX_HEAD, Server
 from engine.api.routes import API_VERSION, Router
 from engine.cli import VERSION
@@ -33,6 +33,7 @@ def make_router() -> Router:
     volumes.register(router)
     networks.register(router)
     usage.register(router)
+    registry_auth.register(router)
     return router
 
 

@@ -231,8 +231,12 @@ def prune_layers(store: ImageStore, in_use: set[str]) -> None:
                 shutil.rmtree(layer, ignore_errors=True)
 
 
-def pull(reference: str, *, quiet: bool = False) -> None:
-    """Pull `reference` into the local store with the client, as `berth pull` does."""
+def pull(reference: str, *, quiet: bool = False, reporter: Any = None, credentials: Any = None) -> None:
+    """Pull `reference` into the local store with the client, as `berth pull` does.
+
+    `reporter` (a client.progress Reporter) and `credentials` default to the terminal's and the
+    docker config's; the engine API passes its own.
+    """
     from client.copy import copy_image
     from client.location import Location, Options, open_source, open_target
     from client.location import reference as parse
@@ -240,11 +244,11 @@ def pull(reference: str, *, quiet: bool = False) -> None:
     from client.progress import make_reporter
 
     ref = parse(reference)
-    options = Options()
+    options = Options(credentials=credentials)
     source = open_source(Location("docker", ref), options)
     try:
         target = open_target(Location("local", ref), options)
-        reporter = make_reporter(quiet)
+        reporter = reporter or make_reporter(quiet)
         try:
             copy_image(source, target, platform=host_platform(), jobs=options.jobs, reporter=reporter)
         finally:

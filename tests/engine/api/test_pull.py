@@ -1,0 +1,105 @@
+"""`docker login` and `docker pull` through berth's engine API, from a berth registry with accounts.
+
+The registry runs inside the engine service's network namespace (its loopback is the service's),
+with one user who may pull and push `team/*`. The docker CLI keeps its login in a config of its
+own, so the service can only authenticate with what the CLI sends (X-Registry-Auth).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.engine.api.conftest import IMAGE_NAME, Engine, until
+
+pytestmark = [pytest.mark.root, pytest.mark.e2e]
+USER, PASSWORD = "alice", "alice-secret"
+
+
+def registry_admin(data: Path, *args: str, stdin: str | None = None) -> None:
+    argv = [sys.executable, "-m", "engine", *args, "--data-dir", str(data)]
+    result = subprocess.run(argv, input=stdin, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def registry(berth_api: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    data = tmp_path_factory.mktemp("registry")
+    registry_admin(data, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
+    registry_admin(data, "grant", USER, "team/*", "pull,push")
+    port = free_port()
+    argv = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)]
+    process = subprocess.Popen(berth_api.netns.wrap([*argv, "--log-level", "warning"]))
+    probe = (
+        f"import urllib.request as u\ntry: u.urlopen('http://127.0.0.1:{port}/v2/')\nexcept Exception as e: print(e)"
+    )
+    assert until(lambda: "401" in berth_api.netns.run(sys.executable, "-c", probe).stdout, 60)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
+
+
+def client(berth_api: Engine, config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**berth_api.env, "DOCKER_CONFIG": str(config)}
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_login_then_pull(berth_api: Engine, registry: str, tmp_path: Path) -> None:
+    config = tmp_path / "client-config"
+    config.mkdir()
+    wrong = client(berth_api, config, "login", "-u", USER, "--password-stdin", registry, stdin="nope\n")
+    assert wrong.returncode == 1 and "login to" in wrong.stderr
+    good = client(berth_api, config, "login", "-u", USER, "--password-stdin", registry, stdin=PASSWORD + "\n")
+    assert good.returncode == 0 and "Login Succeeded" in good.stdout, good.stderr
+    assert (
+        not (berth_api.config / "config.json").exists()
+        or registry not in (berth_api.config / "config.json").read_text()
+    )
+    # put an image there (berth's client, with the login the docker CLI stored)
+    reference = f"{registry}/team/app:1"
+    berth_api.ok("tag", IMAGE_NAME, reference)
+    env = {**berth_api.env, "DOCKER_CONFIG": str(config)}
+    pushed = subprocess.run(
+        berth_api.netns.wrap([sys.executable, "-m", "engine", "push", reference]),
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    berth_api.ok("rmi", reference)
+    pulled = client(berth_api, config, "pull", reference)
+    assert pulled.returncode == 0, pulled.stderr
+    assert f"Status: Downloaded newer image for {reference}" in pulled.stdout
+    again = client(berth_api, config, "pull", reference)
+    assert f"Status: Image is up to date for {reference}" in again.stdout
+    assert (
+        client(berth_api, config, "run", "--rm", "--network", "none", reference, "echo", "pulled").stdout == "pulled\n"
+    )
+    missing = client(berth_api, config, "pull", f"{registry}/team/absent:1")
+    assert missing.returncode == 1 and "absent" in missing.stderr + missing.stdout
+    logged_out = tmp_path / "anonymous"
+    logged_out.mkdir()
+    denied = client(berth_api, logged_out, "pull", f"{registry}/team/app:1")
+    assert denied.returncode == 1
+    berth_api.ok("rmi", reference)
+
+
+def test_hostile_registry_auth_headers(berth_api: Engine) -> None:
+    from tests.engine.api.test_service import request
+
+    for header in ("!!!not-base64", "bm90IGpzb24", "WzEsMl0"):  # garbage, "not json", "[1,2]"
+        status, body = request(
+            berth_api, "POST", "/v1.41/images/create?fromImage=x&tag=1", headers=f"X-Registry-Auth: {header}\r\n"
+        )
+        assert status == 400 and b"X-Registry-Auth" in body
+    status, _ = request(berth_api, "POST", "/v1.41/images/create")
+    assert status == 400
+    assert os.path.exists(berth_api.socket)
