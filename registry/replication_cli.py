@@ -24,7 +24,9 @@ def check_schedule(schedule: str | None, mode: str) -> tuple[int | None, bool]:
         return None, False
     if schedule == "on-push":
         if mode != "push":
-            raise click.BadParameter("on-push replicates this registry's pushes: it needs --mode push", "--schedule")
+            raise click.BadParameter(
+                "on-push replicates this registry's pushes: it needs --mode push", param_hint="--schedule"
+            )
         return None, True
     if len(schedule) > 32:
         raise click.BadParameter("a duration (10m, 6h, 1d) or on-push", param_hint="--schedule")

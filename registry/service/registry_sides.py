@@ -97,13 +97,22 @@ class LocalSide:
         hasher = hashlib.new(digest.partition(":")[0])
         state = self.storage.start_upload(str(uuid.uuid4()))
         offset, committed = 0, False
+        batch: list[bytes] = []
+        batched = 0
         try:
             for chunk in body:
                 hasher.update(chunk)
-                state = self.storage.write_upload(state, offset, [chunk])
-                offset += len(chunk)
-                if offset > size:
+                batch.append(chunk)
+                batched += len(chunk)
+                # Written in the storage's batch size (S3's multipart parts are at least 5 MiB).
+                if batched >= self.storage.write_batch:
+                    state = self.storage.write_upload(state, offset, batch)
+                    offset, batch, batched = offset + batched, [], 0
+                if offset + batched > size:
                     break
+            if batch:
+                state = self.storage.write_upload(state, offset, batch)
+                offset += batched
             actual = f"{digest.partition(':')[0]}:{hasher.hexdigest()}"
             if offset != size or actual != digest:
                 raise CopyFailed(f"blob {digest}: received {offset} bytes hashing to {actual}")

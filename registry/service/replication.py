@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import requests
+
 from registry.errors import RegistryError
 from registry.metadata.collect import Collector
 from registry.metadata.replication import ReplicationConfig, ReplicationIndex, RunRecord
@@ -41,7 +43,7 @@ MAX_BACKOFF = timedelta(hours=1)
 LEASE_SECONDS = 3600.0
 MAX_DEPTH = 8
 REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}")
-FAILURES = (UpstreamUnavailable, UpstreamRefused, CopyFailed, RegistryError, OSError)
+FAILURES = (UpstreamUnavailable, UpstreamRefused, CopyFailed, RegistryError, OSError, requests.RequestException)
 
 
 @dataclass

@@ -21,6 +21,7 @@ from registry.replication_cli import replicate
 from tests.client import servers
 from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
 from tests.conftest import RegistryProcess
+from tests.registry.truncating_proxy import TruncatingProxy
 
 pytestmark = pytest.mark.skipif(not DISTRIBUTION, reason="docker-registry (CNCF Distribution) is not installed")
 ACCEPT = f"{mt.OCI_MANIFEST}, {mt.OCI_INDEX}"
@@ -335,6 +336,32 @@ def test_push_through_the_token_flow(tmp_path: Path, berth: RegistryProcess) -> 
     finally:
         destination.stop()
         token.stop()
+
+
+def test_a_pull_cut_short_stores_nothing_and_the_next_run_completes(
+    berth: RegistryProcess, distribution: Distribution
+) -> None:
+    config = put_blob(distribution.url, "cut/app", b'{"architecture":"amd64","os":"linux"}')
+    layer_bytes = os.urandom(400_000)
+    layer = put_blob(distribution.url, "cut/app", layer_bytes)
+    doc = {
+        "schemaVersion": 2,
+        "mediaType": mt.OCI_MANIFEST,
+        "config": {"mediaType": mt.OCI_CONFIG, **config},
+        "layers": [{"mediaType": mt.OCI_LAYER, **layer}],
+    }
+    pushed = put_manifest(distribution.url, "cut/app", "1", doc)["digest"]
+    proxy = TruncatingProxy.start(("127.0.0.1", distribution.port))
+    proxy.cut_after(100_000)  # manifests and HEADs pass, the layer (announced as 400 kB) does not
+    ok(cli(berth, "add", "cut", f"http://{proxy.host}", "--repository", "cut/app", "--mode", "pull"))
+    failed = cli(berth, "run", "cut")
+    assert failed.exit_code == 1 and "cut/app:1" in failed.output and "Traceback" not in failed.output
+    assert head(berth.url, "cut/app", "1") is None
+    assert requests.head(f"{berth.url}/v2/cut/app/blobs/{layer['digest']}", timeout=30).status_code == 404
+    proxy.cut_after(None)
+    ok(cli(berth, "run", "cut"))
+    assert head(berth.url, "cut/app", "1") == pushed
+    assert requests.get(f"{berth.url}/v2/cut/app/blobs/{layer['digest']}", timeout=30).content == layer_bytes
 
 
 HOSTILE: list[list[str]] = [
