@@ -45,24 +45,30 @@ def _short(digest: str) -> str:
 class JsonReporter:
     """A client.progress Reporter that turns blob transfers into docker's progress messages."""
 
-    def __init__(self, emit: Any) -> None:
+    def __init__(self, emit: Any, pushing: bool = False) -> None:
         self.emit = emit
+        self.pushing = pushing
         self.lock = threading.Lock()
 
     def start(self, descriptor: Any) -> Any:
         done = [0]
-        self.emit({"status": "Pulling fs layer", "progressDetail": {}, "id": _short(descriptor.digest)})
+        first = "Preparing" if self.pushing else "Pulling fs layer"
+        self.emit({"status": first, "progressDetail": {}, "id": _short(descriptor.digest)})
 
         def progress(n: int) -> None:
             with self.lock:
                 done[0] += n
                 detail = {"current": done[0], "total": descriptor.size}
-            self.emit({"status": "Downloading", "progressDetail": detail, "id": _short(descriptor.digest)})
+            moving = "Pushing" if self.pushing else "Downloading"
+            self.emit({"status": moving, "progressDetail": detail, "id": _short(descriptor.digest)})
 
         return progress
 
     def finish(self, descriptor: Any, status: str) -> None:
-        text = "Already exists" if "exist" in status or "skip" in status else "Pull complete"
+        if "exist" in status or "skip" in status:
+            text = "Layer already exists" if self.pushing else "Already exists"
+        else:
+            text = "Pushed" if self.pushing else "Pull complete"
         self.emit({"status": text, "progressDetail": {}, "id": _short(descriptor.digest)})
 
     def note(self, text: str) -> None:
@@ -83,6 +89,52 @@ def _pull(reference: str, creds: Any, reporter: JsonReporter) -> list[dict[str, 
     image = local.resolve(reference)
     status = "Image is up to date for" if before == image.manifest_digest else "Downloaded newer image for"
     return [{"status": f"Digest: {image.manifest_digest}"}, {"status": f"Status: {status} {reference}"}]
+
+
+def _push(name: str, tag: str, creds: Any, reporter: JsonReporter) -> list[dict[str, Any]]:
+    from engine.service import images as store
+    from engine.service.lifecycle import stores
+
+    reference = f"{name}:{tag}" if tag else name
+    local, _ = stores()
+    if local.find(reference) is None:
+        raise ApiError(404, f"An image does not exist locally with the tag: {name}")
+    result = store.push(reference, reporter=reporter, credentials=creds)
+    shown = tag or reference.rsplit(":", 1)[-1]
+    return [
+        {"status": f"{shown}: digest: {result.digest} size: {result.size}"},
+        {"progressDetail": {}, "aux": {"Tag": shown, "Digest": result.digest, "Size": result.size}},
+    ]
+
+
+def _streamed(router: Router, first: dict[str, Any], work: Any) -> Response:
+    """Run `work(emit)` in the pool and stream what it emits, then its closing lines (or its error)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+
+    def emit(doc: dict[str, Any]) -> None:
+        loop.call_soon_threadsafe(queue.put_nowait, doc)
+
+    def run() -> list[dict[str, Any]]:
+        try:
+            return work(emit)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    future = loop.run_in_executor(router.pool, run)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield json.dumps(first).encode() + b"\r\n"
+        while (doc := await queue.get()) is not None:
+            yield json.dumps(doc).encode() + b"\r\n"
+        try:
+            for doc in await future:
+                yield json.dumps(doc).encode() + b"\r\n"
+        except Exception as exc:  # noqa: BLE001 - a failed transfer is reported in the stream, as dockerd does
+            message = (exc.message if isinstance(exc, ApiError) else str(exc)).strip("'\"") or type(exc).__name__
+            yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
+
+    return Response(200, stream=body())
 
 
 def _login(body: dict[str, Any]) -> dict[str, str]:
@@ -117,34 +169,18 @@ def register(router: Router) -> None:
             raise ApiError(400, "fromImage must name an image")
         reference = image if not tag else (f"{image}@{tag}" if ":" in tag else f"{image}:{tag}")
         creds = credentials(request.headers.get("x-registry-auth"))
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        first, _, rest = image.partition("/")
+        path = rest if rest and ("." in first or ":" in first or first == "localhost") else image
+        start = {"status": f"Pulling from {path}", "id": tag or "latest"}
+        return _streamed(router, start, lambda emit: _pull(reference, creds, JsonReporter(emit)))
 
-        def emit(doc: dict[str, Any]) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, doc)
-
-        def work() -> list[dict[str, Any]]:
-            try:
-                return _pull(reference, creds, JsonReporter(emit))
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
-
-        future = loop.run_in_executor(router.pool, work)
-
-        async def body() -> AsyncIterator[bytes]:
-            first, _, rest = image.partition("/")
-            path = rest if rest and ("." in first or ":" in first or first == "localhost") else image
-            yield json.dumps({"status": f"Pulling from {path}", "id": tag or "latest"}).encode() + b"\r\n"
-            while (doc := await queue.get()) is not None:
-                yield json.dumps(doc).encode() + b"\r\n"
-            try:
-                for doc in await future:
-                    yield json.dumps(doc).encode() + b"\r\n"
-            except Exception as exc:  # noqa: BLE001 - a failed pull is reported in the stream, as dockerd does
-                message = str(exc).strip("'\"") or type(exc).__name__
-                yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
-
-        return Response(200, stream=body())
+    async def push(request: Request, name: str) -> Response:
+        tag = request.arg("tag") or ""
+        if len(tag) > 128:
+            raise ApiError(400, "tag too long")
+        creds = credentials(request.headers.get("x-registry-auth"))
+        start = {"status": f"The push refers to repository [{name}]"}
+        return _streamed(router, start, lambda emit: _push(name, tag, creds, JsonReporter(emit, pushing=True)))
 
     async def auth(request: Request) -> Response:
         body = await request.json()
@@ -154,3 +190,4 @@ def register(router: Router) -> None:
 
     router.add("POST", "/images/create", create)
     router.add("POST", "/auth", auth)
+    router.add("POST", r"/images/(.{1,1024})/push", push)

@@ -237,6 +237,15 @@ def pull(reference: str, *, quiet: bool = False, reporter: Any = None, credentia
     `reporter` (a client.progress Reporter) and `credentials` default to the terminal's and the
     docker config's; the engine API passes its own.
     """
+    _copy("docker", "local", reference, quiet=quiet, reporter=reporter, credentials=credentials)
+
+
+def push(reference: str, *, reporter: Any = None, credentials: Any = None) -> Any:
+    """Push the local image `reference` to its registry; the copy's result (digest, size)."""
+    return _copy("local", "docker", reference, quiet=True, reporter=reporter, credentials=credentials)
+
+
+def _copy(source_kind: str, target_kind: str, reference: str, *, quiet: bool, reporter: Any, credentials: Any) -> Any:
     from client.copy import copy_image
     from client.location import Location, Options, open_source, open_target
     from client.location import reference as parse
@@ -245,12 +254,12 @@ def pull(reference: str, *, quiet: bool = False, reporter: Any = None, credentia
 
     ref = parse(reference)
     options = Options(credentials=credentials)
-    source = open_source(Location("docker", ref), options)
+    source = open_source(Location(source_kind, ref), options)
     try:
-        target = open_target(Location("local", ref), options)
+        target = open_target(Location(target_kind, ref), options)
         reporter = reporter or make_reporter(quiet)
         try:
-            copy_image(source, target, platform=host_platform(), jobs=options.jobs, reporter=reporter)
+            return copy_image(source, target, platform=host_platform(), jobs=options.jobs, reporter=reporter)
         finally:
             reporter.close()
             target.close()

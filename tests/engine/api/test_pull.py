@@ -1,4 +1,4 @@
-"""`docker login` and `docker pull` through berth's engine API, from a berth registry with accounts.
+"""`docker login`, `docker push` and `docker pull` through berth's engine API, from a berth registry with accounts.
 
 The registry runs inside the engine service's network namespace (its loopback is the service's),
 with one user who may pull and push `team/*`. The docker CLI keeps its login in a config of its
@@ -63,17 +63,18 @@ def test_login_then_pull(berth_api: Engine, registry: str, tmp_path: Path) -> No
         not (berth_api.config / "config.json").exists()
         or registry not in (berth_api.config / "config.json").read_text()
     )
-    # put an image there (berth's client, with the login the docker CLI stored)
     reference = f"{registry}/team/app:1"
     berth_api.ok("tag", IMAGE_NAME, reference)
-    env = {**berth_api.env, "DOCKER_CONFIG": str(config)}
-    pushed = subprocess.run(
-        berth_api.netns.wrap([sys.executable, "-m", "engine", "push", reference]),
-        capture_output=True,
-        text=True,
-        env=env,
-    )
+    anonymous = tmp_path / "anonymous"
+    anonymous.mkdir()
+    refused = client(berth_api, anonymous, "push", reference)
+    assert refused.returncode == 1
+    pushed = client(berth_api, config, "push", reference)
     assert pushed.returncode == 0, pushed.stderr
+    assert f"The push refers to repository [{registry}/team/app]" in pushed.stdout
+    assert "Pushed" in pushed.stdout and "1: digest: sha256:" in pushed.stdout
+    again = client(berth_api, config, "push", reference)
+    assert "Layer already exists" in again.stdout
     berth_api.ok("rmi", reference)
     pulled = client(berth_api, config, "pull", reference)
     assert pulled.returncode == 0, pulled.stderr
@@ -85,9 +86,7 @@ def test_login_then_pull(berth_api: Engine, registry: str, tmp_path: Path) -> No
     )
     missing = client(berth_api, config, "pull", f"{registry}/team/absent:1")
     assert missing.returncode == 1 and "absent" in missing.stderr + missing.stdout
-    logged_out = tmp_path / "anonymous"
-    logged_out.mkdir()
-    denied = client(berth_api, logged_out, "pull", f"{registry}/team/app:1")
+    denied = client(berth_api, anonymous, "pull", f"{registry}/team/app:1")
     assert denied.returncode == 1
     berth_api.ok("rmi", reference)
 
