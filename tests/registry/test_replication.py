@@ -20,7 +20,7 @@ from registry.oci import mediatypes as mt
 from registry.replication_cli import replicate
 from tests.client import servers
 from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
-from tests.conftest import RegistryProcess
+from tests.conftest import RegistryProcess, backend_args
 from tests.registry.truncating_proxy import TruncatingProxy
 
 pytestmark = pytest.mark.skipif(not DISTRIBUTION, reason="docker-registry (CNCF Distribution) is not installed")
@@ -362,6 +362,39 @@ def test_a_pull_cut_short_stores_nothing_and_the_next_run_completes(
     ok(cli(berth, "run", "cut"))
     assert head(berth.url, "cut/app", "1") == pushed
     assert requests.get(f"{berth.url}/v2/cut/app/blobs/{layer['digest']}", timeout=30).content == layer_bytes
+
+
+def test_on_postgres_and_s3(tmp_path: Path, request: pytest.FixtureRequest, distribution: Distribution) -> None:
+    """The outbox and the runs on PostgreSQL; a pulled blob larger than one S3 part."""
+    server = RegistryProcess(tmp_path / "pg", workers=2, args=backend_args(request, "postgres-s3"))
+    try:
+        ok(cli(server, "add", "live", distribution.url, "--repository", "apps/*", "--schedule", "on-push"))
+        index, _children, signature = push_signed_index(server.url, "apps/web", "1")
+        fallback = f"sha256-{index[7:]}"
+        wait_for(lambda: head(distribution.url, "apps/web", fallback) is not None)
+        listed = requests.get(
+            f"{distribution.url}/v2/apps/web/manifests/{fallback}", headers={"Accept": ACCEPT}, timeout=30
+        )
+        assert [d["digest"] for d in listed.json()["manifests"]] == [signature]
+        assert head(distribution.url, "apps/web", "1") == index
+
+        big = os.urandom(9 * 1024 * 1024 + 17)
+        config = put_blob(distribution.url, "big/app", b'{"architecture":"amd64","os":"linux"}')
+        layer = put_blob(distribution.url, "big/app", big)
+        doc = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_MANIFEST,
+            "config": {"mediaType": mt.OCI_CONFIG, **config},
+            "layers": [{"mediaType": mt.OCI_LAYER, **layer}],
+        }
+        pushed = put_manifest(distribution.url, "big/app", "1", doc)["digest"]
+        ok(cli(server, "add", "pull-big", distribution.url, "--repository", "big/app", "--mode", "pull"))
+        ok(cli(server, "run", "pull-big"))
+        assert head(server.url, "big/app", "1") == pushed
+        fetched = requests.get(f"{server.url}/v2/big/app/blobs/{layer['digest']}", timeout=60)
+        assert fetched.content == big
+    finally:
+        server.stop()
 
 
 HOSTILE: list[list[str]] = [
