@@ -91,6 +91,14 @@ def run_options(body: Any) -> RunOptions:
     labels = body.get("Labels") or {}
     if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
         raise ApiError(400, "Labels must map strings to strings")
+    endpoints = (body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}
+    if not isinstance(endpoints, dict) or not all(isinstance(e, dict) for e in endpoints.values()):
+        raise ApiError(400, "NetworkingConfig.EndpointsConfig must map networks to objects")
+    endpoint = endpoints.get(network) or {}
+    aliases = endpoint.get("Aliases") or []
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ApiError(400, "Aliases must be a list of strings")
+    ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
     pids = host.get("PidsLimit")
     return RunOptions(
         command=command,
@@ -112,6 +120,8 @@ def run_options(body: Any) -> RunOptions:
         labels=dict(labels),
         restart=policy,
         dns=_strings(host, "Dns"),
+        aliases=list(aliases),
+        ip=ip,
         add_hosts=_strings(host, "ExtraHosts"),
     )
 

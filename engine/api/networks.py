@@ -87,18 +87,26 @@ def _create(body: dict[str, Any]) -> str:
 
 
 def _connect(key: str, body: dict[str, Any], connect: bool) -> None:
-    from engine.service import attachments
+    from engine.service import attachments, planned_network
+    from engine.service.containers import Status
 
     target = get(str(body.get("Container") or ""))
+    endpoint = body.get("EndpointConfig") or {}
+    aliases = endpoint.get("Aliases") or []
+    ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
+    if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
+        raise ApiError(400, "Aliases must be a list of strings")
+    if target.status is Status.CREATED:
+        network = key if key in BUILTIN else _service().inspect(key)["Name"]
+        if connect:
+            planned_network.connect(target, network, aliases, ip)
+        else:
+            planned_network.disconnect(target, network)
+        return
     if not target.is_running():
         raise ApiError(409, f"Container {target.id} is not running")
     service = _service()
     if connect:
-        endpoint = body.get("EndpointConfig") or {}
-        aliases = endpoint.get("Aliases") or []
-        ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
-        if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
-            raise ApiError(400, "Aliases must be a list of strings")
         attachments.connect(service, target.id, target.pid, key, aliases, ip)
     else:
         attachments.disconnect(service, target.id, key)
