@@ -211,7 +211,10 @@ class Registry:
         from registry.service.replication import ReplicationService
 
         manifests = ManifestService(self.manifest_index, self.tag_index, self.repository_index, self.policies)
-        local = LocalSide("replication", manifests, self.blob_index, self.storage, self.upstream_index, self.events)
+        check_push = self.upstreams(manifests).check_push
+        local = LocalSide(
+            "replication", manifests, self.blob_index, self.storage, self.upstream_index, self.events, check_push
+        )
         return ReplicationService(ReplicationIndex(self.db), local, Collector(self.database))
 
     @cached_property

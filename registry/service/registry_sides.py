@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from registry.errors import ManifestUnknown, NameUnknown
@@ -52,8 +52,8 @@ class Side(Protocol):
 
 
 class LocalSide:
-    """This registry, through its services: writes are validated and recorded as events
-    (`actor`), like a push, so they count in usage and drive on-push replications in turn."""
+    """This registry, through its services: writes are validated, held to quotas and recorded as
+    events (`actor`), like a push, so they count in usage and drive on-push replications in turn."""
 
     def __init__(
         self,
@@ -63,8 +63,11 @@ class LocalSide:
         storage: BlobStorage,
         arrivals: UpstreamIndex,
         events: EventService,
+        check_push: Callable[[str], None],
     ) -> None:
         self.name = "this registry"
+        self.check_push = check_push
+        """Refuses writes into a pull-through cache's repositories, as for any push."""
         self.actor = actor
         self.manifests = manifests
         self.blobs = blobs
@@ -94,6 +97,8 @@ class LocalSide:
     def put_blob(self, repository: str, digest: str, size: int, body: Iterator[bytes], mounts: list[str]) -> None:
         """Write the bytes to an upload session, verify size and digest, then commit and link
         them into the repository; bytes that are not the blob are never committed."""
+        self.check_push(repository)
+        self.manifests.policies.check_quota(repository, size, digest)
         hasher = hashlib.new(digest.partition(":")[0])
         state = self.storage.start_upload(str(uuid.uuid4()))
         offset, committed = 0, False
@@ -124,6 +129,7 @@ class LocalSide:
         self.arrivals.blob_arrived(repository, digest, size)
 
     def put_manifest(self, repository: str, reference: str, body: bytes, media_type: str) -> bool:
+        self.check_push(repository)
         tag = None if ":" in reference else reference
         event = self.events.in_transaction("push", repository, self.actor, "", tag=tag, media_type=media_type)
         self.manifests.put(repository, reference, body, media_type, lambda _name: False, event)

@@ -16,8 +16,10 @@ import pytest
 import requests
 from click.testing import CliRunner, Result
 
+from registry.maintenance_cli import quota
 from registry.oci import mediatypes as mt
 from registry.replication_cli import replicate
+from registry.upstream_cli import upstream
 from tests.client import servers
 from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
 from tests.conftest import RegistryProcess, backend_args
@@ -395,6 +397,25 @@ def test_on_postgres_and_s3(tmp_path: Path, request: pytest.FixtureRequest, dist
         assert fetched.content == big
     finally:
         server.stop()
+
+
+def test_a_pull_obeys_upstream_prefixes_and_quotas(berth: RegistryProcess, distribution: Distribution) -> None:
+    push_image(distribution.url, "hub/tool", "1", "cached")
+    push_image(distribution.url, "small/tool", "1", "large")
+    flags = berth.settings_flags()
+    added = CliRunner().invoke(upstream, ["add", "hub", distribution.url, "--prefix", "hub", *flags])
+    assert added.exit_code == 0, added.output
+    assert CliRunner().invoke(quota, ["set", "small/*", "100", *flags]).exit_code == 0
+    ok(cli(berth, "add", "into-cache", distribution.url, "--repository", "hub/tool", "--mode", "pull"))
+    ok(cli(berth, "add", "into-quota", distribution.url, "--repository", "small/tool", "--mode", "pull"))
+
+    refused = cli(berth, "run", "into-cache")
+    assert refused.exit_code == 1 and "prefix are refused" in refused.output
+    over = cli(berth, "run", "into-quota")
+    assert over.exit_code == 1 and "quota" in over.output.lower()
+    assert head(berth.url, "small/tool", "1") is None
+    assert "into-cache manual: 0 copied" in ok(cli(berth, "status", "into-cache"))
+    assert "into-quota manual: 0 copied" in ok(cli(berth, "status", "into-quota"))
 
 
 HOSTILE: list[list[str]] = [
