@@ -42,6 +42,8 @@ CLAIM = timedelta(minutes=10)
 MAX_BACKOFF = timedelta(hours=1)
 LEASE_SECONDS = 3600.0
 MAX_DEPTH = 8
+SUBJECT_WAITS = 6
+"""Attempts (1+2+4+8+16 s of backoff) an untagged referrer waits for its subject to be replicated."""
 REFERRER_TAG = re.compile(r"sha(256|512)-[0-9a-f]{64,128}")
 FAILURES = (UpstreamUnavailable, UpstreamRefused, CopyFailed, RegistryError, OSError, requests.RequestException)
 
@@ -224,7 +226,7 @@ class ReplicationService:
             started = datetime.now(UTC)
             report = Report()
             try:
-                self._deliver(config, delivery.event, report)
+                self._deliver(config, delivery.event, delivery.attempts, report)
             except FAILURES as exc:
                 retry = min(timedelta(seconds=2 ** min(delivery.attempts, 12)), MAX_BACKOFF)
                 LOG.warning(
@@ -242,7 +244,7 @@ class ReplicationService:
                 self._record(config, "push", started, report)
         return done
 
-    def _deliver(self, config: ReplicationConfig, event: dict[str, Any], report: Report) -> None:
+    def _deliver(self, config: ReplicationConfig, event: dict[str, Any], attempts: int, report: Report) -> None:
         src, dst = self._ends(config)
         repository, tag, digest = event["repository"], event["tag"], event["digest"]
         if event["action"] == "delete":
@@ -269,8 +271,14 @@ class ReplicationService:
             return
         # An untagged push is a referrer (copied when its subject is there) or part of an
         # index that a tagged push copies.
-        if subject is not None and dst.head(repository, subject.digest) == subject.digest:
+        if subject is None:
+            return
+        if dst.head(repository, subject.digest) == subject.digest:
             self.copy(src, dst, repository, digest, report)
+        elif attempts < SUBJECT_WAITS and src.head(repository, subject.digest) is not None:
+            # The subject's own delivery may be running on another worker right now: wait a little
+            # (the backoff), then give up if its tag is not replicated at all.
+            raise CopyFailed(f"{repository}@{digest}: its subject {subject.digest} is not at {dst.name} yet")
 
 
 def _is_glob(pattern: str) -> bool:
