@@ -73,19 +73,44 @@ class Request:
             return False
         raise BadRequest(400, f"invalid boolean for {name}: {value!r}")
 
-    async def body(self, limit: int = MAX_BODY) -> bytes:
+    async def chunks(self, limit: int) -> AsyncIterator[bytes]:
+        """The body piece by piece (Content-Length or chunked), never more than `limit` bytes in all."""
         self.consumed = True
         if self.headers.get("transfer-encoding", "").lower() == "chunked":
-            return await _read_chunked(self.reader, limit)
+            total = 0
+            while True:
+                line = await self.reader.readline()
+                try:
+                    size = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise BadRequest(400, "malformed chunk size") from None
+                total += size
+                if size < 0 or total > limit:
+                    raise BadRequest(413, f"request body larger than {limit} bytes")
+                if size == 0:
+                    while (await self.reader.readline()).strip():
+                        pass
+                    return
+                try:
+                    yield await self.reader.readexactly(size)
+                    await self.reader.readexactly(2)
+                except asyncio.IncompleteReadError:
+                    raise BadRequest(400, "the request body ended inside a chunk") from None
         length = self.headers.get("content-length", "0") or "0"
         if not length.isdigit():
             raise BadRequest(400, f"invalid Content-Length: {length[:40]!r}")
-        if int(length) > limit:
+        remaining = int(length)
+        if remaining > limit:
             raise BadRequest(413, f"request body of {length} bytes is larger than {limit}")
-        try:
-            return await self.reader.readexactly(int(length))
-        except asyncio.IncompleteReadError:
-            raise BadRequest(400, "the request body is shorter than its Content-Length") from None
+        while remaining:
+            piece = await self.reader.read(min(remaining, 1 << 20))
+            if not piece:
+                raise BadRequest(400, "the request body is shorter than its Content-Length")
+            remaining -= len(piece)
+            yield piece
+
+    async def body(self, limit: int = MAX_BODY) -> bytes:
+        return b"".join([piece async for piece in self.chunks(limit)])
 
     async def json(self) -> Any:
         data = await self.body()
@@ -109,28 +134,6 @@ class Response:
     @classmethod
     def json(cls, doc: Any, status: int = 200) -> Response:
         return cls(status, json.dumps(doc).encode() + b"\n")
-
-
-async def _read_chunked(reader: asyncio.StreamReader, limit: int) -> bytes:
-    out = bytearray()
-    while True:
-        line = await reader.readline()
-        size_text = line.split(b";", 1)[0].strip()
-        try:
-            size = int(size_text, 16)
-        except ValueError:
-            raise BadRequest(400, "malformed chunk size") from None
-        if size < 0 or len(out) + size > limit:
-            raise BadRequest(413, f"request body larger than {limit} bytes")
-        if size == 0:
-            while (await reader.readline()).strip():
-                pass
-            return bytes(out)
-        try:
-            out += await reader.readexactly(size)
-            await reader.readexactly(2)
-        except asyncio.IncompleteReadError:
-            raise BadRequest(400, "the request body ended inside a chunk") from None
 
 
 def parse_head(head: bytes, reader: asyncio.StreamReader) -> Request:

@@ -14,7 +14,7 @@ import signal
 import ssl
 from pathlib import Path
 
-from engine.api import containers, execs, images, networks, registry_auth, streams, system, usage, volumes
+from engine.api import builds, containers, execs, images, networks, registry_auth, streams, system, usage, volumes
 from engine.api.http import MAX_HEAD, Server
 from engine.api.routes import API_VERSION, Router
 from engine.cli import VERSION
@@ -34,6 +34,7 @@ def make_router() -> Router:
     networks.register(router)
     usage.register(router)
     registry_auth.register(router)
+    builds.register(router)
     return router
 
 

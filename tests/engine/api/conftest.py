@@ -56,10 +56,11 @@ class Engine:
             env["BERTH_ROOT"] = str(self.root)
         return env
 
-    def docker(self, *args: str, timeout: float = 60, **kwargs: object) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", *args], capture_output=True, text=True, timeout=timeout, env=self.env, **kwargs
-        )
+    def docker(
+        self, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None, **kwargs: object
+    ) -> subprocess.CompletedProcess[str]:
+        env = {**self.env, **(extra_env or {})}
+        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
 
     def ok(self, *args: str) -> str:
         result = self.docker(*args)

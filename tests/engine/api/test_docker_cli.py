@@ -8,6 +8,7 @@ The tests that compare the two engines' texts directly take both fixtures.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -236,3 +237,23 @@ def test_top_stats_df_and_prune(engine: Engine) -> None:
     assert pruned.startswith("Deleted Containers:\n") and "Total reclaimed space:" in pruned
     assert engine.ok("ps", "-a", "--format", "{{.Names}}").split() == ["busy"]
     engine.ok("rm", "-f", "busy")
+
+
+def test_classic_build(engine: Engine, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {IMAGE_NAME}\nARG WHO=nobody\nCOPY hello.txt /hello.txt\n"
+        'RUN echo "built by $WHO" > /built.txt\nCMD ["cat", "/built.txt", "/hello.txt"]\n'
+    )
+    (tmp_path / "hello.txt").write_text("hello file\n")
+    (tmp_path / "Dockerfile.bad").write_text(f"FROM {IMAGE_NAME}\nRUN exit 3\n")
+    build = ("build", "--network", "none")
+    env = {"DOCKER_BUILDKIT": "0"}
+    built = engine.docker(*build, "--build-arg", "WHO=api", "-t", "built:1", str(tmp_path), extra_env=env)
+    assert built.returncode == 0, built.stderr
+    assert "Successfully tagged built:1" in built.stdout
+    assert engine.ok("run", "--rm", *NONE, "built:1") == "built by api\nhello file\n"
+    quiet = engine.docker(*build, "-q", "-t", "built:2", str(tmp_path), extra_env=env)
+    assert quiet.stdout.strip() == engine.ok("image", "inspect", "--format", "{{.Id}}", "built:2").strip()
+    failed = engine.docker(*build, "-f", str(tmp_path / "Dockerfile.bad"), str(tmp_path), extra_env=env)
+    assert failed.returncode == 3
+    engine.ok("rmi", "built:1", "built:2")

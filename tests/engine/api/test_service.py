@@ -198,3 +198,36 @@ def test_networks_by_name_between_containers(berth_api: Engine) -> None:
     berth_api.ok("rm", "-f", "web", "late")
     assert berth_api.ok("network", "rm", "apinet").strip() == "apinet"
     assert berth_api.docker("network", "inspect", "apinet").returncode == 1
+
+
+def test_hostile_build_contexts(berth_api: Engine, tmp_path: Path) -> None:
+    import io
+    import tarfile
+    import tempfile
+
+    def tar_with(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            dockerfile = f"FROM {IMAGE_NAME}\n".encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(dockerfile)
+            tar.addfile(info, io.BytesIO(dockerfile))
+            entry = tarfile.TarInfo(name)
+            entry.type, entry.linkname, entry.size = kind, link, len(data) if kind == tarfile.REGTYPE else 0
+            tar.addfile(entry, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        return buffer.getvalue()
+
+    images_before = berth_api.ok("images", "-q")
+    for body in (
+        tar_with("../../escape"),
+        tar_with("link", kind=tarfile.SYMTYPE, link="/etc"),
+        b"junk",
+    ):
+        status, answer = request(berth_api, "POST", "/v1.41/build?t=hostile:1", body)
+        assert status == 400, answer
+    status, answer = request(berth_api, "POST", "/v1.41/build?dockerfile=../../etc/passwd", tar_with("ok"))
+    assert status == 400 and b"outside the build context" in answer
+    status, answer = request(berth_api, "POST", "/v1.41/build?buildargs=[1]", tar_with("ok"))
+    assert status == 400
+    assert not list(Path(tempfile.gettempdir()).glob("berth-build-*"))  # scratch contexts removed
+    assert berth_api.ok("images", "-q") == images_before
