@@ -254,6 +254,7 @@ def test_classic_build(engine: Engine, tmp_path: Path) -> None:
     assert engine.ok("run", "--rm", *NONE, "built:1") == "built by api\nhello file\n"
     quiet = engine.docker(*build, "-q", "-t", "built:2", str(tmp_path), extra_env=env)
     assert quiet.stdout.strip() == engine.ok("image", "inspect", "--format", "{{.Id}}", "built:2").strip()
-    failed = engine.docker(*build, "-f", str(tmp_path / "Dockerfile.bad"), str(tmp_path), extra_env=env)
+    failed = engine.docker(*build, "--force-rm", "-f", str(tmp_path / "Dockerfile.bad"), str(tmp_path), extra_env=env)
     assert failed.returncode == 3
+    assert engine.ok("ps", "-aq") == ""  # the failed step's container is gone (berth always, docker with --force-rm)
     engine.ok("rmi", "built:1", "built:2")
