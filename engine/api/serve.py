@@ -14,7 +14,19 @@ import signal
 import ssl
 from pathlib import Path
 
-from engine.api import builds, containers, execs, images, networks, registry_auth, streams, system, usage, volumes
+from engine.api import (
+    builds,
+    containers,
+    events,
+    execs,
+    images,
+    networks,
+    registry_auth,
+    streams,
+    system,
+    usage,
+    volumes,
+)
 from engine.api.http import MAX_HEAD, Server
 from engine.api.routes import API_VERSION, Router
 from engine.cli import VERSION
@@ -35,6 +47,7 @@ def make_router() -> Router:
     usage.register(router)
     registry_auth.register(router)
     builds.register(router)
+    events.register(router)
     return router
 
 

@@ -8,6 +8,10 @@ The tests that compare the two engines' texts directly take both fixtures.
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -258,3 +262,48 @@ def test_classic_build(engine: Engine, tmp_path: Path) -> None:
     assert failed.returncode == 3
     assert engine.ok("ps", "-aq") == ""  # the failed step's container is gone (berth always, docker with --force-rm)
     engine.ok("rmi", "built:1", "built:2")
+
+
+def test_events_stream(engine: Engine) -> None:
+    watcher = subprocess.Popen(
+        ["docker", "events", "--filter", "type=container", "--format", "{{.Action}} {{.Actor.Attributes.name}}"],
+        stdout=subprocess.PIPE,
+        env=engine.env,
+    )
+    assert watcher.stdout is not None
+    fd, pending = watcher.stdout.fileno(), [b""]
+
+    def line(timeout: float) -> str | None:
+        """The next line, read unbuffered (select cannot see what a buffered reader already holds)."""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in pending[0]:
+            ready, _, _ = select.select([fd], [], [], max(0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            pending[0] += os.read(fd, 4096)
+        first, pending[0] = pending[0].split(b"\n", 1)
+        return first.decode().strip()
+
+    try:
+        # `docker events` shows only what happens once it is subscribed: make markers until one shows
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            engine.ok("create", *NONE, "--name", "marker", IMAGE_NAME, "true")
+            engine.ok("rm", "marker")
+            if line(2) == "create marker":
+                break
+        else:
+            pytest.fail("docker events never showed the marker container")
+        ran = engine.docker("run", *NONE, "--name", "watched", IMAGE_NAME, "sh", "-c", "sleep 1; exit 2")
+        assert ran.returncode == 2
+        engine.ok("rm", "watched")
+        seen: list[str] = []
+        while "destroy watched" not in seen:
+            got = line(30)
+            assert got is not None, seen
+            seen.append(got)
+        watched = [s for s in seen if s.endswith(" watched")]
+        assert watched[0] == "create watched" and {"start watched", "die watched"} <= set(watched)
+    finally:
+        watcher.terminate()
+        watcher.wait(10)

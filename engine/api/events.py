@@ -1,0 +1,91 @@
+"""`GET /events`: docker's event stream, from `service/events.py`'s snapshots four times a second."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from engine.api.errors import ApiError
+from engine.api.http import Request, Response
+from engine.api.routes import Router
+
+INTERVAL = 0.25
+
+
+def _snapshot() -> Any:
+    from engine.service.events import observe
+    from engine.service.lifecycle import stores
+
+    images, containers = stores()
+    return observe(containers, images)
+
+
+def _filters(text: str) -> dict[str, list[str]]:
+    if not text:
+        return {}
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise ApiError(400, "invalid filters: not JSON") from None
+    if not isinstance(doc, dict):
+        raise ApiError(400, "invalid filters: not an object")
+    out = {}
+    for name, values in doc.items():
+        if name not in ("type", "event", "container", "image"):
+            raise ApiError(400, f"invalid filter '{name}'")
+        listed = [k for k, v in values.items() if v] if isinstance(values, dict) else values
+        if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
+            raise ApiError(400, f"invalid filter values for '{name}'")
+        out[name] = listed
+    return out
+
+
+def _wanted(event: Any, filters: dict[str, list[str]]) -> bool:
+    checks = {
+        "type": lambda v: event.type == v,
+        "event": lambda v: event.action == v,
+        "container": lambda v: event.type == "container" and (event.id.startswith(v) or event.attributes["name"] == v),
+        "image": lambda v: event.attributes.get("image") == v or event.attributes.get("name") == v,
+    }
+    return all(any(checks[name](v) for v in values) for name, values in filters.items())
+
+
+def to_json(event: Any) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "Type": event.type,
+        "Action": event.action,
+        "Actor": {"ID": event.id, "Attributes": event.attributes},
+        "scope": "local",
+        "time": int(event.time),
+        "timeNano": int(event.time * 1e9),
+    }
+    if event.type == "container":
+        doc.update({"status": event.action, "id": event.id, "from": event.attributes.get("image", "")})
+    return doc
+
+
+def register(router: Router) -> None:
+    async def events(request: Request) -> Response:
+        for unsupported in ("since", "until"):
+            if request.arg(unsupported):
+                raise ApiError(501, f"berth's engine API does not implement events?{unsupported}: it keeps no history")
+        filters = _filters(request.arg("filters") or "")
+        before = await router.call(_snapshot)
+
+        async def body() -> AsyncIterator[bytes]:
+            from engine.service.events import changes
+
+            nonlocal before
+            while not request.reader.at_eof():  # the client hung up: stop watching
+                await asyncio.sleep(INTERVAL)
+                after = await router.call(_snapshot)
+                for event in changes(before, after):
+                    if _wanted(event, filters):
+                        yield json.dumps(to_json(event)).encode() + b"\n"
+                before = after
+
+        return Response(200, stream=body())
+
+    router.add("GET", "/events", events)
