@@ -15,7 +15,7 @@ from typing import Any
 from engine.api.container_config import check_name, inspect_doc, run_options, summary
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
-from engine.api.routes import Router
+from engine.api.routes import Router, filters
 from engine.service.containers import Container, ContainerNotFound, NameInUse, Status
 from engine.service.lifecycle import stores
 
@@ -56,14 +56,10 @@ def _create(image_name: str, options: Any, name: str | None) -> Container:
         ) from None
 
 
-def _list(show_all: bool, limit: int, filters_text: str) -> list[dict[str, Any]]:
+def _list(show_all: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
     from engine.service import listing
 
     images, containers = stores()
-    try:
-        filters = listing.parse(json.loads(filters_text) if filters_text else None)
-    except (ValueError, listing.FilterError) as exc:
-        raise ApiError(400, str(exc)) from None
     rows = containers.list(running_only=not show_all and not filters.get("status") and not filters.get("exited"))
     image_ids = {}
     for name in filters.get("ancestor", []):
@@ -201,7 +197,9 @@ def register(router: Router) -> None:
         limit_text = request.arg("limit") or "0"
         if not limit_text.lstrip("-").isdigit() or len(limit_text) > 9:
             raise ApiError(400, f"invalid limit {limit_text[:40]!r}")
-        rows = await call(_list, request.flag("all"), int(limit_text), request.arg("filters") or "")
+        from engine.service.listing import KNOWN
+
+        rows = await call(_list, request.flag("all"), int(limit_text), filters(request, KNOWN))
         return Response.json(rows)
 
     async def inspect(request: Request, key: str) -> Response:

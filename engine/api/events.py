@@ -9,7 +9,7 @@ from typing import Any
 
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
-from engine.api.routes import Router
+from engine.api.routes import Router, filters
 
 INTERVAL = 0.25
 
@@ -20,26 +20,6 @@ def _snapshot() -> Any:
 
     images, containers = stores()
     return observe(containers, images)
-
-
-def _filters(text: str) -> dict[str, list[str]]:
-    if not text:
-        return {}
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise ApiError(400, "invalid filters: not JSON") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "invalid filters: not an object")
-    out = {}
-    for name, values in doc.items():
-        if name not in ("type", "event", "container", "image"):
-            raise ApiError(400, f"invalid filter '{name}'")
-        listed = [k for k, v in values.items() if v] if isinstance(values, dict) else values
-        if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
-            raise ApiError(400, f"invalid filter values for '{name}'")
-        out[name] = listed
-    return out
 
 
 def _wanted(event: Any, filters: dict[str, list[str]]) -> bool:
@@ -71,7 +51,7 @@ def register(router: Router) -> None:
         for unsupported in ("since", "until"):
             if request.arg(unsupported):
                 raise ApiError(501, f"berth's engine API does not implement events?{unsupported}: it keeps no history")
-        filters = _filters(request.arg("filters") or "")
+        wanted = filters(request, ("type", "event", "container", "image"))
         before = await router.call(_snapshot)
 
         async def body() -> AsyncIterator[bytes]:
@@ -82,7 +62,7 @@ def register(router: Router) -> None:
                 await asyncio.sleep(INTERVAL)
                 after = await router.call(_snapshot)
                 for event in changes(before, after):
-                    if _wanted(event, filters):
+                    if _wanted(event, wanted):
                         yield json.dumps(to_json(event)).encode() + b"\n"
                 before = after
 

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import calendar
 import fnmatch
-import json
 import time
 from typing import Any
 
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
-from engine.api.routes import Router
+from engine.api.routes import Router, filters
 from engine.service.lifecycle import stores
 
 
@@ -28,28 +27,6 @@ def _created(config: dict[str, Any]) -> int:
         return calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%S"))
     except ValueError:
         return 0
-
-
-def _references(filters_text: str) -> list[str]:
-    """The `reference` patterns of docker's image filters (others are refused: not implemented)."""
-    if not filters_text:
-        return []
-    try:
-        doc = json.loads(filters_text)
-    except ValueError:
-        raise ApiError(400, "invalid filters: not JSON") from None
-    if not isinstance(doc, dict):
-        raise ApiError(400, "invalid filters: not an object")
-    patterns: list[str] = []
-    for name, values in doc.items():
-        if name not in ("reference", "dangling"):
-            raise ApiError(400, f"invalid filter '{name}'")
-        listed = [k for k, v in values.items() if v] if isinstance(values, dict) else values
-        if not isinstance(listed, list) or not all(isinstance(v, str) for v in listed):
-            raise ApiError(400, f"invalid filter values for '{name}'")
-        if name == "reference":
-            patterns += listed
-    return patterns
 
 
 def _matches(patterns: list[str], tag: str) -> bool:
@@ -174,7 +151,7 @@ def register(router: Router) -> None:
     sizes: dict[str, int] = {}
 
     async def listing(request: Request) -> Response:
-        patterns = _references(request.arg("filters") or "")
+        patterns = filters(request, ("reference", "dangling")).get("reference", [])
         return Response.json(await router.call(_images, patterns, sizes))
 
     async def inspect(request: Request, name: str) -> Response:

@@ -86,3 +86,16 @@ class Router:
 
 def _error(status: int, message: str) -> Response:
     return Response.json({"message": message}, status)
+
+
+def filters(request: Request, known: tuple[str, ...]) -> dict[str, list[str]]:
+    """The request's `filters` (docker's JSON map), checked against the names an endpoint knows."""
+    import json
+
+    from engine.service import listing
+
+    text = request.arg("filters") or ""
+    try:
+        return listing.parse(json.loads(text) if text else None, known)
+    except (ValueError, listing.FilterError) as exc:
+        raise ApiError(400, f"invalid filters: {exc}") from None

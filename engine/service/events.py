@@ -68,6 +68,8 @@ def changes(before: Snapshot, after: Snapshot) -> list[Event]:
             add("container", "die", key, name=new.name, image=new.image, exitCode=new.exit_code)
     for key, old in before.containers.items():
         if key not in after.containers:
+            if old.status is Status.RUNNING:  # it exited and went between two snapshots: it died first
+                add("container", "die", key, name=old.name, image=old.image)
             add("container", "destroy", key, name=old.name, image=old.image)
     for tag in sorted(after.tags - before.tags):
         add("image", "tag", tag, name=tag)
