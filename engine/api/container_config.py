@@ -79,10 +79,11 @@ def run_options(body: Any) -> RunOptions:
         raise ApiError(501, "berth's engine API does not implement containers with a TTY or stdin (-t, -i) yet")
     entrypoint = _strings(body, "Entrypoint") if body.get("Entrypoint") is not None else None
     command = _strings(body, "Cmd")
-    if entrypoint is not None and entrypoint:
+    entrypoint_text: str | None = None
+    if entrypoint:
         command, entrypoint_text = entrypoint[1:] + command, entrypoint[0]
-    else:
-        entrypoint_text = "" if entrypoint is not None else None
+    elif entrypoint is not None:
+        entrypoint_text = ""
     network = host.get("NetworkMode") or "default"
     restart = host.get("RestartPolicy") or {}
     policy = restart.get("Name") or "no"

@@ -103,7 +103,7 @@ def _connect(key: str, body: dict[str, Any], connect: bool) -> None:
         else:
             planned_network.disconnect(target, network)
         return
-    if not target.is_running():
+    if not target.is_running() or target.pid is None:
         raise ApiError(409, f"Container {target.id} is not running")
     service = _service()
     if connect:

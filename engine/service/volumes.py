@@ -9,6 +9,7 @@ mount point are not copied in.
 
 from __future__ import annotations
 
+import builtins
 import json
 import os
 import re
@@ -89,7 +90,7 @@ class Volumes:
                 continue
         return out
 
-    def users(self, volume: Volume, containers: ContainerStore) -> list[str]:
+    def users(self, volume: Volume, containers: ContainerStore) -> builtins.list[str]:
         data = str(volume.mountpoint)
         return [c.id for c in containers.list() if any(m.source == data for m in c.spec.mounts)]
 
