@@ -129,14 +129,10 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
 
 def _from_source(builder: Builder, spec: CopySpec, source: str) -> str:
     """Point `spec` at a stage's or an image's layers; the key that stands for their content."""
-    names = {}
-    for index, state in builder.stages.items():
-        names[str(index)] = state
+    names = {str(index): stage for index, stage in builder.stages.items()}
     for stage_name, index in builder.stage_names.items():
         if index in builder.stages:
             names[stage_name] = builder.stages[index]
-    state = names.get(source.lower())
-    if state is None:
-        state = builder._image_state(source)
+    state = names.get(source.lower()) or builder._image_state(source)
     spec.source_layers = [str(p) for p in builder._layer_dirs(state.layers)]
     return state.key

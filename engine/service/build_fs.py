@@ -248,7 +248,10 @@ def copy_step(layers: list[Path], directory: Path, spec: CopySpec) -> None:
 
 
 def mkdir_step(layers: list[Path], directory: Path, path: str) -> None:
-    in_namespace(layers, directory, lambda rootfs: make_dirs(rootfs, path) and None)
+    def make(rootfs: str) -> None:
+        make_dirs(rootfs, path)
+
+    in_namespace(layers, directory, make)
 
 
 def describe(spec: CopySpec) -> str:

@@ -133,7 +133,8 @@ def parse(text: str | bytes) -> Dockerfile:
 
 def _directives(lines: list[str]) -> tuple[str, list[str], int]:
     """Parser directives: only at the very top, each at most once; any other line ends them."""
-    escape, notices, seen = "\\", [], set()
+    escape, seen = "\\", set()
+    notices: list[str] = []
     for number, line in enumerate(lines):
         match = _DIRECTIVE.match(line.strip())
         if not match:

@@ -184,7 +184,7 @@ def _info(name: str, path: str | None, st: os.stat_result, epoch: int | None) ->
     for key in os.listxattr(path, follow_symlinks=False) if not stat.S_ISLNK(st.st_mode) else ():
         if key.startswith(KEPT_XATTRS):
             value = os.getxattr(path, key, follow_symlinks=False)
-            info.pax_headers[f"SCHILY.xattr.{key}"] = value.decode("utf-8", "surrogateescape")
+            info.pax_headers = {**info.pax_headers, f"SCHILY.xattr.{key}": value.decode("utf-8", "surrogateescape")}
     return info
 
 
@@ -193,8 +193,7 @@ def write_tar(upper: Path, fileobj: Any, epoch: int | None) -> None:
     import tarfile
 
     links: dict[tuple[int, int], str] = {}
-    with tarfile.open(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.copybufsize = 1 << 20
+    with tarfile.TarFile(fileobj=fileobj, mode="w", format=tarfile.PAX_FORMAT, copybufsize=1 << 20) as tar:
         for name, path, st in _walk(upper):
             if stat.S_ISSOCK(st.st_mode):
                 continue  # as tar and docker do: a socket is not content

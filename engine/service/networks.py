@@ -10,6 +10,7 @@ NAT) is plumbed through engine.runtime and can always be found again from this s
 
 from __future__ import annotations
 
+import builtins
 import fcntl
 import ipaddress
 import json
@@ -121,7 +122,7 @@ def check_name(name: str) -> str:
 
 def host_routes(path: str = "/proc/net/route") -> list[ipaddress.IPv4Network]:
     """The destinations of this network namespace's IPv4 routes (default route excluded)."""
-    out = []
+    out: list[ipaddress.IPv4Network] = []
     try:
         with open(path) as f:
             rows = f.read().splitlines()[1:]
@@ -357,7 +358,7 @@ class Networks:
             del state.networks[network.name]
         return network.name
 
-    def prune(self) -> list[str]:
+    def prune(self) -> builtins.list[str]:
         from engine.service.attachments import reconcile
 
         removed = []

@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports(include=["registry"]):
     from registry.api.base import count
+    from registry.api.blobs import parse_range
     from registry.errors import RangeNotSatisfiable
     from registry.oci.digest import InvalidDigest, parse_digest
     from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
     from registry.oci.reference import InvalidReference, parse_reference, valid_name, valid_tag
-    from registry.api.blobs import parse_range
 
 CONTENT_TYPES = [
     None,

@@ -18,11 +18,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from registry.api.base import count
+from registry.api.blobs import parse_range
 from registry.errors import RangeNotSatisfiable
 from registry.oci.digest import InvalidDigest, parse_digest
 from registry.oci.manifest import InvalidManifest, UnsupportedManifest, parse_manifest
 from registry.oci.reference import InvalidReference, parse_reference, valid_name, valid_tag
-from registry.api.blobs import parse_range
 from tests.registry.conftest import OCI_MANIFEST, Api, sha256
 
 MEDIA_TYPES = st.sampled_from(
