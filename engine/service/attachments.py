@@ -214,7 +214,8 @@ def connect(
     networks: Networks, container_id: str, pid: int, network_name: str, aliases: list[str], ip: str | None
 ) -> None:
     """Give a running container (PID 1 `pid`) one more interface, on another network."""
-
+    if network_name == DEFAULT:
+        networks.default()  # as `run` does: the default bridge exists from its first use on
     with networks.store.locked() as state:
         reconcile(state)
         attachment = state.attachments.get(container_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Engine, delete, distinct, func, select
+from sqlalchemy import ColumnElement, Engine, delete, func, select
 
 from registry.metadata.db import WRITE, Prepared, insert_for
 from registry.metadata.models import (
@@ -130,7 +130,8 @@ class Policies:
         like = glob_to_like(pattern)
         with self.engine.connect() as conn:
             distinct_blobs = (
-                select(distinct(RepositoryBlob.blob_id).label("blob_id"))
+                select(RepositoryBlob.blob_id)
+                .distinct()
                 .join(Repository, Repository.id == RepositoryBlob.repository_id)
                 .where(Repository.name.like(like, escape="\\"))
                 .subquery()

@@ -465,3 +465,20 @@ def test_published_ports_are_discarded_on_the_host_network_with_docker_s_warning
     assert result.returncode == 0, result.stderr
     assert "WARNING: Published ports are discarded when using host network mode" in result.stderr
     assert "18700" not in nat_elements(netns)
+
+
+def test_connect_to_the_default_bridge_before_its_first_use(tmp_path: Path) -> None:
+    """`network connect bridge` creates the default network as `run` does (it used to be 'not found')."""
+    ns = NetNS("berth-fresh")
+    berth = Berth(tmp_path / "root", ns)
+    standard_image(berth.root)
+    box = ""
+    try:
+        ok(berth("network", "create", "first"))
+        box = ok(berth("run", "-d", "--network", "first", IMAGE, "sleep", "1000")).strip()
+        ok(berth("network", "connect", "bridge", box))
+        assert "eth1" in ok(berth("exec", box, "ls", "/sys/class/net"))
+    finally:
+        if box:
+            berth("rm", "-f", box)
+        ns.delete()
