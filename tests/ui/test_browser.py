@@ -163,7 +163,9 @@ def test_responses_carry_a_strict_content_security_policy(site: Site) -> None:
 def test_keyboard_alone_reaches_a_tag_and_copies_its_pull_command(page: Any, site: Site) -> None:
     page.context.grant_permissions(["clipboard-read", "clipboard-write"])
     page.goto(site.url + "/signin")
-    page.keyboard.type("alice")  # the name field has focus
+    # The name field takes the focus by itself (autofocus); typing before it has, loses keys.
+    page.wait_for_function("document.activeElement && document.activeElement.id === 'name'")
+    page.keyboard.type("alice")
     page.keyboard.press("Tab")
     page.keyboard.type(PASSWORDS["alice"])
     page.keyboard.press("Enter")
