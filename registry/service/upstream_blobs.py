@@ -26,7 +26,7 @@ from registry.metadata.upstreams import UpstreamIndex
 from registry.service.blobs import check_digest
 from registry.service.upstreams import FETCHES, LOG, Route, UpstreamService
 from registry.storage.base import BlobStorage
-from registry.upstream.client import UpstreamRefused, UpstreamUnavailable
+from registry.upstream.client import UpstreamClient, UpstreamRefused, UpstreamUnavailable
 
 LEASE_SECONDS = 60.0
 CHUNK = 1024 * 1024
@@ -80,16 +80,9 @@ class UpstreamBlobs:
             raise BlobUnknown(detail={"digest": digest})
         self.upstreams.check_allowed(route)
         client = self.upstreams.client(route.config)
-        referenced = self.index.referenced(repository, digest)
-        held = self.index.blob_size(digest)
         try:
-            if held is not None and self.storage.stat(digest) is not None:
-                # The bytes are here already (another repository, another upstream): link them
-                # if a cached manifest of this repository names them or the upstream has them.
-                if referenced or client.blob_size(route.remote, digest) is not None:
-                    self.index.blob_arrived(repository, digest, held)
-                    return Ready()
-                raise BlobUnknown(f"upstream {route.config.name} has no blob {digest} in {route.remote}")
+            if self._link_stored(route, client, repository, digest):
+                return Ready()
             if head:
                 size = client.blob_size(route.remote, digest)
                 if size is None:
@@ -99,6 +92,11 @@ class UpstreamBlobs:
             if not self.index.take_fetch(digest, holder, LEASE_SECONDS):
                 return Busy()
             try:
+                # A fetch may have committed the blob and released its lease since the look
+                # above: the lease alone does not say the bytes are missing.
+                if self._link_stored(route, client, repository, digest):
+                    self.index.release_fetch(digest, holder)
+                    return Ready()
                 response = client.open_blob(route.remote, digest)
             except BaseException:
                 self.index.release_fetch(digest, holder)
@@ -111,6 +109,20 @@ class UpstreamBlobs:
         length = response.headers.get("Content-Length", "")
         size = int(length) if length.isdigit() else None
         return Fetch(size, self._stream(route, repository, digest, size, response, holder))
+
+    def _link_stored(self, route: Route, client: UpstreamClient, repository: str, digest: str) -> bool:
+        """Whether the repository holds the blob now, linking it when its bytes are stored
+        already (another repository, another upstream) and a cached manifest of the
+        repository names it or the upstream has it; False when the bytes must be fetched."""
+        if self.blobs.size(repository, digest) is not None:
+            return True  # a fetch for this repository ended (its pending reference is resolved)
+        held = self.index.blob_size(digest)
+        if held is None or self.storage.stat(digest) is None:
+            return False
+        if self.index.referenced(repository, digest) or client.blob_size(route.remote, digest) is not None:
+            self.index.blob_arrived(repository, digest, held)
+            return True
+        raise BlobUnknown(f"upstream {route.config.name} has no blob {digest} in {route.remote}")
 
     def _stream(
         self,

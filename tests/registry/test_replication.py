@@ -266,8 +266,10 @@ def test_on_push_copies_an_index_and_a_later_signature(berth: RegistryProcess, s
     ok(cli(berth, "add", "live", second.url, "--repository", "apps/*", "--schedule", "on-push"))
     index, children, signature = push_signed_index(berth.url, "apps/web", "1")
     # The signature arrives untagged after the index: it follows because its subject is there.
-    wait_for(lambda: head(second.url, "apps/web", signature) == signature)
-    assert head(second.url, "apps/web", "1") == index
+    # A delivery writes the referrers before the tag, so wait for both.
+    wait_for(
+        lambda: head(second.url, "apps/web", signature) == signature and head(second.url, "apps/web", "1") == index
+    )
     assert all(head(second.url, "apps/web", child) == child for child in children)
     referrers = requests.get(f"{second.url}/v2/apps/web/referrers/{index}", timeout=30).json()
     assert [d["digest"] for d in referrers["manifests"]] == [signature]
@@ -373,7 +375,14 @@ def test_on_postgres_and_s3(tmp_path: Path, request: pytest.FixtureRequest, dist
         ok(cli(server, "add", "live", distribution.url, "--repository", "apps/*", "--schedule", "on-push"))
         index, _children, signature = push_signed_index(server.url, "apps/web", "1")
         fallback = f"sha256-{index[7:]}"
-        wait_for(lambda: head(distribution.url, "apps/web", fallback) is not None)
+        # Two deliveries write these (the tag's, and the signature's if it was pushed after the
+        # tag's ran), and a delivery writes the referrers before the tag: wait for both.
+        wait_for(
+            lambda: (
+                head(distribution.url, "apps/web", fallback) is not None
+                and head(distribution.url, "apps/web", "1") is not None
+            )
+        )
         listed = requests.get(
             f"{distribution.url}/v2/apps/web/manifests/{fallback}", headers={"Accept": ACCEPT}, timeout=30
         )

@@ -14,10 +14,12 @@ import requests
 from click.testing import CliRunner
 
 from client.layout import Layout
+from registry.service.upstream_blobs import Fetch, Ready
 from registry.upstream_cli import upstream
 from tests.client.images import build_image, random_bytes
 from tests.client.servers import DISTRIBUTION, Distribution, TokenServer, htpasswd_auth
 from tests.conftest import RegistryProcess
+from tests.registry.conftest import in_process
 from tests.registry.truncating_proxy import TruncatingProxy
 
 pytestmark = pytest.mark.skipif(not DISTRIBUTION, reason="docker-registry (CNCF Distribution) is not installed")
@@ -193,6 +195,32 @@ def test_one_upstream_get_for_sixteen_concurrent_pulls(
     log = (tmp_path / "access.log").read_text()
     gets = [line for line in log.splitlines() if f'"GET /v2/big/blob/blobs/{layer["digest"]}' in line]
     assert len(gets) == 1, gets
+
+
+def test_a_fetch_finishing_between_a_look_and_a_lease_is_not_repeated(
+    tmp_path: Path, plain: Distribution, berth: RegistryProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request that found no blob, then takes the lease just after the first fetch committed
+    the blob and released it, serves the stored blob: the upstream sees one GET."""
+    push_image(tmp_path, plain.host, "race/app:1", [{"layer": random_bytes(3 * 1024 * 1024, 11)}], compress=False)
+    add_upstream(berth.data_dir, "up", plain.url, "--prefix", "hub")
+    wait_for(lambda: manifest(berth, "hub/race/app", "1").status_code == 200)
+    digest = json.loads(manifest(berth, "hub/race/app", "1").content)["layers"][0]["digest"]
+    blobs = in_process(berth).services.upstream_blobs
+    first = blobs.open("hub/race/app", digest)
+    assert isinstance(first, Fetch)
+    take_fetch = blobs.index.take_fetch
+
+    def first_fetch_ends_then_take(digest: str, holder: str, seconds: float) -> bool:
+        assert blobs.index.fetching(digest) and blobs.index.blob_size(digest) is None
+        b"".join(first.body)  # the first fetch commits, links the blob and releases its lease
+        return take_fetch(digest, holder, seconds)
+
+    monkeypatch.setattr(blobs.index, "take_fetch", first_fetch_ends_then_take)
+    assert isinstance(blobs.open("hub/race/app", digest), Ready)
+    assert not blobs.index.fetching(digest)
+    log = (tmp_path / "access.log").read_text()
+    assert len([line for line in log.splitlines() if f'"GET /v2/race/app/blobs/{digest}' in line]) == 1
 
 
 def test_truncated_upstream_response_stores_nothing(
