@@ -22,7 +22,12 @@ async def get_manifest(request: Request) -> Response:
     head = request.method == "HEAD"
     svc, upstream = services(request), None
     if svc.upstreams.active:
-        row, upstream = await call(request, svc.upstreams.manifest, name, reference, not head)
+        # Within the tag TTL a cached manifest is a read like a local one; only asking the
+        # upstream goes to a thread.
+        cached = await read(request, svc.upstreams.cached, name, reference, not head)
+        if cached is None:
+            cached = await call(request, svc.upstreams.manifest, name, reference, not head)
+        row, upstream = cached
     else:
         row = await read(request, svc.manifests.get, name, reference, not head)
     if not head:

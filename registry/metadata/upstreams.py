@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 
-from registry.metadata.db import Database, insert_for
-from registry.metadata.manifests import NewManifest
+from registry.metadata.db import Database, Prepared, insert_for
+from registry.metadata.manifests import ManifestRow, NewManifest
 from registry.metadata.models import (
     Blob,
     BlobFetch,
@@ -58,14 +59,32 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(value: datetime) -> datetime:
-    """SQLite hands timestamps back without their zone; they were written in UTC."""
+def _aware(value: datetime | str) -> datetime:
+    """SQLite hands timestamps back without their zone (and as text to a raw cursor); they were
+    written in UTC."""
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _checked_tag_query(content: bool) -> Any:
+    """A cached tag's manifest and when its upstream last confirmed the tag, in one read."""
+    columns = [Manifest.digest, Manifest.media_type, Manifest.size, UpstreamTag.checked_at]
+    if content:
+        columns.append(Manifest.content)
+    return (
+        select(*columns)
+        .join(Repository, Repository.id == Manifest.repository_id)
+        .join(Tag, Tag.manifest_id == Manifest.id)
+        .join(UpstreamTag, (UpstreamTag.repository_id == Repository.id) & (UpstreamTag.name == Tag.name))
+        .where(Repository.name == bindparam("repository"), Tag.name == bindparam("tag"))
+    )
 
 
 class UpstreamIndex:
     def __init__(self, db: Database):
         self.db = db
+        self._checked_tag = {content: Prepared(db.engine, _checked_tag_query(content)) for content in (False, True)}
 
     # configuration ------------------------------------------------------------------
 
@@ -140,6 +159,14 @@ class UpstreamIndex:
                 .where(Repository.name == repository, UpstreamTag.name == tag)
             ).scalar()
         return None if value is None else _aware(value)
+
+    def checked_tag(self, repository: str, tag: str, content: bool) -> tuple[ManifestRow, datetime] | None:
+        """A cached tag's manifest and when the upstream last confirmed it (the hot read of a
+        cached pull: one prepared query, as a local pull's)."""
+        row = self._checked_tag[content].first(repository=repository, tag=tag)
+        if row is None:
+            return None
+        return ManifestRow(row[0], row[1], row[2], bytes(row[4]) if content else None), _aware(row[3])
 
     def confirm_tag(self, repository: str, tag: str, digest: str) -> None:
         """The upstream still has `tag` at `digest`: restart its TTL, and count a pull."""

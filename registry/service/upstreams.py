@@ -112,8 +112,26 @@ class UpstreamService:
 
     # manifests ----------------------------------------------------------------------------
 
+    def cached(self, repository: str, reference: str, content: bool = True) -> tuple[ManifestRow, str | None] | None:
+        """`manifest`'s answer when it needs no upstream (a local repository's manifest, a cached
+        one by digest, or by a tag its upstream confirmed within the tag TTL), in the queries a
+        local pull makes; None when the upstream must be asked."""
+        route = self.route(repository)
+        if route is None:
+            return self.local.get(repository, reference, content), None
+        self.check_allowed(route)
+        reference, by_digest = check_reference(reference)
+        if by_digest:
+            row = self.manifests.get(repository, reference, True, content)
+            return None if row is None else (row, route.config.name)
+        checked = self.index.checked_tag(repository, reference, content)
+        if checked is None or datetime.now(UTC) - checked[1] >= timedelta(seconds=route.config.tag_ttl_seconds):
+            return None
+        return checked[0], route.config.name
+
     def manifest(self, repository: str, reference: str, content: bool = True) -> tuple[ManifestRow, str | None]:
-        """A manifest and the upstream it came through (None when the repository is local)."""
+        """A manifest and the upstream it came through (None when the repository is local),
+        revalidating or fetching it when the cache cannot answer alone."""
         route = self.route(repository)
         if route is None:
             return self.local.get(repository, reference, content), None

@@ -137,6 +137,30 @@ def test_tag_moved_upstream_is_served_stale_until_the_ttl(
     wait_for(lambda: manifest(berth, "hub/team/app", "v").status_code == 404, 10)
 
 
+def test_within_the_ttl_a_cached_manifest_is_answered_without_the_upstream(
+    tmp_path: Path, plain: Distribution, berth: RegistryProcess
+) -> None:
+    digest = push_image(tmp_path, plain.host, "team/ttl:v", [{"a": b"cached"}])
+    add_upstream(berth.data_dir, "up", plain.url, "--prefix", "hub", "--tag-ttl", "1h")
+    wait_for(lambda: manifest(berth, "hub/team/ttl", "v").status_code == 200)
+    body = manifest(berth, "hub/team/ttl", "v").content
+
+    def asked() -> list[str]:
+        lines = (tmp_path / "access.log").read_text().splitlines()
+        return [line for line in lines if " /v2/team/ttl/manifests/" in line and line.startswith("127.0.0.1")]
+
+    before = asked()
+    for reference in ("v", digest):
+        url = f"{berth.url}/v2/hub/team/ttl/manifests/{reference}"
+        got = requests.get(url, headers={"Accept": ACCEPT}, timeout=30)
+        headed = requests.head(url, headers={"Accept": ACCEPT}, timeout=30)
+        assert (got.status_code, got.content, got.headers["Docker-Content-Digest"]) == (200, body, digest)
+        assert (headed.status_code, headed.headers["Content-Length"]) == (200, str(len(body)))
+        assert headed.headers["Docker-Content-Digest"] == digest
+    assert manifest(berth, "hub/team/ttl", "nope").status_code == 404  # an unknown tag is asked for
+    assert [line.split('"')[1] for line in asked()[len(before) :]] == ["HEAD /v2/team/ttl/manifests/nope HTTP/1.1"]
+
+
 @pytest.mark.parametrize("kind", ["htpasswd", "token"])
 def test_upstream_credentials_basic_and_token(tmp_path: Path, berth: RegistryProcess, kind: str) -> None:
     token: TokenServer | None = None
