@@ -14,7 +14,8 @@ from typing import Any
 
 import click
 
-from engine.commands import ENGINE_FAILED, _handled, fail
+from engine.front import ENGINE_FAILED, fail
+from engine.front import handled as _handled
 
 
 def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
@@ -152,7 +153,7 @@ def _deliver(digest: str, size: int, tags: tuple[str, ...], names: list[str], pu
 def _prune() -> None:
     from client.layout import berth_root, open_store
     from client.progress import human_size
-    from engine.commands import _stores
+    from engine.front import stores as _stores
     from engine.service.build_cache import prune
     from engine.service.images import prune_layers
 

@@ -1,9 +1,10 @@
 """The `berth` command: the root that gathers the engine's, the client's and the server's commands.
 
 Each package contributes a list of click commands (`COMMANDS`). The root imports a
-package's list only when it needs a command from it, so `berth run` never loads the
-client's or the server's modules. `berth --version` answers before click is imported:
-click alone costs about as much as the rest of that command.
+package's list only when it needs a command from it, so `berth pull` never loads the
+engine's command modules. `berth --version` answers before click is imported (click alone
+costs about as much as the rest of that command), and so does `berth run` when its
+command line is a plain one (`fast.py`; click parses the rest, and prints help and errors).
 """
 
 from __future__ import annotations
@@ -70,4 +71,8 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"berth, version {VERSION}")
         return
+    if sys.argv[1:2] == ["run"]:
+        from engine.fast import dispatch
+
+        dispatch(sys.argv[1:])
     root()(prog_name="berth")

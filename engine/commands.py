@@ -2,104 +2,25 @@
 
 A front door: each command turns its arguments into calls on the engine's services
 (`engine/service/`) and their results into output; the rules and the state are theirs.
-Only click is imported at module level; every command imports the engine lazily so
-that the root group (and so `berth run`) starts fast. Exit codes follow docker's:
+Only click is imported at module level; every command imports the engine lazily, and
+the helpers they share (and `run`'s body) are click-free in `front.py`, which the hot
+commands' fast path (`fast.py`) calls without loading this module at all. Exit codes follow docker's:
 125 when berth itself fails, 126 when the command cannot be run, 127 when it is not
 found, otherwise the container's own exit code.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-ENGINE_FAILED = 125
-
-
-def fail(message: str, code: int = ENGINE_FAILED) -> None:
-    click.echo(f"berth: {message}", err=True)
-    sys.exit(code)
-
-
-def _require_root(what: str) -> None:
-    from engine.service.lifecycle import require_host
-
-    require_host(what)
-
-
-def _describe(exc: Exception) -> tuple[int, str] | None:
-    """The exit code and message for an engine failure; None for a bug (let it raise).
-
-    The exception classes are imported only once something failed, keeping `run` fast.
-    """
-    from client.errors import ClientError
-    from engine.runtime.cgroups import CgroupUnavailable
-    from engine.runtime.init import StartError
-    from engine.runtime.seccomp import FilterError
-    from engine.service.containers import ContainerNotFound, ContainerStateError, NameInUse
-    from engine.service.images import ImageNotFound, PlatformMismatch
-    from engine.service.lifecycle import HostUnsupported
-    from engine.service.names import BadName
-    from engine.service.networks import NetworkError, NetworkNotFound
-    from engine.service.ports import PortError
-    from engine.service.seccomp import ProfileError
-    from engine.service.specs import UsageError
-    from engine.service.unpack import DigestMismatch, UnsafeLayer
-
-    if isinstance(exc, StartError):
-        return exc.code, exc.message
-    if isinstance(exc, ContainerNotFound | ContainerStateError | NetworkNotFound):
-        return 1, str(exc).strip("'\"")
-    if isinstance(
-        exc,
-        ImageNotFound
-        | PlatformMismatch
-        | UsageError
-        | HostUnsupported
-        | ProfileError
-        | FilterError
-        | NameInUse
-        | CgroupUnavailable
-        | UnsafeLayer
-        | DigestMismatch
-        | ClientError
-        | NetworkError
-        | PortError
-        | BadName,
-    ):
-        return ENGINE_FAILED, str(exc).strip("'\"")
-    if isinstance(exc, PermissionError):
-        return ENGINE_FAILED, f"permission denied: {exc}"
-    return None
-
-
-def _handled(func: F) -> F:
-    """Turn the engine's exceptions into one-line messages and docker's exit codes."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:
-            described = _describe(exc)
-            if described is None:
-                raise
-            fail(described[1], described[0])
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _stores() -> tuple[Any, Any]:
-    from engine.service.lifecycle import stores
-
-    return stores()
+from engine.front import fail
+from engine.front import handled as _handled
+from engine.front import require_root as _require_root
+from engine.front import stores as _stores
 
 
 @click.command(context_settings={"allow_interspersed_args": False})
@@ -138,75 +59,15 @@ def _stores() -> tuple[Any, Any]:
 @click.option("-q", "--quiet", is_flag=True, help="No pull progress.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@_handled
-def run(
-    image: str,
-    command: tuple[str, ...],
-    detach: bool,
-    name: str | None,
-    quiet: bool,
-    interactive: bool,
-    tty: bool,
-    **kw: Any,
-) -> None:
+def run(**params: Any) -> None:
     """Run COMMAND in a new container from IMAGE (pulled first if missing).
 
     Without -i the container reads /dev/null, as docker's does. With -t it shares this
     terminal (berth allocates no pseudo-terminal of its own, so stdin must be a terminal).
     """
-    _require_root("berth run")
-    if tty and (detach or not sys.stdin.isatty()):
-        fail("the input device is not a TTY" if not detach else "-t with -d needs `attach`, which berth lacks")
-    from engine.service import images as store
-    from engine.service import lifecycle
-    from engine.service.specs import RunOptions
+    from engine.front import run as run_container
 
-    images, containers = _stores()
-    try:
-        resolved = images.resolve(image)
-    except store.ImageNotFound:
-        click.echo(f"Unable to find image '{image}' locally", err=True)
-        store.pull(image, quiet=quiet)
-        resolved = images.resolve(image)
-    options = RunOptions(
-        command=list(command),
-        entrypoint=kw["entrypoint"],
-        env=list(kw["env"]),
-        env_files=list(kw["env_file"]),
-        workdir=kw["workdir"],
-        user=kw["user"],
-        hostname=kw["hostname"],
-        volumes=list(kw["volume"]),
-        network=kw["network"],
-        aliases=list(kw["aliases"]),
-        ip=kw["ip"],
-        dns=list(kw["dns"]),
-        add_hosts=list(kw["add_host"]),
-        publish=list(kw["publish"]),
-        publish_all=kw["publish_all"],
-        memory=kw["memory"],
-        pids_limit=kw["pids_limit"],
-        cpus=kw["cpus"],
-        read_only=kw["read_only"],
-        init=kw["init"],
-        auto_remove=kw["auto_remove"],
-        security_opt=list(kw["security_opt"]),
-    )
-    if kw["network"] == "host" and (kw["publish"] or kw["publish_all"]):
-        click.echo("WARNING: Published ports are discarded when using host network mode", err=True)
-    container = lifecycle.create(images, containers, resolved, options, name)
-    if detach:
-        lifecycle.start_detached(images, container)
-        click.echo(container.id)
-        return
-    stdio = None if interactive or tty else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
-    code = lifecycle.start(images, container, stdio=stdio, forward_signals=True)
-    if code == 137 and container.oom_killed:
-        click.echo(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
-    # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    run_container(**params)
 
 
 @click.command()

@@ -7,7 +7,9 @@ from typing import Any
 
 import click
 
-from engine.commands import _handled, _require_root, _stores
+from engine.front import handled as _handled
+from engine.front import require_root as _require_root
+from engine.front import stores as _stores
 
 
 def _networks() -> Any:

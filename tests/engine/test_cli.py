@@ -81,3 +81,94 @@ def test_the_hot_commands_are_where_the_root_looks_first() -> None:
 def test_the_root_still_finds_every_package_s_commands(command: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "engine", *command], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "Usage: berth" in done.stdout, done.stderr
+
+
+FAST_CASES = [
+    [IMAGE],
+    [IMAGE, "sh", "-c", "echo --rm -d"],
+    ["--rm", "--network", "none", IMAGE, "true"],
+    ["--rm", "--net=host", "-it", IMAGE, "sh"],
+    ["-dq", "--name", "--rm", IMAGE],
+    ["-eA=1", "-e", "B", "--env=C=3", "-v/a:/b:ro", "--volume", "/c:/d", IMAGE, "-e", "X"],
+    ["-p", "8080:80", "--publish=1:2/udp", "-P", "--dns", "9.9.9.9", "--add-host", "h:1.2.3.4", IMAGE],
+    ["--network-alias", "a", "--network-alias=b", "--ip", "10.0.0.2", "--security-opt", "seccomp=unconfined", IMAGE],
+    ["-w", "/tmp", "-u", "1000:1000", "--hostname=", "--entrypoint", "", "-m", "64m", "--read-only", "--init", IMAGE],
+    ["--name", "a", "--name", "b", "--rm", "--rm", IMAGE, "--", "x"],
+    ["-ti", "-u0", "-dit", IMAGE, "-"],
+    ["--name", "ünïcødé\x00\n", IMAGE, "\x1b[31m"],
+    ["-", "x"],
+]
+CLICK_CASES = [
+    [],
+    ["--rm"],
+    ["--help"],
+    ["-h", IMAGE],
+    ["-ih", IMAGE],
+    ["--nope", IMAGE],
+    ["--rm=1", IMAGE],
+    ["--", IMAGE],
+    ["--name"],
+    ["-e"],
+    ["-ie"],
+    ["--env-file", "/nonexistent", IMAGE],
+    ["--cpus", "0.5", IMAGE],
+    ["--pids-limit=5", IMAGE],
+    ["--rm", "--network"],
+    ["-x", IMAGE],
+    ["--ne", "none", IMAGE],
+]
+
+
+@pytest.mark.parametrize("args", FAST_CASES)
+def test_the_fast_run_parser_gives_click_s_parameters(args: list[str]) -> None:
+    from engine.commands import run
+    from engine.fast import parse_run
+
+    ctx = run.make_context("run", list(args))
+    assert parse_run(args) == ctx.params
+
+
+@pytest.mark.parametrize("args", CLICK_CASES)
+def test_the_fast_run_parser_leaves_help_errors_and_typed_options_to_click(args: list[str]) -> None:
+    from engine.fast import parse_run
+
+    assert parse_run(args) is None
+
+
+def test_the_fast_run_parser_knows_every_option_of_run() -> None:
+    """An option added to the click command must be added to fast.py too (or be left to click)."""
+    import click
+
+    from engine.commands import run
+    from engine.fast import CLICK_ONLY, FLAGS, MULTIPLE, VALUES
+
+    for param in run.params:
+        if not isinstance(param, click.Option):
+            continue
+        if param.name in CLICK_ONLY:
+            assert param.type not in (click.STRING, click.BOOL) or param.multiple, param.name
+            continue
+        table = FLAGS if param.is_flag else MULTIPLE if param.multiple else VALUES
+        assert sorted(opt for opt, name in table.items() if name == param.name) == sorted(param.opts), param.name
+    assert {p.name for p in run.params if isinstance(p, click.Option)} == {
+        *FLAGS.values(),
+        *VALUES.values(),
+        *MULTIPLE.values(),
+        *CLICK_ONLY,
+    } - {"help"}
+
+
+def test_run_s_fast_path_and_click_s_path_fail_alike(berth: Berth) -> None:
+    """The same failure through the fast parser and through click (an option only click parses)."""
+    fast = berth("run", "--rm", "--network", "none", "127.0.0.1:5000/test/nothing-here", "true")
+    slow = berth("run", "--rm", "--cpus", "1", "--network", "none", "127.0.0.1:5000/test/nothing-here", "true")
+    assert fast.returncode == slow.returncode == 125
+    assert fast.stderr == slow.stderr and "nothing-here" in fast.stderr
+    usage = berth("run", "--rm", "--network")
+    assert usage.returncode == 2 and "Option '--network' requires an argument." in usage.stderr
+
+
+def test_run_imports_no_click_on_a_plain_command_line(berth: Berth) -> None:
+    done, modules = imported(["-m", "engine", "run", "--rm", "--network", "none", IMAGE, "true"], berth.env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "click" not in modules and "engine.commands" not in modules
