@@ -3,8 +3,9 @@
 Each package contributes a list of click commands (`COMMANDS`). The root imports a
 package's list only when it needs a command from it, so `berth pull` never loads the
 engine's command modules. `berth --version` answers before click is imported (click alone
-costs about as much as the rest of that command), and so does `berth run` when its
-command line is a plain one (`fast.py`; click parses the rest, and prints help and errors).
+costs about as much as the rest of that command), and so do `berth run` and `berth build`
+when their command line is a plain one (`fast.py`; click parses the rest, and prints help
+and errors).
 """
 
 from __future__ import annotations
@@ -19,9 +20,16 @@ if TYPE_CHECKING:
 VERSION = "0.1.0"
 """The project's version (pyproject.toml reads it from here)."""
 SOURCES = ("engine.commands", "engine.build_command", "engine.serve_command", "client.cli", "registry.cli")
-HOT = {"run": "engine.commands", "ps": "engine.commands", "pull": "client.cli", "push": "client.cli"}
+HOT = {
+    "run": "engine.commands",
+    "ps": "engine.commands",
+    "pull": "client.cli",
+    "push": "client.cli",
+    "build": "engine.build_command",
+}
 """Where the hot commands live, so `berth pull` loads no engine command module first
-(tests/engine/test_cli.py checks each against its package's COMMANDS)."""
+(tests/engine/test_cli.py checks each against its package's COMMANDS); `berth build` likewise
+skips the engine's container commands."""
 
 
 def root() -> click.Group:
@@ -71,7 +79,7 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"berth, version {VERSION}")
         return
-    if sys.argv[1:2] == ["run"]:
+    if sys.argv[1:2] in (["run"], ["build"]):
         from engine.fast import dispatch
 
         dispatch(sys.argv[1:])

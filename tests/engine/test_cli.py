@@ -135,27 +135,73 @@ def test_the_fast_run_parser_leaves_help_errors_and_typed_options_to_click(args:
     assert parse_run(args) is None
 
 
-def test_the_fast_run_parser_knows_every_option_of_run() -> None:
-    """An option added to the click command must be added to fast.py too (or be left to click)."""
+@pytest.mark.parametrize(
+    ("module", "grammar", "left_to_click"),
+    [("engine.commands", "RUN", {"env_file", "pids_limit", "cpus"}), ("engine.build_command", "BUILD", {"dockerfile"})],
+)
+def test_the_fast_parser_knows_every_option(module: str, grammar: str, left_to_click: set[str]) -> None:
+    """An option added to a click command must be added to fast.py too (or be left to click)."""
+    import importlib
+
     import click
 
-    from engine.commands import run
-    from engine.fast import CLICK_ONLY, FLAGS, MULTIPLE, VALUES
+    from engine import fast
 
-    for param in run.params:
-        if not isinstance(param, click.Option):
-            continue
-        if param.name in CLICK_ONLY:
-            assert param.type not in (click.STRING, click.BOOL) or param.multiple, param.name
-            continue
-        table = FLAGS if param.is_flag else MULTIPLE if param.multiple else VALUES
-        assert sorted(opt for opt, name in table.items() if name == param.name) == sorted(param.opts), param.name
-    assert {p.name for p in run.params if isinstance(p, click.Option)} == {
-        *FLAGS.values(),
-        *VALUES.values(),
-        *MULTIPLE.values(),
-        *CLICK_ONLY,
-    } - {"help"}
+    command = getattr(importlib.import_module(module), grammar.lower())
+    table = getattr(fast, grammar)
+    options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
+    for param in options:
+        if param.name in left_to_click:
+            continue  # its default is checked by the parity tests above, which compare every parameter
+        kind = table.flags if param.is_flag else table.multiple if param.multiple else table.values
+        assert sorted(opt for opt, name in kind.items() if name == param.name) == sorted(param.opts), param.name
+        if isinstance(param.type, click.Choice):
+            assert table.choices[param.name] == tuple(param.type.choices), param.name
+        elif not param.is_flag:
+            assert param.type is click.STRING, f"{param.name}: click converts it, leave it to click"
+    assert {p.name for p in options} == set(table.defaults)
+    seen = [opt for kind in (table.flags, table.values, table.multiple) for opt in kind]
+    assert len(seen) == len(set(seen))
+
+
+BUILD_FAST_CASES = [
+    ["CTX"],
+    ["-q", "-t", "a/b:1", "CTX"],
+    ["CTX", "-t", "a", "--tag=b", "-tc", "--no-cache", "--push"],
+    ["--network", "none", "--progress=plain", "--compression", "zstd", "-o", "oci:/x", "CTX"],
+    ["--build-arg", "A=1", "--build-arg=B", "--label", "k=v", "--target", "t", "--platform", "linux/amd64", "CTX"],
+    ["-qt", "x", "--network=host", "CTX", "--output", "docker-archive:/y"],
+]
+BUILD_CLICK_CASES = [
+    [],
+    ["CTX", "CTX"],
+    ["--help"],
+    ["-f", "Dockerfile", "CTX"],
+    ["--network", "nope", "CTX"],
+    ["--progress", "PLAIN", "CTX"],
+    ["--compression=xz", "CTX"],
+    ["MISSING"],
+    ["CTX", "--", "x"],
+    ["-t"],
+    ["--no-cache=1", "CTX"],
+]
+
+
+@pytest.mark.parametrize("args", BUILD_FAST_CASES)
+def test_the_fast_build_parser_gives_click_s_parameters(args: list[str], tmp_path: Path) -> None:
+    from engine.build_command import build
+    from engine.fast import parse_build
+
+    args = [str(tmp_path) if a == "CTX" else a for a in args]
+    assert parse_build(args) == build.make_context("build", list(args)).params
+
+
+@pytest.mark.parametrize("args", BUILD_CLICK_CASES)
+def test_the_fast_build_parser_leaves_help_errors_and_paths_to_click(args: list[str], tmp_path: Path) -> None:
+    from engine.fast import parse_build
+
+    args = [str(tmp_path) if a == "CTX" else str(tmp_path / "missing") if a == "MISSING" else a for a in args]
+    assert parse_build(args) is None
 
 
 def test_run_s_fast_path_and_click_s_path_fail_alike(berth: Berth) -> None:
@@ -172,3 +218,22 @@ def test_run_imports_no_click_on_a_plain_command_line(berth: Berth) -> None:
     done, modules = imported(["-m", "engine", "run", "--rm", "--network", "none", IMAGE, "true"], berth.env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "click" not in modules and "engine.commands" not in modules
+
+
+def test_build_s_fast_path_and_click_s_path_agree(berth: Berth, tmp_path: Path) -> None:
+    """A cached rebuild through the fast parser imports no click and prints what click's path prints."""
+    (tmp_path / "Dockerfile").write_text(f'FROM {IMAGE}\nCOPY a /a\nCMD ["cat", "/a"]\n')
+    (tmp_path / "a").write_text("a\n")
+    first = berth("build", "--network", "none", "-q", "-t", "fast/app:1", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    done, modules = imported(
+        ["-m", "engine", "build", "--network", "none", "-q", "-t", "fast/app:1", str(tmp_path)], berth.env
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "click" not in modules and not heavy(modules)
+    slow = berth(
+        "build", "-f", str(tmp_path / "Dockerfile"), "--network", "none", "-q", "-t", "fast/app:1", str(tmp_path)
+    )
+    assert done.stdout == slow.stdout == first.stdout and first.stdout.startswith("sha256:")
+    bad = berth("build", "--network", "none", "-q", "-t", "Bad Name", str(tmp_path))
+    assert bad.returncode == 125 and bad.stderr.startswith("berth: ")
