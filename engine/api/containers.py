@@ -215,6 +215,7 @@ def register(router: Router) -> None:
         timeout = _timeout(request)
         await call(_stop, key, timeout)
         await call(_start, key)
+        await call(lambda: get(key).record("restart"))
         return Response(204)
 
     async def kill(request: Request, key: str) -> Response:

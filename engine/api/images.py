@@ -133,7 +133,7 @@ def _tag(name: str, repo: str, tag: str) -> None:
         full = store_name(target)
     except ClientError as exc:
         raise ApiError(400, str(exc)) from None
-    images.layout.add(images.layout.resolve(source), full)
+    images.tag(source, full)
 
 
 def _remove(name: str, force: bool) -> list[dict[str, str]]:

@@ -88,8 +88,8 @@ def _error(status: int, message: str) -> Response:
     return Response.json({"message": message}, status)
 
 
-def filters(request: Request, known: tuple[str, ...]) -> dict[str, list[str]]:
-    """The request's `filters` (docker's JSON map), checked against the names an endpoint knows."""
+def filters(request: Request, known: tuple[str, ...] | None) -> dict[str, list[str]]:
+    """The request's `filters` (docker's JSON map), checked against the names an endpoint knows (None: any)."""
     import json
 
     from engine.service import listing

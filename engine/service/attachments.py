@@ -175,13 +175,19 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
             raise
         names.rewrite(request.hosts_file, hosts_for(state, attachment))
         refresh_hosts(state, {network.name})
+    networks.record("connect", network, container_id)
     return Joined(namespace, sockets, bindings)
 
 
 def leave(networks: Networks, container_id: str) -> None:
     """The container has exited: release its addresses, ports, links and names."""
     with networks.store.locked() as state:
+        attachment = state.attachments.get(container_id)
+        endpoints = attachment.endpoints if attachment else []
+        left = [state.networks[e.network] for e in endpoints if e.network in state.networks]
         release(state, container_id)
+    for network in left:
+        networks.record("disconnect", network, container_id)
 
 
 def _endpoint(
@@ -237,6 +243,7 @@ def connect(
             os.close(namespace)
         attachment.endpoints.append(endpoint)
         refresh_hosts(state, {e.network for e in attachment.endpoints})
+    networks.record("connect", network, container_id)
 
 
 def disconnect(networks: Networks, container_id: str, network_name: str) -> None:
@@ -257,6 +264,7 @@ def disconnect(networks: Networks, container_id: str, network_name: str) -> None
         attachment.endpoints.remove(endpoint)
         refresh_hosts(state, {network.name, *(e.network for e in attachment.endpoints)})
         names.rewrite(attachment.hosts_file, hosts_for(state, attachment))
+    networks.record("disconnect", network, container_id)
 
 
 def network_settings(networks: Networks, container_id: str) -> dict[str, object]:

@@ -124,6 +124,14 @@ class Container:
     def log_file(self) -> Path:
         return self.directory / "container.log"
 
+    def record(self, action: str, **extra: object) -> None:
+        """Append a container event to the engine's journal (`service/events.py`), with its labels, image
+        and name as docker's events carry them."""
+        from engine.service.events import Journal
+
+        attributes: dict[str, object] = {**self.spec.labels, "image": self.spec.image, "name": self.name, **extra}
+        Journal.of_root(self.directory.parent.parent).record("container", action, self.id, attributes)
+
     def transition(self, new: Status, **changes: Any) -> None:
         """Move to `new` (checked against TRANSITIONS), apply `changes`, and persist."""
         if new not in TRANSITIONS[self.status]:
@@ -236,6 +244,7 @@ class ContainerStore:
             directory.mkdir(mode=0o700)
             container = Container(container_id, name, spec, directory)
             container.save()
+        container.record("create")
         return container
 
     def list(self, *, running_only: bool = False) -> list[Container]:
@@ -268,6 +277,7 @@ class ContainerStore:
 
     def delete(self, container: Container) -> None:
         remove_tree(container.directory)
+        container.record("destroy")
 
     @property
     def exits(self) -> Path:
@@ -304,7 +314,9 @@ class ContainerStore:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if any(c.name == name and c.id != container.id for c in self.list()):
                 raise NameInUse(f'the container name "{name}" is already in use')
+            old = container.name
             container.update(name=name)
+        container.record("rename", oldName="/" + old)
 
 
 def remove_tree(path: Path) -> None:

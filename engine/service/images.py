@@ -158,6 +158,17 @@ class ImageStore:
         assert manifest.config is not None
         return Image(ref, descriptor.digest, manifest.config.digest, config, [d.digest for d in manifest.layers])
 
+    def record(self, action: str, actor: str, **attributes: object) -> None:
+        """Append an image event to the engine's journal (`service/events.py`)."""
+        from engine.service.events import Journal
+
+        Journal.of_root(self.paths.root).record("image", action, actor, attributes)
+
+    def tag(self, source: str, target: str) -> None:
+        """Name the image `source` (a store name) also `target` (a full store name), as `docker tag`."""
+        self.layout.add(self.layout.resolve(source), target)
+        self.record("tag", self.resolve(target).id, name=target)
+
     def remove(self, name: str) -> str:
         """Drop `name` from the index and delete the blobs nothing references any more."""
         ref = self.find(name)
@@ -238,6 +249,12 @@ def pull(reference: str, *, quiet: bool = False, reporter: Any = None, credentia
     docker config's; the engine API passes its own.
     """
     _copy("docker", "local", reference, quiet=quiet, reporter=reporter, credentials=credentials)
+    repository, tagged = reference.partition("@")[0], reference
+    if ":" in repository.rsplit("/", 1)[-1]:
+        repository = repository[: repository.rfind(":")]
+    elif "@" not in reference:
+        tagged = f"{reference}:latest"
+    ImageStore(Paths.default()).record("pull", tagged, name=repository)
 
 
 def push(reference: str, *, reporter: Any = None, credentials: Any = None) -> Any:

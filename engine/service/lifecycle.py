@@ -168,11 +168,13 @@ def start(
     except BaseException as exc:
         code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
         container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
+        container.record("die", exitCode=code)
         _cleanup(container, cgroup, joined)
         raise
     if joined is not None:
         joined.release_namespace()
     container.transition(Status.RUNNING, pid=pid, pid_start=process.start_time(pid), started_at=time.time())
+    container.record("start")
     target.append(pid)
     flush()
     on_started()
@@ -182,6 +184,7 @@ def start(
         container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
     except FileNotFoundError:
         pass  # removed with `rm -f` while we waited
+    container.record("die", exitCode=code)
     if keep_exit and container.spec.auto_remove:
         ContainerStore(container.directory.parent).record_exit(container.id, code)
     _cleanup(container, cgroup, joined)
@@ -204,7 +207,8 @@ def _cleanup(container: Container, cgroup: cgroups.Cgroup, joined: Joined | None
         try:
             remove_tree(container.directory)
         except OSError:
-            pass
+            return
+        container.record("destroy")
 
 
 def start_detached(images: ImageStore, container: Container) -> None:
@@ -227,7 +231,10 @@ def send_signal(container: Container, sig: int) -> bool:
     """Signal the container's PID 1; False if it is not running."""
     if container.status is not Status.RUNNING:
         return False
-    return process.send_signal(container.pid, container.pid_start, sig)
+    sent = process.send_signal(container.pid, container.pid_start, sig)
+    if sent:
+        container.record("kill", signal=sig)
+    return sent
 
 
 def kill(container: Container, sig: int) -> None:
@@ -252,8 +259,11 @@ def stop(container: Container, timeout: float) -> Container:
     mark_stopped_by_user(container)  # its restart policy no longer applies, even between two restarts
     if not container.is_running():
         return container
+    container.record("kill", signal=int(signal.SIGTERM))
     process.terminate(container.pid, container.pid_start, timeout)
-    return wait_stopped(container, 10)
+    stopped = wait_stopped(container, 10)
+    container.record("stop")
+    return stopped
 
 
 def remove(containers: ContainerStore, container: Container, force: bool) -> None:
@@ -312,8 +322,19 @@ def remove_images(images: ImageStore, containers: ContainerStore, names: list[st
         users = [c.name for c in all_containers if c.spec.image_id == image.id]
         if users and not force:
             raise ContainerStateError(f"image {ref} is used by container(s) {', '.join(users)} (rm them, or rmi -f)")
-        yield images.remove(ref)
+        removed = images.remove(ref)
+        images.record("untag", image.id, name=image.id)
+        if not any(_same_image(images, other, image.id) for other in images.names()):
+            images.record("delete", image.id, name=image.id)
+        yield removed
     prune_layers(images, {d for c in all_containers for d in c.spec.layers})
+
+
+def _same_image(images: ImageStore, name: str, image_id: str) -> bool:
+    try:
+        return images.resolve(name).id == image_id
+    except (LookupError, ValueError):
+        return False
 
 
 def follow_log(container: Container, out: Any, follow: bool) -> None:

@@ -19,15 +19,15 @@ class FilterError(ValueError):
     pass
 
 
-def parse(doc: Any, known: tuple[str, ...] = KNOWN) -> dict[str, list[str]]:
-    """Docker's filter JSON, checked: names among `known`, values strings."""
+def parse(doc: Any, known: tuple[str, ...] | None = KNOWN) -> dict[str, list[str]]:
+    """Docker's filter JSON, checked: names among `known` (any name when None), values strings."""
     if doc in (None, ""):
         return {}
     if not isinstance(doc, dict):
         raise FilterError("filters must be a JSON object")
     out: dict[str, list[str]] = {}
     for name, values in doc.items():
-        if name not in known:
+        if known is not None and name not in known:
             raise FilterError(f"invalid filter '{name}'")
         if isinstance(values, dict):
             values = [k for k, v in values.items() if v]

@@ -301,6 +301,13 @@ class Networks:
     def __init__(self, root: Path) -> None:
         self.store = Store(root)
 
+    def record(self, action: str, network: Network, container_id: str | None = None) -> None:
+        """Append a network event to the engine's journal (`service/events.py`), as docker's carry it."""
+        from engine.service.events import Journal
+
+        attributes = {"container": container_id, "name": network.name, "type": "bridge"}
+        Journal.of_root(self.store.root.parent).record("network", action, network.id, attributes)
+
     def create(
         self, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False
     ) -> Network:
@@ -315,6 +322,7 @@ class Networks:
                 unplumb(network)
                 raise
             state.networks[name] = network
+        self.record("create", network)
         return network
 
     def default(self) -> Network:
@@ -356,6 +364,7 @@ class Networks:
                 )
             unplumb(network)
             del state.networks[network.name]
+        self.record("destroy", network)
         return network.name
 
     def prune(self) -> builtins.list[str]:
@@ -369,6 +378,7 @@ class Networks:
                     unplumb(network)
                     del state.networks[network.name]
                     removed.append(network.name)
+                    self.record("destroy", network)
         return removed
 
 

@@ -6,6 +6,7 @@
 - `containers/<id>/`: `service/containers.py`; `state.json` by temporary file + rename,
   names claimed under `containers/.names.lock`.
 - `seccomp/default.bpf`: `service/seccomp.py`, temporary file + rename, no lock.
+- `events/journal`: `service/events.py`, appended by every process that changes something.
 
 docs/architecture.md has the full table.
 

@@ -78,6 +78,7 @@ class Volumes:
         tmp = directory / f".volume.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(doc))
         os.replace(tmp, directory / "volume.json")
+        self._record("create", name)
         return self._load(name)
 
     def list(self) -> list[Volume]:
@@ -100,3 +101,10 @@ class Volumes:
         if users:
             raise VolumeInUse(f"remove {name}: volume is in use - [{', '.join(users)}]")
         remove_tree(self.root / volume.name)
+        self._record("destroy", volume.name)
+
+    def _record(self, action: str, name: str) -> None:
+        """Append a volume event to the engine's journal (`service/events.py`)."""
+        from engine.service.events import Journal
+
+        Journal.of_root(self.root.parent).record("volume", action, name, {"driver": "local"})
