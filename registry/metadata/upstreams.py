@@ -85,6 +85,13 @@ class UpstreamIndex:
     def __init__(self, db: Database):
         self.db = db
         self._checked_tag = {content: Prepared(db.engine, _checked_tag_query(content)) for content in (False, True)}
+        self._repository_source = Prepared(
+            db.engine,
+            select(UpstreamRepository.upstream)
+            .select_from(Repository)
+            .outerjoin(UpstreamRepository, UpstreamRepository.repository_id == Repository.id)
+            .where(Repository.name == bindparam("repository")),
+        )
 
     # configuration ------------------------------------------------------------------
 
@@ -128,14 +135,11 @@ class UpstreamIndex:
 
     # which repositories are cached ----------------------------------------------------
 
-    def repository_upstream(self, repository: str) -> str | None:
-        """The upstream a repository is filled from, if it is a cached repository."""
-        with self.db.read() as conn:
-            return conn.execute(
-                select(UpstreamRepository.upstream)
-                .join(Repository, Repository.id == UpstreamRepository.repository_id)
-                .where(Repository.name == repository)
-            ).scalar()
+    def repository_source(self, repository: str) -> tuple[bool, str | None]:
+        """Whether the repository exists here, and the upstream it is filled from if it is a
+        cached repository (asked on every read when a default upstream is set: one prepared query)."""
+        row = self._repository_source.first(repository=repository)
+        return (False, None) if row is None else (True, row[0])
 
     def repositories_under(self, prefix: str) -> list[str]:
         """Repositories named `prefix/...` (a new upstream must not take over local ones)."""
@@ -144,10 +148,6 @@ class UpstreamIndex:
                 select(Repository.name).where(Repository.name.startswith(prefix + "/", autoescape=True)).limit(5)
             )
             return list(names.scalars())
-
-    def repository_exists(self, repository: str) -> bool:
-        with self.db.read() as conn:
-            return conn.execute(select(Repository.id).where(Repository.name == repository)).first() is not None
 
     # manifests and tags -----------------------------------------------------------------
 

@@ -86,10 +86,8 @@ class UpstreamService:
         default = next((c for c in configs if c.name == self.default), None) if self.default else None
         if default is None:
             return None
-        filled_from = self.index.repository_upstream(repository)
-        if filled_from == default.name or (
-            filled_from is None and not writing and not self.index.repository_exists(repository)
-        ):
+        exists, filled_from = self.index.repository_source(repository)
+        if filled_from == default.name or not (exists or writing):
             return Route(default, repository)
         return None
 
