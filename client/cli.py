@@ -6,7 +6,6 @@ Exit codes are documented in `client.errors`: 2 usage, 3 auth, 4 not found, 5 ne
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 from collections.abc import Callable
@@ -15,30 +14,13 @@ from typing import Any, TypeVar
 import click
 
 from client.compress import COMPRESSIONS
-from client.errors import ClientError, UsageError
+from client.errors import UsageError
+from client.front import handled as _handled
+from client.front import options_of as _options
+from client.front import transfer as _transfer
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_CODES = "Exit codes: 0 ok, 1 error, 2 usage, 3 auth refused, 4 not found, 5 network, 6 digest/size mismatch."
-
-
-def _handled(func: F) -> F:
-    """Turn client errors into a message and their exit code instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ClientError as exc:
-            click.echo(f"berth: {exc}", err=True)
-            sys.exit(exc.exit_code)
-        except OSError as exc:
-            click.echo(f"berth: {exc}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("berth: interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _network_options(func: F) -> F:
@@ -77,74 +59,14 @@ def _compression_options(func: F) -> F:
     return func
 
 
-def _options(**kw: Any) -> Any:
-    from client.location import Options
-
-    return Options(insecure=kw.get("insecure", False), ca_cert=kw.get("ca_cert"), jobs=kw.get("jobs", 4))
-
-
-def _transfer(source_text: str, source_default: str, target_text: str, target_default: str, kw: dict[str, Any]) -> None:
-    from client.compress import CompressingSource, choose
-    from client.copy import copy_image
-    from client.image import ImageSource
-    from client.location import open_source, open_target, parse_location
-    from client.platform import parse_platform
-    from client.progress import make_reporter
-
-    options = _options(**kw)
-    compression = choose(kw.get("compression"), kw.get("preserve_digests", False))
-    platform = parse_platform(kw["platform"]) if kw.get("platform") else None
-    source_location = parse_location(source_text, source_default)
-    target_location = parse_location(target_text, target_default)
-    source: ImageSource = open_source(source_location, options)
-    if target_location.kind == "docker" and compression != "none":
-        source = CompressingSource(source, compression, options.jobs)
-    try:
-        target = open_target(target_location, options)
-        reporter = make_reporter(kw["quiet"] or kw["fmt"] == "json")
-        try:
-            result = copy_image(
-                source,
-                target,
-                platform=platform,
-                all_platforms=kw["all_platforms"],
-                jobs=options.jobs,
-                reporter=reporter,
-            )
-        finally:
-            reporter.close()
-            target.close()
-    finally:
-        source.close()
-    if kw["fmt"] == "json":
-        click.echo(
-            json.dumps(
-                {
-                    "source": str(source_location),
-                    "target": str(target_location),
-                    "digest": result.digest,
-                    "mediaType": result.media_type,
-                    "size": result.size,
-                    "blobs": result.blobs,
-                }
-            )
-        )
-    elif not kw["quiet"]:
-        click.echo(f"{target_location}: digest: {result.digest} size: {result.size}")
-
-
 @click.command(epilog=EXIT_CODES)
 @click.argument("reference")
 @_transfer_options
-@_handled
-def pull(reference: str, **kw: Any) -> None:
+def pull(**params: Any) -> None:
     """Pull REFERENCE from its registry into the local store."""
-    from client.location import parse_location
+    from client.front import pull as pull_image
 
-    location = parse_location(reference)
-    if location.kind != "docker":
-        raise UsageError("pull takes a registry reference; use `berth copy SRC local:REF` for other sources")
-    _transfer(f"docker://{location.reference}", "docker", f"local:{location.reference}", "local", kw)
+    pull_image(**params)
 
 
 @click.command(epilog=EXIT_CODES)
@@ -152,13 +74,14 @@ def pull(reference: str, **kw: Any) -> None:
 @click.argument("destination", required=False)
 @_transfer_options
 @_compression_options
-@_handled
-def push(source: str, destination: str | None, **kw: Any) -> None:
+def push(**params: Any) -> None:
     """Push an image from the local store (or any SOURCE, e.g. oci:DIR:TAG) to a registry.
 
     With one argument, the local image SOURCE goes to the registry it names.
     """
-    _transfer(source, "local", destination or source, "docker", kw)
+    from client.front import push as push_image
+
+    push_image(**params)
 
 
 @click.command(epilog=EXIT_CODES)

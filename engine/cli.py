@@ -3,9 +3,9 @@
 Each package contributes a list of click commands (`COMMANDS`). The root imports a
 package's list only when it needs a command from it, so `berth pull` never loads the
 engine's command modules. `berth --version` answers before click is imported (click alone
-costs about as much as the rest of that command), and so do `berth run` and `berth build`
-when their command line is a plain one (`fast.py`; click parses the rest, and prints help
-and errors).
+costs about as much as the rest of that command), and so do `berth run`, `build`, `pull` and
+`push` when their command line is a plain one (`fast.py`; click parses the rest, and prints
+help and errors).
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def root() -> click.Group:
     return berth
 
 
+FAST = ("run", "build", "pull", "push")
+"""The commands `fast.py` parses without click (its PARSERS; tests/engine/test_cli.py checks)."""
 DEFAULT_UMASK = 0o022
 """As dockerd sets at start: unpacked layers, containers' files and built layers must not
 take the caller's umask (with 077 a container's non-root user could not enter /tmp or its
@@ -79,7 +81,7 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         print(f"berth, version {VERSION}")
         return
-    if sys.argv[1:2] in (["run"], ["build"]):
+    if sys.argv[1:2] and sys.argv[1] in FAST:
         from engine.fast import dispatch
 
         dispatch(sys.argv[1:])

@@ -1,4 +1,4 @@
-"""`berth run` and `berth build` without click: a hand parser for the common command lines.
+"""`berth run`, `build`, `pull` and `push` without click: a hand parser for the common command lines.
 
 Importing click and building a command's options costs about 18 ms of a start (click's
 parser also imports difflib for every short option it tries as a long one first), more
@@ -169,6 +169,24 @@ BUILD = Grammar(
 )
 
 
+_TRANSFER_FLAGS = {"--insecure": "insecure", "-q": "quiet", "--quiet": "quiet", "--all-platforms": "all_platforms"}
+_TRANSFER_DEFAULTS = {"fmt": "text", "ca_cert": None, "jobs": 4}  # --ca-cert and -j click checks: left to it
+PULL = Grammar(
+    flags=_TRANSFER_FLAGS,
+    values={"--format": "fmt", "--platform": "platform"},
+    multiple={},
+    defaults=_TRANSFER_DEFAULTS,
+    choices={"fmt": ("text", "json")},
+)
+PUSH = Grammar(
+    flags={**_TRANSFER_FLAGS, "--preserve-digests": "preserve_digests"},
+    values={"--format": "fmt", "--platform": "platform", "--compression": "compression"},
+    multiple={},
+    defaults=_TRANSFER_DEFAULTS,
+    choices={"fmt": ("text", "json"), "compression": ("gzip", "zstd", "none")},
+)
+
+
 def parse_run(args: list[str]) -> dict[str, Any] | None:
     """The parameters click would give `run` for `args` (what follows `run`), or None to let click parse."""
     parsed = RUN.options(args, interspersed=False)
@@ -189,19 +207,48 @@ def parse_build(args: list[str]) -> dict[str, Any] | None:
     return {**params, "context": context}
 
 
+def parse_pull(args: list[str]) -> dict[str, Any] | None:
+    """The parameters click would give `pull` for `args`, or None to let click parse."""
+    parsed = PULL.options(args, interspersed=True)
+    if parsed is None or len(parsed[1]) != 1:
+        return None
+    return {**parsed[0], "reference": parsed[1][0]}
+
+
+def parse_push(args: list[str]) -> dict[str, Any] | None:
+    """The parameters click would give `push` for `args`, or None to let click parse."""
+    parsed = PUSH.options(args, interspersed=True)
+    if parsed is None or len(parsed[1]) not in (1, 2):
+        return None
+    params, (source, *destination) = parsed
+    return {**params, "source": source, "destination": destination[0] if destination else None}
+
+
+PARSERS: dict[str, Callable[[list[str]], dict[str, Any] | None]] = {
+    "run": parse_run,
+    "build": parse_build,
+    "pull": parse_pull,
+    "push": parse_push,
+}
+"""The commands with a fast path; engine/cli.py hands these to `dispatch`."""
+
+
 def dispatch(argv: list[str]) -> None:
-    """Run `berth run`/`berth build` here when the line parses without click; return to let click take it."""
-    if len(argv) < 2 or "_BERTH_COMPLETE" in os.environ:
+    """Run one of PARSERS' commands here when its line parses without click; return to let click take it."""
+    if len(argv) < 2 or argv[0] not in PARSERS or "_BERTH_COMPLETE" in os.environ:
         return
-    parse = {"run": parse_run, "build": parse_build}.get(argv[0])
-    params = parse(argv[1:]) if parse is not None else None
+    params = PARSERS[argv[0]](argv[1:])
     if params is None:
         return
     body: Callable[..., None]
     if argv[0] == "run":
         from engine.front import run as body
-    else:
+    elif argv[0] == "build":
         from engine.build_front import build as body
+    elif argv[0] == "pull":
+        from client.front import pull as body
+    else:
+        from client.front import push as body
     try:
         body(**params)
     except (EOFError, KeyboardInterrupt):

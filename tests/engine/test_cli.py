@@ -137,7 +137,12 @@ def test_the_fast_run_parser_leaves_help_errors_and_typed_options_to_click(args:
 
 @pytest.mark.parametrize(
     ("module", "grammar", "left_to_click"),
-    [("engine.commands", "RUN", {"env_file", "pids_limit", "cpus"}), ("engine.build_command", "BUILD", {"dockerfile"})],
+    [
+        ("engine.commands", "RUN", {"env_file", "pids_limit", "cpus"}),
+        ("engine.build_command", "BUILD", {"dockerfile"}),
+        ("client.cli", "PULL", {"ca_cert", "jobs"}),
+        ("client.cli", "PUSH", {"ca_cert", "jobs"}),
+    ],
 )
 def test_the_fast_parser_knows_every_option(module: str, grammar: str, left_to_click: set[str]) -> None:
     """An option added to a click command must be added to fast.py too (or be left to click)."""
@@ -202,6 +207,61 @@ def test_the_fast_build_parser_leaves_help_errors_and_paths_to_click(args: list[
 
     args = [str(tmp_path) if a == "CTX" else str(tmp_path / "missing") if a == "MISSING" else a for a in args]
     assert parse_build(args) is None
+
+
+TRANSFER_FAST_CASES = [
+    ("pull", ["r/a:1"]),
+    ("pull", ["-q", "r/a:1", "--insecure", "--format=json", "--platform", "linux/arm64", "--all-platforms"]),
+    ("pull", ["--format", "text", "-q", "r/a:1"]),
+    ("push", ["r/a:1"]),
+    ("push", ["oci:/x:t", "r/a:1", "--compression", "zstd", "--preserve-digests", "-q"]),
+    ("push", ["--compression=none", "local:x", "--insecure", "r/a:1"]),
+]
+TRANSFER_CLICK_CASES = [
+    ("pull", []),
+    ("pull", ["a", "b"]),
+    ("pull", ["-j", "2", "r/a:1"]),
+    ("pull", ["--ca-cert", "/nonexistent", "r/a:1"]),
+    ("pull", ["--format", "yaml", "r/a:1"]),
+    ("pull", ["--compression", "gzip", "r/a:1"]),
+    ("pull", ["-h"]),
+    ("push", ["a", "b", "c"]),
+    ("push", ["--compression", "lz4", "r/a:1"]),
+    ("push", ["--jobs=9", "r/a:1"]),
+]
+
+
+@pytest.mark.parametrize(("name", "args"), TRANSFER_FAST_CASES)
+def test_the_fast_pull_and_push_parsers_give_click_s_parameters(name: str, args: list[str]) -> None:
+    from client import cli
+    from engine import fast
+
+    command = getattr(cli, name)
+    assert fast.PARSERS[name](args) == command.make_context(name, list(args)).params
+
+
+@pytest.mark.parametrize(("name", "args"), TRANSFER_CLICK_CASES)
+def test_the_fast_pull_and_push_parsers_leave_the_rest_to_click(name: str, args: list[str]) -> None:
+    from engine import fast
+
+    assert fast.PARSERS[name](args) is None
+
+
+def test_the_root_hands_exactly_the_fast_commands_to_the_fast_path() -> None:
+    from engine.cli import FAST
+    from engine.fast import PARSERS
+
+    assert set(FAST) == set(PARSERS)
+
+
+def test_pull_s_fast_path_fails_as_click_s(tmp_path: Path) -> None:
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path)}
+    fast, modules = imported(["-m", "engine", "pull", "-q", "127.0.0.1:9/nothing/here:v1"], env)
+    slow, _ = imported(["-m", "engine", "pull", "-q", "-j", "4", "127.0.0.1:9/nothing/here:v1"], env)
+    assert fast.returncode == slow.returncode == 5
+    assert "click" not in modules
+    strip = [line for line in fast.stderr.splitlines() if not line.startswith("import time:")]
+    assert strip == [line for line in slow.stderr.splitlines() if not line.startswith("import time:")] != []
 
 
 def test_run_s_fast_path_and_click_s_path_fail_alike(berth: Berth) -> None:
