@@ -21,6 +21,8 @@ from registry.oci import mediatypes as mt
 
 @dataclass(frozen=True, slots=True)
 class ManifestInfo:
+    """What a registry says of a manifest without sending it (HEAD): its media type, digest and size."""
+
     media_type: str
     digest: str | None
     size: int

@@ -28,6 +28,8 @@ CLIENT_ID = "berth"
 
 @dataclass(frozen=True, slots=True)
 class Challenge:
+    """A WWW-Authenticate challenge: its scheme (Basic, Bearer) and parameters."""
+
     scheme: str
     params: dict[str, str]
 
@@ -77,6 +79,8 @@ def _covers(granted: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
 
 @dataclass(slots=True)
 class _Token:
+    """A bearer token and when it stops being good (seconds since the epoch)."""
+
     value: str
     expires_at: float
 

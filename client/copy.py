@@ -25,6 +25,8 @@ MAX_DEPTH = 3
 
 @dataclass
 class CopyResult:
+    """What a copy did: the top manifest's digest, media type and size, and what happened to each blob."""
+
     digest: str
     media_type: str
     size: int

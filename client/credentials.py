@@ -25,6 +25,8 @@ _HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
+    """A registry login as docker's credential stores keep it."""
+
     username: str | None = None
     password: str | None = None
     identity_token: str | None = None

@@ -64,6 +64,8 @@ def store_name(reference: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ImageEntry:
+    """One index.json entry of a layout: its name (None for unnamed entries) and descriptor."""
+
     name: str | None
     descriptor: Descriptor
 

@@ -30,6 +30,8 @@ KINDS = ("docker", "oci", "docker-archive", "local")
 
 @dataclass(frozen=True, slots=True)
 class Location:
+    """Where an image is: a registry reference, the local store, an OCI layout or a docker archive."""
+
     kind: str
     reference: Reference | None = None
     path: Path | None = None
@@ -43,6 +45,8 @@ class Location:
 
 @dataclass(frozen=True, slots=True)
 class Options:
+    """How to reach registries and how much to do at once."""
+
     insecure: bool = False
     ca_cert: str | None = None
     jobs: int = 4

@@ -15,6 +15,8 @@ _DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7"}
 
 @dataclass(frozen=True, slots=True)
 class Platform:
+    """An image platform, `os/architecture[/variant]`, with docker's architecture names."""
+
     os: str
     architecture: str
     variant: str | None = None

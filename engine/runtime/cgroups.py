@@ -38,6 +38,8 @@ class CgroupUnavailable(RuntimeError):
 
 @dataclass(frozen=True)
 class Limits:
+    """What the container may use: memory in bytes, a process count, CPU cores (None: no limit)."""
+
     memory: int | None = None
     pids: int | None = None
     cpus: float | None = None

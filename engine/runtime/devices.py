@@ -20,6 +20,8 @@ _ACCESS = {"m": 1, "r": 2, "w": 4}  # BPF_DEVCG_ACC_MKNOD, _READ, _WRITE
 
 @dataclass(frozen=True)
 class Rule:
+    """One allowed device: `c`/`b`, major and minor (WILDCARD: any), and access letters `rwm`."""
+
     kind: str
     major: int
     minor: int

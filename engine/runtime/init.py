@@ -96,6 +96,8 @@ class StartError(Exception):
 
 @dataclass(frozen=True)
 class User:
+    """Whom the command runs as, resolved in the image's /etc/passwd and /etc/group."""
+
     uid: int
     gid: int
     groups: tuple[int, ...]

@@ -38,6 +38,8 @@ class Condition:
 
 @dataclass(frozen=True)
 class Rule:
+    """What one system call gets (`action`, with `data`) when all `conditions` on its arguments hold."""
+
     syscall: str
     action: str
     data: int = 0  # the errno for "errno", the message for "trace"
@@ -46,6 +48,8 @@ class Rule:
 
 @dataclass(frozen=True)
 class Filter:
+    """A whole seccomp profile: the default action, the architectures it covers, and the rules."""
+
     default_action: str
     default_data: int
     architectures: tuple[str, ...]  # libseccomp's names without SCMP_ARCH_ ("X86_64", "X86", "X32", ...)

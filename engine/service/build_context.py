@@ -30,6 +30,8 @@ class ContextError(ValueError):
 
 @dataclass(frozen=True)
 class IgnorePattern:
+    """One `.dockerignore` line as a regex; `negated` (a leading `!`) brings matching paths back."""
+
     regex: re.Pattern[str]
     negated: bool
 

@@ -33,6 +33,8 @@ RUNTIME_MOUNTPOINTS = ("proc", "sys", "dev", "etc/hostname", "etc/hosts", "etc/r
 
 @dataclass
 class RunResult:
+    """What a RUN step left: its exit code, its changes, and how to tear its mounts down."""
+
     code: int
     changes: Path
     """The upper directory (or, without overlayfs, the whole root) holding what the step changed."""

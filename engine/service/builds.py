@@ -43,6 +43,8 @@ class Reporter(Protocol):
 
 @dataclass
 class BuildOptions:
+    """`berth build`'s flags, as the front doors (CLI and API) pass them to the Builder."""
+
     context: Path
     dockerfile: Path | None = None
     build_args: dict[str, str] = field(default_factory=dict)
@@ -56,6 +58,8 @@ class BuildOptions:
 
 @dataclass
 class BuildResult:
+    """The built image: its manifest and config bytes, and the manifest's digest."""
+
     manifest: bytes
     config: bytes
     digest: str

@@ -98,6 +98,8 @@ class Spec:
 
 @dataclass
 class Container:
+    """A container's record in state.json: its spec, where it is in the state machine, and who supervises it."""
+
     id: str
     name: str
     spec: Spec

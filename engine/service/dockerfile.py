@@ -68,6 +68,8 @@ class DockerfileError(ValueError):
 
 @dataclass(frozen=True)
 class Heredoc:
+    """A `<<NAME` body that follows its instruction's line."""
+
     name: str
     body: str
     expand: bool
@@ -76,6 +78,8 @@ class Heredoc:
 
 @dataclass(frozen=True)
 class Instruction:
+    """One Dockerfile instruction as written (before substitution), with the line it starts on."""
+
     keyword: str
     args: str
     """The arguments after the flags, continuations joined, heredoc markers left in place."""
@@ -96,6 +100,8 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Stage:
+    """A FROM and the instructions up to the next one."""
+
     base: str
     """The FROM argument, before substitution of the global ARGs."""
     name: str | None
@@ -107,6 +113,8 @@ class Stage:
 
 @dataclass(frozen=True)
 class Dockerfile:
+    """A parsed Dockerfile: its escape character, the ARGs before the first FROM, its stages and notices."""
+
     escape: str
     global_args: list[Instruction]
     stages: list[Stage]

@@ -42,6 +42,8 @@ COMPRESSIONS = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD}
 
 @dataclass(frozen=True)
 class LayerBlob:
+    """A layer written to the store: the compressed blob's digest and size, and the tar's diff_id."""
+
     digest: str
     size: int
     diff_id: str

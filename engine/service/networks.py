@@ -42,6 +42,8 @@ class NetworkNotFound(LookupError):
 
 @dataclass
 class Network:
+    """A network's record: its subnet, gateway address and Linux bridge."""
+
     name: str
     id: str
     subnet: str
@@ -107,6 +109,8 @@ class Attachment:
 
 @dataclass
 class State:
+    """Everything in networks/state.json: the networks and each container's attachments."""
+
     networks: dict[str, Network] = field(default_factory=dict)
     attachments: dict[str, Attachment] = field(default_factory=dict)
 

@@ -93,6 +93,8 @@ def merge_env(*layers: list[str]) -> list[str]:
 
 @dataclass
 class RunOptions:
+    """`berth run`'s options (and the API's create body) before they are checked against the image."""
+
     command: list[str] = field(default_factory=list)
     entrypoint: str | None = None
     env: list[str] = field(default_factory=list)

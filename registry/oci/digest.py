@@ -16,6 +16,8 @@ class InvalidDigest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Digest:
+    """A parsed content digest, `algorithm:hex`."""
+
     algorithm: str
     hex: str
 

@@ -22,6 +22,8 @@ class UnsupportedManifest(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Descriptor:
+    """An OCI content descriptor: what a manifest or index says of a blob or of another manifest."""
+
     media_type: str
     digest: str
     size: int

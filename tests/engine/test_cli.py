@@ -297,3 +297,35 @@ def test_build_s_fast_path_and_click_s_path_agree(berth: Berth, tmp_path: Path) 
     assert done.stdout == slow.stdout == first.stdout and first.stdout.startswith("sha256:")
     bad = berth("build", "--network", "none", "-q", "-t", "Bad Name", str(tmp_path))
     assert bad.returncode == 125 and bad.stderr.startswith("berth: ")
+
+
+HOT_MODULES = (
+    "engine.service.lifecycle",
+    "engine.service.attachments",
+    "engine.runtime.supervisor",
+    "engine.service.builds",
+    "client.front",
+    "client.copy",
+    "client.location",
+    "client.compress",
+)
+FIND_GENERATED_DOCS = """
+import dataclasses, importlib, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+for name, module in sorted(sys.modules.items()):
+    if name.split(".")[0] in ("engine", "client", "registry"):
+        for value in vars(module).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == name:
+                if (value.__doc__ or "").startswith(value.__name__ + "("):
+                    print(name, value.__name__)
+"""
+
+
+def test_dataclasses_of_the_hot_paths_carry_docstrings() -> None:
+    """Without one, @dataclass computes inspect.signature() for __doc__: ~0.4 ms per class at every start."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIND_GENERATED_DOCS, *HOT_MODULES], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "", done.stdout
