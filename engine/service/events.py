@@ -31,6 +31,8 @@ ROTATED = "journal.1"
 
 @dataclass
 class Event:
+    """One journal line: what happened (`type`, `action`) to whom (`id`), with docker's attributes."""
+
     type: str
     action: str
     id: str

@@ -302,6 +302,7 @@ def test_build_s_fast_path_and_click_s_path_agree(berth: Berth, tmp_path: Path) 
 HOT_MODULES = (
     "engine.service.lifecycle",
     "engine.service.attachments",
+    "engine.service.events",
     "engine.runtime.supervisor",
     "engine.service.builds",
     "client.front",
