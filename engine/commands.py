@@ -127,14 +127,41 @@ def _clip(text: str, width: int) -> str:
 
 @click.command()
 @click.option("-f", "--follow", is_flag=True, help="Keep printing until the container stops.")
+@click.option("-t", "--timestamps", is_flag=True, help="Show each line's time (RFC 3339, UTC).")
+@click.option("--since", help="Only output after this time: unix seconds, RFC 3339, or a duration ago (10m).")
+@click.option("--until", help="Only output before this time (same forms as --since).")
+@click.option("-n", "--tail", default="all", show_default=True, help="Only the last N lines.")
 @click.argument("container")
 @_handled
-def logs(container: str, follow: bool) -> None:
-    """Print a detached container's output."""
-    from engine.service.lifecycle import follow_log
+def logs(container: str, follow: bool, timestamps: bool, since: str | None, until: str | None, tail: str) -> None:
+    """Print a detached container's output: its stdout to stdout, its stderr to stderr."""
+    from engine.service import logs as log
+    from engine.service.times import BadTime, cli_time
 
+    if tail != "all" and (not tail.isdigit() or len(tail) > 9):
+        fail(f"invalid --tail {tail[:40]!r}: a number of lines, or all")
+    try:
+        bounds = [cli_time(text) if text else None for text in (since, until)]
+    except BadTime as exc:
+        fail(f"invalid --since/--until: {exc}")
     _, containers = _stores()
-    follow_log(containers.get(container), sys.stdout.buffer, follow)
+    outputs = {1: sys.stdout.buffer, 2: sys.stderr.buffer}
+    batches = log.follow(
+        containers.get(container),
+        streams={1, 2},
+        keep_following=follow,
+        since_ns=bounds[0],
+        until_ns=bounds[1],
+        tail=None if tail == "all" else int(tail),
+    )
+    for batch in batches:
+        for record in batch:
+            out = outputs[record.stream]
+            if timestamps:
+                out.write(record.timestamp())
+            out.write(record.data)
+        for out in outputs.values():
+            out.flush()
 
 
 @click.command()

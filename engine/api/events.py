@@ -11,30 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
-from engine.api.routes import Router, filters
+from engine.api.routes import Router, filters, unix_time
 from engine.service.events import Cursor, Event, Journal, wanted
 
 POLL = 0.05
-_TIMESTAMP = re.compile(r"^(-?\d{1,18})(?:\.(\d{1,18}))?$")
-
-
-def parse_time(name: str, text: str | None) -> int | None:
-    """A `since`/`until` value (unix seconds, optional fraction) in nanoseconds; None when absent."""
-    if not text:
-        return None
-    found = _TIMESTAMP.match(text)
-    if found is None:
-        raise ApiError(400, f"invalid value for {name}: {text[:40]!r} is not a unix timestamp (seconds[.fraction])")
-    seconds, fraction = found.groups()
-    nanos = int((fraction or "0").ljust(9, "0")[:9])
-    return int(seconds) * 1_000_000_000 + (-nanos if seconds.startswith("-") else nanos)
 
 
 def to_json(event: Event) -> dict[str, Any]:
@@ -61,8 +47,7 @@ def _cursor() -> Cursor:
 
 def register(router: Router) -> None:
     async def events(request: Request) -> Response:
-        since = parse_time("since", request.arg("since"))
-        until = parse_time("until", request.arg("until"))
+        since, until = unix_time(request, "since"), unix_time(request, "until")
         if since is not None and until is not None and until < since:
             raise ApiError(
                 400, f"`since` time ({request.arg('since')}) cannot be after `until` time ({request.arg('until')})"

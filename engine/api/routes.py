@@ -99,3 +99,16 @@ def filters(request: Request, known: tuple[str, ...] | None) -> dict[str, list[s
         return listing.parse(json.loads(text) if text else None, known)
     except (ValueError, listing.FilterError) as exc:
         raise ApiError(400, f"invalid filters: {exc}") from None
+
+
+def unix_time(request: Request, name: str) -> int | None:
+    """dockerd's `since`/`until` (unix seconds with an optional fraction) in nanoseconds; None when absent."""
+    from engine.service.times import BadTime, unix_ns
+
+    text = request.arg(name)
+    if not text:
+        return None
+    try:
+        return unix_ns(text)
+    except BadTime as exc:
+        raise ApiError(400, f"invalid value for {name}: {exc}") from None

@@ -1,8 +1,9 @@
 """Attach and logs: a container's output as docker's streams.
 
 Without a TTY docker frames output as an 8-byte header (stream 1 stdout / 2 stderr, three zero
-bytes, a big-endian length) and the payload. The engine keeps one log per container, written by
-its supervisor with stdout and stderr together, so both arrive as stdout (stream 1).
+bytes, a big-endian length) and the payload. The engine keeps one log per container, records that
+say which stream and when (`runtime/output.py`, read by `service/logs.py`), so each record goes out
+in the frame of its own stream, and logs can honour since, until, tail and timestamps.
 
 Attach hijacks the connection (101) and follows the log from where it ended when the client
 attached, until the container has stopped: the CLI attaches before it starts the container, so
@@ -22,10 +23,9 @@ from pathlib import Path
 from engine.api.containers import get
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
-from engine.api.routes import Router
+from engine.api.routes import Router, unix_time
 from engine.service.containers import Container, Status
-
-STDOUT = 1
+from engine.service.logs import Reader, Record, seek_tail
 
 
 def frame(stream: int, data: bytes) -> bytes:
@@ -41,47 +41,58 @@ def _finished(directory: Path, since: float) -> bool:
     return state.status is Status.STOPPED and not state.supervised() and (state.finished_at or 0) >= since
 
 
+def frames(records: list[Record], timestamps: bool = False) -> bytes:
+    """Records as docker's multiplexed stream: one frame per run of records from the same stream."""
+    out: list[bytes] = []
+    run: list[bytes] = []
+    stream = 0
+    for record in records:
+        if record.stream != stream and run:
+            out.append(frame(stream, b"".join(run)))
+            run = []
+        stream = record.stream
+        if timestamps:
+            run.append(record.timestamp())
+        run.append(record.data)
+    if run:
+        out.append(frame(stream, b"".join(run)))
+    return b"".join(out)
+
+
 async def follow(
-    router: Router, fd: int, directory: Path, keep_following: bool, since: float = 0
-) -> AsyncIterator[bytes]:
-    """The log's bytes from the descriptor's offset on; with `keep_following`, until the container
-    stops by an exit after `since` (an attach to an exited container waits for its next run)."""
+    router: Router, reader: Reader, directory: Path, keep_following: bool, since: float = 0
+) -> AsyncIterator[list[Record]]:
+    """The log's records from the reader's offset on; with `keep_following`, until the container
+    stops by an exit after `since` (an attach to an exited container waits for its next run) or the
+    reader passes its `until`."""
     delay = 0.005
     try:
         while True:
-            chunk = os.read(fd, 1 << 16)
-            if chunk:
+            records = reader.read()
+            if records:
                 delay = 0.005
-                yield chunk
+                yield records
+            if reader.past_until:
+                return
+            if records:
                 continue
-            if not keep_following:
+            if not keep_following or reader.done():
                 return
             if await router.call(_finished, directory, since):
-                while chunk := os.read(fd, 1 << 16):
-                    yield chunk
+                yield reader.read()
                 return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.1)
     finally:
-        os.close(fd)
+        os.close(reader.fd)
 
 
-def _tail(fd: int, lines: int) -> None:
-    """Move `fd` to the start of the last `lines` lines."""
-    size = os.fstat(fd).st_size
-    start = size
-    wanted = lines + 1
-    while start > 0 and wanted > 0:
-        step = min(start, 1 << 16)
-        start -= step
-        block = os.pread(fd, step, start)
-        for index in range(len(block) - 1, -1, -1):
-            if block[index] == 10 and not (start + index == size - 1):
-                wanted -= 1
-                if wanted == 0:
-                    os.lseek(fd, start + index + 1, os.SEEK_SET)
-                    return
-    os.lseek(fd, 0, os.SEEK_SET)
+def _tail(text: str | None) -> int | None:
+    """dockerd's `tail`: a number of records; anything that is not a non-negative number (`all`, `-5`,
+    `abc`) means all of them, as dockerd reads it."""
+    if text is None or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
 
 
 def _open_log(container: Container, at_end: bool) -> int:
@@ -93,24 +104,21 @@ def _open_log(container: Container, at_end: bool) -> int:
 
 def register(router: Router) -> None:
     async def logs(request: Request, key: str) -> Response:
-        for unsupported in ("since", "until"):
-            if request.arg(unsupported) not in (None, "", "0"):
-                raise ApiError(501, f"berth's engine API does not implement logs?{unsupported}: its logs have no times")
-        if request.flag("timestamps"):
-            raise ApiError(501, "berth's engine API does not implement logs?timestamps: its logs have no times")
-        if not (request.flag("stdout") or request.flag("stderr")):
+        streams = {n for n, name in ((1, "stdout"), (2, "stderr")) if request.flag(name)}
+        if not streams:
             raise ApiError(400, "Bad parameters: you must choose at least one stream")
-        tail = request.arg("tail") or "all"
-        if tail != "all" and (not tail.isdigit() or len(tail) > 9):
-            raise ApiError(400, f"invalid tail {tail[:40]!r}")
+        since, until = unix_time(request, "since"), unix_time(request, "until")
+        tail = _tail(request.arg("tail"))
+        timestamps = request.flag("timestamps")
         container = await router.call(get, key)
         fd = await router.call(_open_log, container, False)
-        if tail != "all":
-            _tail(fd, int(tail))
+        if tail is not None:
+            seek_tail(fd, tail)
+        reader = Reader(fd, streams, since, until)
 
         async def body() -> AsyncIterator[bytes]:
-            async for chunk in follow(router, fd, container.directory, request.flag("follow")):
-                yield frame(STDOUT, chunk)
+            async for records in follow(router, reader, container.directory, request.flag("follow")):
+                yield frames(records, timestamps)
 
         return Response(200, stream=body(), content_type="application/vnd.docker.raw-stream")
 
@@ -118,16 +126,17 @@ def register(router: Router) -> None:
         if request.flag("stdin"):
             raise ApiError(501, "berth's engine API does not implement attaching stdin yet")
         container = await router.call(get, key)
-        wanted = request.flag("stdout") or request.flag("stderr")
+        streams = {n for n, name in ((1, "stdout"), (2, "stderr")) if request.flag(name)}
         fd = await router.call(_open_log, container, not request.flag("logs"))
         upgrade = request.headers.get("upgrade", "").lower() == "tcp"
 
         since = 0.0 if container.is_running() else time.time()
 
-        async def hijacked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            async for chunk in follow(router, fd, container.directory, request.flag("stream"), since):
-                if wanted:
-                    writer.write(frame(STDOUT, chunk))
+        async def hijacked(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            records = follow(router, Reader(fd, streams), container.directory, request.flag("stream"), since)
+            async for batch in records:
+                if batch:
+                    writer.write(frames(batch))
                     await writer.drain()
 
         return Response(101 if upgrade else 200, content_type="application/vnd.docker.raw-stream", hijack=hijacked)

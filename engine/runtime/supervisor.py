@@ -2,8 +2,9 @@
 
 The supervisor is whichever process forks PID 1: the `berth run` command itself in the
 foreground, or for `-d` a small daemon (double fork + setsid, `daemonize`) that outlives
-the command and keeps the log file open. The service drives it and records each step in
-the container's state; this module only makes the system calls.
+the command, whose copier process (`output.py`) writes the container's output to its log.
+The service drives it and records each step in the container's state; this module only
+makes the system calls.
 
 Only one fork starts a container: the supervisor unshares its PID namespace for
 children, forks (the child is PID 1 of the new namespace), then setns()es back to its
@@ -19,7 +20,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from engine.runtime import cgroups
+from engine.runtime import cgroups, output
 from engine.runtime import syscalls as sc
 from engine.runtime.init import FORWARDED_SIGNALS, SETUP_FAILED, Process, StartError, container_main, report
 
@@ -149,11 +150,12 @@ def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None
     return flush
 
 
-def daemonize(log_file: Path, body: Callable[[Stdio, Callable[[], None]], object]) -> None:
-    """Run `body(stdio, started)` in a daemon; return once it calls `started` (or raise its StartError).
+def daemonize(log_file: Path, body: Callable[[Stdio, Callable[[], None], Callable[[], None]], object]) -> None:
+    """Run `body(stdio, started, finished)` in a daemon; return once it calls `started` (or raise its StartError).
 
-    The daemon reads /dev/null and writes to `log_file`; what `body` raises before
-    `started` is reported back to the caller.
+    The daemon reads /dev/null; what `stdio` gets written is copied into `log_file` as records
+    (`output.py`), completely once `body` has called `finished` after PID 1's exit. What `body`
+    raises before `started` is reported back to the caller.
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     first = os.fork()
@@ -183,7 +185,9 @@ def daemonize(log_file: Path, body: Callable[[Stdio, Callable[[], None]], object
                 os.close(write_end)
                 told.append(True)
 
-            body((null, log, log), started)
+            capture = output.Capture.start(log)
+            os.close(log)
+            body((null, capture.stdout, capture.stderr), started, capture.finish)
             os._exit(0)
         except StartError as exc:
             if not told:

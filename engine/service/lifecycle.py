@@ -138,12 +138,14 @@ def start(
     forward_signals: bool,
     on_started: Callable[[], None] = lambda: None,
     keep_exit: bool = False,
+    output_done: Callable[[], None] = lambda: None,
 ) -> int:
     """Supervise the container to completion and return its exit code (raises StartError).
 
     The steps follow the state machine: created -> (cgroup, fork, exec confirmed) running
     -> (wait, OOM check) stopped; with --rm the directory goes at the end (`keep_exit`: its exit code
-    is recorded first, for a waiter elsewhere, as the API's `wait?condition=removed`).
+    is recorded first, for a waiter elsewhere, as the API's `wait?condition=removed`); `output_done`
+    is called once PID 1 has been reaped, before the exit is recorded, so its output is all logged.
     """
     from engine.runtime import supervisor
     from engine.runtime.init import SETUP_FAILED, StartError
@@ -167,6 +169,7 @@ def start(
         pid = supervisor.spawn(container.spec, layers, container.directory, files, cgroup, stdio, netns_fd, program)
     except BaseException as exc:
         code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
+        output_done()
         container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
         container.record("die", exitCode=code)
         _cleanup(container, cgroup, joined)
@@ -179,6 +182,7 @@ def start(
     flush()
     on_started()
     code = supervisor.wait(pid)
+    output_done()
     oom = cgroup.oom_killed()
     try:
         container.transition(Status.STOPPED, exit_code=code, oom_killed=oom, finished_at=time.time())
@@ -215,8 +219,16 @@ def start_detached(images: ImageStore, container: Container) -> None:
     """Start the container under a supervisor daemon; return once PID 1 has exec'd (or raise)."""
     from engine.runtime import supervisor
 
-    def body(stdio: Stdio, started: Callable[[], None]) -> None:
-        start(images, container, stdio=stdio, forward_signals=False, on_started=started, keep_exit=True)
+    def body(stdio: Stdio, started: Callable[[], None], finished: Callable[[], None]) -> None:
+        start(
+            images,
+            container,
+            stdio=stdio,
+            forward_signals=False,
+            on_started=started,
+            keep_exit=True,
+            output_done=finished,
+        )
 
     supervisor.daemonize(container.log_file, body)
 
@@ -335,34 +347,6 @@ def _same_image(images: ImageStore, name: str, image_id: str) -> bool:
         return images.resolve(name).id == image_id
     except (LookupError, ValueError):
         return False
-
-
-def follow_log(container: Container, out: Any, follow: bool) -> None:
-    """Copy the log to `out` (a binary stream); with `follow`, until the container stops."""
-    path: Path = container.log_file
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with f:
-        while True:
-            chunk = f.read(1 << 16)
-            if chunk:
-                out.write(chunk)
-                out.flush()
-                continue
-            if not follow:
-                return
-            try:
-                current = Container.load(container.directory)
-            except FileNotFoundError:
-                return
-            if current.status is Status.STOPPED and not current.supervised():
-                chunk = f.read()
-                out.write(chunk)
-                out.flush()
-                return
-            time.sleep(0.05)
 
 
 def inspect(container: Container) -> dict[str, Any]:

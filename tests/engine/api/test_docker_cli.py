@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import time
@@ -350,3 +351,90 @@ def test_events_refuses_bad_times(berth_api: Engine, dockerd: Engine, query: str
     docker_status, _ = request(dockerd, "GET", f"/v1.41/events?{query}")
     assert berth_status == 400 and docker_status in (400, 500), body
     assert json.loads(body)["message"]
+
+
+def test_run_keeps_stdout_and_stderr_apart(engine: Engine) -> None:
+    result = engine.docker("run", "--rm", *NONE, IMAGE_NAME, "sh", "-c", "echo out; echo err >&2; echo out2")
+    assert (result.returncode, result.stdout, result.stderr) == (0, "out\nout2\n", "err\n")
+
+
+STAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (.*)$")
+
+
+def test_logs_streams_timestamps_since_until_tail(engine: Engine) -> None:
+    """Output before and after a moment the test picks: the container waits for a file the test makes."""
+    script = "echo one; echo two >&2; until [ -e /tmp/go ]; do sleep 0.05; done; echo three; printf partial"
+    engine.ok("run", "-d", *NONE, "--name", "talker", IMAGE_NAME, "sh", "-c", script)
+    try:
+        assert until(lambda: engine.docker("logs", "talker").stderr == "two\n")
+        middle = f"{time.time():.6f}"
+        engine.ok("exec", "talker", "touch", "/tmp/go")
+        assert engine.ok("wait", "talker").strip() == "0"
+
+        def logs(*args: str) -> tuple[str, str]:
+            result = engine.docker("logs", *args, "talker")
+            assert result.returncode == 0, result.stderr
+            return result.stdout, result.stderr
+
+        assert logs() == ("one\nthree\npartial", "two\n")
+        assert logs("--since", middle) == ("three\npartial", "")
+        assert logs("--until", middle) == ("one\n", "two\n")
+        assert logs("--tail", "1") == ("partial", "")
+        assert logs("--tail", "2") == ("three\npartial", "")
+        assert logs("--tail", "abc") == logs("--tail", "-5") == logs()  # dockerd reads these as all
+        stamped_out, stamped_err = logs("-t")
+        assert [STAMPED.match(line).group(1) for line in stamped_out.splitlines()] == ["one", "three", "partial"]
+        assert [STAMPED.match(line).group(1) for line in stamped_err.splitlines()] == ["two"]
+        tail_out, _ = logs("-t", "--tail", "1")
+        assert STAMPED.match(tail_out).group(1) == "partial"  # type: ignore[union-attr]
+        for bad in ("garbage", "1.2.3"):
+            refused = engine.docker("logs", "--since", bad, "talker")
+            assert refused.returncode == 1 and "failed to parse value as time or duration" in refused.stderr
+    finally:
+        engine.docker("rm", "-f", "talker")
+
+
+@pytest.mark.parametrize("query", ["since=garbage", "until=abc", "since=1.2.3", "since=99999999999999999999"])
+def test_logs_refuses_bad_times(berth_api: Engine, dockerd: Engine, query: str) -> None:
+    """The CLI checks times itself; a raw request with a bad one: dockerd's 500 from strconv, berth's 400."""
+    from tests.engine.api.test_service import request
+
+    for engine in (berth_api, dockerd):
+        engine.ok("create", *NONE, "--name", "quiet", IMAGE_NAME, "true")
+    try:
+        berth_status, body = request(berth_api, "GET", f"/v1.41/containers/quiet/logs?stdout=1&{query}")
+        docker_status, _ = request(dockerd, "GET", f"/v1.41/containers/quiet/logs?stdout=1&{query}")
+        assert berth_status == 400 and docker_status in (400, 500), body
+        assert query.partition("=")[0] in json.loads(body)["message"]
+    finally:
+        for engine in (berth_api, dockerd):
+            engine.ok("rm", "quiet")
+
+
+def test_berth_logs_flags(berth_api: Engine) -> None:
+    """`berth logs` (the CLI front door) over what `berth run -d` started: the same streams and flags."""
+    script = "echo one; echo two >&2; until [ -e /tmp/go ]; do sleep 0.05; done; echo three"
+    started = berth_api.berth("run", "-d", *NONE, "--name", "chatty", IMAGE_NAME, "sh", "-c", script)
+    assert started.returncode == 0, started.stderr
+    try:
+        assert until(lambda: berth_api.berth("logs", "chatty").stderr == "two\n")
+        middle = f"{time.time():.6f}"
+        assert berth_api.berth("exec", "chatty", "touch", "/tmp/go").returncode == 0
+        berth_api.ok("wait", "chatty")
+
+        def logs(*args: str) -> tuple[int, str, str]:
+            result = berth_api.berth("logs", *args, "chatty")
+            return result.returncode, result.stdout, result.stderr
+
+        assert logs() == (0, "one\nthree\n", "two\n")
+        assert logs("--since", middle) == (0, "three\n", "")
+        assert logs("--until", middle) == (0, "one\n", "two\n")
+        assert logs("--since", "10m", "--tail", "1") == (0, "three\n", "")
+        assert logs("-f") == (0, "one\nthree\n", "two\n")  # it has stopped: follow ends
+        code, out, _ = logs("-t", "--tail", "1")
+        assert code == 0 and STAMPED.match(out.strip()).group(1) == "three"  # type: ignore[union-attr]
+        for bad in (("--since", "garbage"), ("--until", "2020-13-45"), ("--tail", "abc"), ("--tail", "-5")):
+            code, out, err = logs(*bad)
+            assert code == 125 and out == "" and "invalid" in err, (bad, err)
+    finally:
+        berth_api.berth("rm", "-f", "chatty")
