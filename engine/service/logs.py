@@ -19,6 +19,8 @@ STREAM_OF = {ord("o"): 1, ord("O"): 1, ord("e"): 2, ord("E"): 2}
 
 @dataclass
 class Record:
+    """One record of the log: a line (or a piece of one) of one stream, and when it was read."""
+
     time_ns: int
     stream: int  # 1 stdout, 2 stderr
     data: bytes  # with its newline, when the output had one
