@@ -172,7 +172,11 @@ def main() -> None:
                 for tool in names:
                     value = medians[f"{tool} {kind}"]
                     print(f"  {kind:>6} {tool:>7}: {value:6.2f} s  ({value / medians[f'docker {kind}']:4.2f}x docker)")
-            print(f"  (this interpreter starting and exiting alone: {medians['python start']:.2f} s)")
+            start = medians["python start"]
+            print(
+                f"  (this interpreter starting and exiting alone: {start:.2f} s; a cached berth build beyond it: "
+                f"{medians['berth cached'] - start:.2f} s)"
+            )
             bench_layer(work, args.layer_mb, args.rounds)
         finally:
             dockerd.terminate()
