@@ -83,11 +83,10 @@ class CompressingSource:
             return data, media_type
         if kind == mt.DOCKER_MANIFEST and self.compression == "zstd":
             raise UsageError(f"{self.name}: a docker manifest cannot name zstd layers; use --compression gzip")
-        from concurrent.futures import ThreadPoolExecutor
+        from client.parallel import run_all
 
         self._dir = Path(tempfile.mkdtemp(prefix="berth-compress-"))
-        with ThreadPoolExecutor(max_workers=max(1, min(self.jobs, len(todo)))) as pool:
-            compressed = list(pool.map(lambda i: self._compress(layers[i]), todo))
+        compressed = run_all(lambda i: self._compress(layers[i]), todo, self.jobs)
         for i, descriptor in zip(todo, compressed, strict=True):
             layers[i] = {**layers[i], **descriptor.to_json()}
         return json.dumps(doc, separators=(",", ":")).encode(), media_type

@@ -134,24 +134,15 @@ def copy_image(
     blobs = list(plan.blobs.values())
     if target.registry is None:
         # A layout answers has_blob with a stat: ask before starting threads, so a pull of an image
-        # already present starts none (and does not import concurrent.futures and logging).
+        # already present starts none.
         for blob in [b for b in blobs if target.has_blob(b)]:
             reporter.finish(blob, "exists")
             statuses[blob.digest] = "exists"
             blobs.remove(blob)
     if blobs:
-        from concurrent.futures import ThreadPoolExecutor
+        from client.parallel import run_all
 
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            futures = [pool.submit(transfer, blob) for blob in blobs]
-            try:
-                for future in futures:
-                    digest, status = future.result()
-                    statuses[digest] = status
-            except BaseException:
-                for pending in futures:
-                    pending.cancel()
-                raise
+        statuses.update(run_all(transfer, blobs, jobs))
     result.blobs = {digest: statuses[digest] for digest in plan.blobs}
     for descriptor, data in plan.manifests:
         is_root = descriptor.digest == root.digest

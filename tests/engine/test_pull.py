@@ -52,3 +52,14 @@ def test_unknown_repository_is_a_clear_error(pushed: str, tmp_path: Path) -> Non
     result = berth("run", "--rm", "-q", "--network", "none", f"{host}/engine/absent:1", "true", timeout=60)
     assert result.returncode == 125
     assert "absent" in result.stderr
+
+
+def test_a_transferring_pull_imports_no_thread_pool_or_logging(pushed: str, tmp_path: Path) -> None:
+    """concurrent.futures imports logging (~7 ms); client/parallel.py runs the transfers instead."""
+    from tests.engine.test_cli import imported
+
+    env = {**Berth(tmp_path / "root").env}
+    done, modules = imported(["-m", "engine", "pull", "-q", pushed], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "root" / "images" / "index.json").exists()
+    assert not {"concurrent.futures", "logging", "click"} & modules
