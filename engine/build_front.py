@@ -87,6 +87,15 @@ def build(context: str, tags: tuple[str, ...], push: bool, output: str | None, q
     say(result.digest if quiet else f"writing image {result.digest}" + "".join(f"\nnaming to {t}" for t in tags))
 
 
+def _record_tag(name: str) -> None:
+    """The `image tag` event docker's build gives for each name (`service/events.py`)."""
+    from engine.service.images import ImageStore, familiar
+    from engine.service.paths import Paths
+
+    store = ImageStore(Paths.default())
+    store.record("tag", store.resolve(name).id, name=familiar(name))
+
+
 def _deliver(digest: str, size: int, tags: tuple[str, ...], names: list[str], push: bool, target_location: Any) -> None:
     """Tag in the local store, then push and export from there with the client's copy."""
     from client.layout import open_store
@@ -98,6 +107,7 @@ def _deliver(digest: str, size: int, tags: tuple[str, ...], names: list[str], pu
     for name in names:
         if (current := layout.find(name)) is None or current.digest != digest:  # a cached rebuild rewrites nothing
             layout.add(descriptor, name)
+            _record_tag(name)
     if not names and not any(e.descriptor.digest == digest for e in layout.entries()):
         layout.add(descriptor, None)
     if not push and target_location is None:

@@ -123,6 +123,7 @@ def register(router: Router) -> None:
             body.get("WorkingDir") or None,
         )
         execs[instance.id] = instance
+        await router.call(container.record, f"exec_create: {' '.join(args)}", execID=instance.id)
         return Response.json({"Id": instance.id}, 201)
 
     async def start(request: Request, exec_id: str) -> Response:

@@ -14,11 +14,8 @@ from typing import Any
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
 from engine.api.routes import Router, filters
+from engine.service.images import familiar
 from engine.service.lifecycle import stores
-
-
-def familiar(name: str) -> str:
-    return name.removeprefix("docker.io/library/").removeprefix("docker.io/")
 
 
 def _created(config: dict[str, Any]) -> int:

@@ -130,8 +130,10 @@ class Container:
         """Append a container event to the engine's journal (`service/events.py`), with its labels, image
         and name as docker's events carry them."""
         from engine.service.events import Journal
+        from engine.service.images import familiar
 
-        attributes: dict[str, object] = {**self.spec.labels, "image": self.spec.image, "name": self.name, **extra}
+        image = familiar(self.spec.image)
+        attributes: dict[str, object] = {**self.spec.labels, "image": image, "name": self.name, **extra}
         Journal.of_root(self.directory.parent.parent).record("container", action, self.id, attributes)
 
     def transition(self, new: Status, **changes: Any) -> None:

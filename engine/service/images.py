@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from client.layout import Layout
 
 
+def familiar(name: str) -> str:
+    """A store name as docker shows it (`docker.io/library/busybox:1` -> `busybox:1`)."""
+    return name.removeprefix("docker.io/library/").removeprefix("docker.io/")
+
+
 class ImageNotFound(LookupError):
     """No image in the local store answers to the name."""
 
@@ -167,7 +172,7 @@ class ImageStore:
     def tag(self, source: str, target: str) -> None:
         """Name the image `source` (a store name) also `target` (a full store name), as `docker tag`."""
         self.layout.add(self.layout.resolve(source), target)
-        self.record("tag", self.resolve(target).id, name=target)
+        self.record("tag", self.resolve(target).id, name=familiar(target))
 
     def remove(self, name: str) -> str:
         """Drop `name` from the index and delete the blobs nothing references any more."""

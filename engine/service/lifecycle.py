@@ -301,13 +301,16 @@ def exec_in(
     workdir: str | None,
     interactive: bool = False,
 ) -> int:
-    """Run `args` in the running container with its user, env and cwd unless overridden; its exit code."""
+    """Run `args` in the running container with its user, env and cwd unless overridden; its exit code.
+
+    Recorded as docker's `exec_start: ARGS` and `exec_die` (with the exit code) events."""
     from engine.runtime import nsenter
 
     if not container.is_running() or container.pid is None:
         raise ContainerStateError(f"container {container.name} is not running")
     spec = container.spec
-    return nsenter.exec_in(
+    container.record(f"exec_start: {' '.join(args)}")
+    code = nsenter.exec_in(
         container.pid,
         cgroups.from_json(container.cgroup) if container.cgroup else None,
         args,
@@ -318,6 +321,8 @@ def exec_in(
         interactive=interactive,
         seccomp=seccomp.load(container.directory),
     )
+    container.record("exec_die", exitCode=code)
+    return code
 
 
 def remove_images(images: ImageStore, containers: ContainerStore, names: list[str], force: bool) -> Iterator[str]:

@@ -253,6 +253,7 @@ def test_classic_build(engine: Engine, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile.bad").write_text(f"FROM {IMAGE_NAME}\nRUN exit 3\n")
     build = ("build", "--network", "none")
     env = {"DOCKER_BUILDKIT": "0"}
+    since = f"{time.time():.6f}"
     built = engine.docker(*build, "--build-arg", "WHO=api", "-t", "built:1", str(tmp_path), extra_env=env)
     assert built.returncode == 0, built.stderr
     assert "Successfully tagged built:1" in built.stdout
@@ -262,6 +263,11 @@ def test_classic_build(engine: Engine, tmp_path: Path) -> None:
     failed = engine.docker(*build, "--force-rm", "-f", str(tmp_path / "Dockerfile.bad"), str(tmp_path), extra_env=env)
     assert failed.returncode == 3
     assert engine.ok("ps", "-aq") == ""  # the failed step's container is gone (berth always, docker with --force-rm)
+    tagged = engine.ok(
+        "events", "--since", since, "--until", f"{time.time():.6f}", "--filter", "type=image", "--filter", "event=tag",
+        "--format", "{{.Actor.Attributes.name}}",
+    )  # fmt: skip
+    assert tagged.split() == ["built:1", "built:2"]
     engine.ok("rmi", "built:1", "built:2")
 
 
@@ -438,3 +444,49 @@ def test_berth_logs_flags(berth_api: Engine) -> None:
             assert code == 125 and out == "" and "invalid" in err, (bad, err)
     finally:
         berth_api.berth("rm", "-f", "chatty")
+
+
+def test_events_of_images_networks_and_volumes_match_dockerd(berth_api: Engine, dockerd: Engine) -> None:
+    def story(engine: Engine) -> list[str]:
+        since = f"{time.time():.6f}"
+        engine.ok("volume", "create", "evvol")
+        engine.ok("volume", "rm", "evvol")
+        engine.ok("network", "create", "evnet")
+        engine.ok("network", "rm", "evnet")
+        engine.ok("tag", IMAGE_NAME, "evtag:1")
+        engine.ok("rmi", "evtag:1")
+        fmt = '{{.Type}} {{.Action}} {{if eq .Type "volume"}}{{.Actor.ID}}{{else}}{{.Actor.Attributes.name}}{{end}}'
+        now = f"{time.time():.6f}"
+        lines = engine.ok("events", "--since", since, "--until", now, "--format", fmt).splitlines()
+        return [
+            line.replace(engine.ok("image", "inspect", "--format", "{{.Id}}", IMAGE_NAME).strip(), "ID")
+            for line in lines
+        ]
+
+    assert (
+        story(berth_api)
+        == story(dockerd)
+        == [
+            "volume create evvol",
+            "volume destroy evvol",
+            "network create evnet",
+            "network destroy evnet",
+            "image tag evtag:1",
+            "image untag ID",
+        ]
+    )
+
+
+def test_exec_events(engine: Engine) -> None:
+    engine.ok("run", "-d", *NONE, "--name", "execed", IMAGE_NAME, "sleep", "600")
+    try:
+        since = f"{time.time():.6f}"
+        assert engine.docker("exec", "execed", "sh", "-c", "exit 3").returncode == 3
+        now = f"{time.time():.6f}"
+        filters = [f"--filter=event={e}" for e in ("exec_create", "exec_start", "exec_die")]
+        fmt = '{{.Action}} {{.Actor.Attributes.name}} {{index .Actor.Attributes "exitCode"}}'
+        found = engine.ok("events", "--since", since, "--until", now, *filters, "--format", fmt).splitlines()
+        lines = [line.strip() for line in found]
+        assert lines == ["exec_create: sh -c exit 3 execed", "exec_start: sh -c exit 3 execed", "exec_die execed 3"]
+    finally:
+        engine.docker("rm", "-f", "execed")
