@@ -74,19 +74,26 @@ def make_engine(url: str) -> Engine:
         # Reads run in autocommit: each statement sees one consistent snapshot, and a
         # read skips the BEGIN/ROLLBACK round trips on the hot path.
         if conn.get_execution_options().get("berth_write"):
-            writers.acquire()
+            writers.acquire(conn.connection)
             try:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             except BaseException:
                 writers.release()
                 raise
-            conn.info["berth_writer"] = True
 
-    @event.listens_for(engine, "commit")
+    # The lock is released once COMMIT (with its fsync of the log) or ROLLBACK has returned,
+    # not in SQLAlchemy's commit/rollback events, which fire before them: a writer let in
+    # there found SQLite's own lock still held for the fsync and slept in the busy handler
+    # (1, 2, 5 ms ...) while holding the lock every other writer queued on.
+    dialect = engine.dialect
+    dialect.do_commit = _then_release(dialect.do_commit, writers)  # type: ignore[method-assign,assignment]
+    dialect.do_rollback = _then_release(dialect.do_rollback, writers)  # type: ignore[method-assign,assignment]
+
     @event.listens_for(engine, "rollback")
-    def _end(conn: Any) -> None:
-        if conn.info.pop("berth_writer", False):
-            writers.release()
+    def _rollback(conn: Any) -> None:
+        # A connection invalidated under its transaction is not rolled back through the dialect.
+        if conn.invalidated:
+            writers.release_if_owner()
 
     return engine
 
@@ -127,21 +134,52 @@ class Database:
 
 
 class WriterLock:
-    """Queues SQLite writers: a thread lock within the process, `flock` across processes."""
+    """Queues SQLite writers: a thread lock within the process, `flock` across processes.
+    It is held by one connection's write transaction (`holder`, in thread `owner`)."""
 
     def __init__(self, path: str | None):
         self.thread_lock = threading.Lock()
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600) if path else None
+        self.holder: Any = None
+        self.owner: int | None = None
 
-    def acquire(self) -> None:
+    def acquire(self, holder: Any) -> None:
         self.thread_lock.acquire()
         if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+            except BaseException:
+                self.thread_lock.release()
+                raise
+        self.holder, self.owner = holder, threading.get_ident()
 
     def release(self) -> None:
+        self.holder = self.owner = None
         if self.fd is not None:
             fcntl.flock(self.fd, fcntl.LOCK_UN)
         self.thread_lock.release()
+
+    def release_for(self, connection: Any) -> None:
+        """Release if `connection`'s transaction holds the lock (other connections end too:
+        reads, and the pool's reset of a returned connection)."""
+        if self.holder is not None and self.holder is connection:
+            self.release()
+
+    def release_if_owner(self) -> None:
+        if self.holder is not None and self.owner == threading.get_ident():
+            self.release()
+
+
+def _then_release(end: Callable[[Any], None], writers: WriterLock) -> Callable[[Any], None]:
+    """The dialect's COMMIT or ROLLBACK, then the write lock if that connection held it."""
+
+    def finish(connection: Any) -> None:
+        try:
+            end(connection)
+        finally:
+            writers.release_for(connection)
+
+    return finish
 
 
 @dataclass(eq=False)

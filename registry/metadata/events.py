@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select
+from sqlalchemy import Connection, Engine, bindparam, insert, select
 
-from registry.metadata.db import WRITE
+from registry.metadata.db import WRITE, Prepared
 from registry.metadata.models import Event, EventDelivery
 from registry.metadata.outbox import Outbox
-from registry.metadata.replication import REPLICATED_ACTIONS, enqueue
+from registry.metadata.replication import ON_PUSH, REPLICATED_ACTIONS, enqueue
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,16 @@ class Events:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.outbox = Outbox(engine, EventDelivery, "url")
+        # A push or delete writes one event inside its own transaction: compiled once, as the
+        # push's other statements are (building them per call cost more than the rest of
+        # the manifest PUT's statements together).
+        columns: dict[str, Any] = {name: bindparam(name) for name in NewEvent.__dataclass_fields__}
+        self._insert_one = Prepared(engine, insert(Event).values(columns))
+        self._insert_one_returning = Prepared(engine, insert(Event).values(columns).returning(Event.id))
+        self._on_push = Prepared(engine, ON_PUSH)
+        # Prepared statements skip SQLAlchemy's type processing: `at` is stored as the
+        # multi-row path stores it (on SQLite, SQLAlchemy's own timestamp text).
+        self._at = Event.__table__.c.at.type.bind_processor(engine.dialect)
 
     def record(self, events: list[NewEvent], webhooks: list[str]) -> None:
         """Store events and, in the same transaction, one outbox row per webhook (and per on-push
@@ -54,11 +65,16 @@ class Events:
         One multi-row statement per table, since pulls arrive by the thousand."""
         now = datetime.now(UTC)
         rows = [{**{k: getattr(e, k) for k in NewEvent.__dataclass_fields__}, "at": e.at or now} for e in events]
-        if not webhooks and all(e.action not in REPLICATED_ACTIONS for e in events):
+        needs_ids = bool(webhooks) or any(e.action in REPLICATED_ACTIONS for e in events)
+        if len(rows) == 1:
+            ids = self._insert_single(conn, rows[0], needs_ids)
+        elif needs_ids:
+            ids = conn.execute(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).scalars().all()
+        else:
             conn.execute(insert(Event), rows)
+        if not needs_ids:
             return
-        ids = conn.execute(insert(Event).returning(Event.id, sort_by_parameter_order=True), rows).scalars().all()
-        enqueue(conn, list(zip(ids, events, strict=True)))
+        enqueue(conn, list(zip(ids, events, strict=True)), self._on_push)
         if not webhooks:
             return
         deliveries = [
@@ -67,6 +83,15 @@ class Events:
             for url in webhooks
         ]
         conn.execute(insert(EventDelivery), deliveries)
+
+    def _insert_single(self, conn: Connection, row: dict[str, Any], returning: bool) -> Sequence[int]:
+        """One event through the compiled statements; its id when `returning`."""
+        if self._at is not None:
+            row = {**row, "at": self._at(row["at"])}
+        if not returning:
+            self._insert_one.execute(conn, **row)
+            return []
+        return [self._insert_one_returning.execute(conn, **row).scalar_one()]
 
     def recent(self, limit: int = 100, repository: str | None = None) -> list[dict[str, Any]]:
         query = select(Event).order_by(Event.id.desc()).limit(limit)

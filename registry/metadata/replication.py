@@ -14,11 +14,14 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select
 
-from registry.metadata.db import Database
+from registry.metadata.db import Database, Prepared
 from registry.metadata.models import Replication, ReplicationDelivery, ReplicationRun
 from registry.metadata.outbox import Outbox
 
 REPLICATED_ACTIONS = ("push", "delete")
+# The replications a push or delete may be delivered to (read by `enqueue`, compiled once by
+# its caller since it runs in every push's transaction).
+ON_PUSH = select(*Replication.__table__.columns).where(Replication.on_push.is_(True))
 
 
 @dataclass(frozen=True)
@@ -80,13 +83,14 @@ def _config(row: Any) -> ReplicationConfig:
     )
 
 
-def enqueue(conn: Connection, events: list[tuple[int, Any]]) -> None:
+def enqueue(conn: Connection, events: list[tuple[int, Any]], on_push: Prepared) -> None:
     """One delivery row per (push or delete event, on-push replication that wants it), in the
-    caller's transaction. A delete is replicated only where --mirror-deletes is on."""
+    caller's transaction; `on_push` is `ON_PUSH` compiled. A delete is replicated only where
+    --mirror-deletes is on."""
     wanted = [(event_id, e) for event_id, e in events if e.action in REPLICATED_ACTIONS and e.media_type != "blob"]
     if not wanted:
         return
-    rows = conn.execute(select(*Replication.__table__.columns).where(Replication.on_push.is_(True))).all()
+    rows = on_push.execute(conn).all()
     if not rows:
         return
     now = datetime.now(UTC)

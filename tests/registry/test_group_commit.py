@@ -3,13 +3,16 @@ its own error and its own all-or-nothing effect."""
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, event, text
 
-from registry.metadata.db import GroupCommit, make_engine
+from registry.metadata.db import WRITE, GroupCommit, make_engine
 
 
 class Refused(Exception):
@@ -82,3 +85,43 @@ def test_a_lone_writer_commits_and_a_failed_one_leaves_nothing(group: GroupCommi
         group.run(fails)
     assert rows(group) == {1}
     assert group.run(lambda conn: conn.execute(text("SELECT count(*) FROM item")).scalar()) == 1
+
+
+def test_the_write_lock_is_held_until_commit_and_rollback_return(tmp_path: Path) -> None:
+    """The next writer is let in once COMMIT (and its fsync) or ROLLBACK has returned: let in
+    before, it found SQLite's own lock still held and slept in SQLite's busy handler."""
+    database = tmp_path / "lock.db"
+    engine = make_engine(f"sqlite:///{database}")
+    probe = os.open(f"{database}.write-lock", os.O_RDWR)
+    ends: list[tuple[str, bool]] = []
+
+    def held() -> bool:
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(probe, fcntl.LOCK_UN)
+        return False
+
+    def traced(sql: str) -> None:
+        if sql in ("COMMIT", "ROLLBACK"):
+            ends.append((sql, held()))
+
+    @event.listens_for(engine, "connect")
+    def trace(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.set_trace_callback(traced)
+
+    try:
+        with engine.connect() as conn:
+            conn.execution_options(**WRITE)
+            with conn.begin():
+                conn.execute(text("CREATE TABLE item (n INTEGER PRIMARY KEY)"))
+            with pytest.raises(Refused), conn.begin():
+                conn.execute(text("INSERT INTO item VALUES (1)"))
+                raise Refused()
+        assert ends == [("COMMIT", True), ("ROLLBACK", True)]
+        assert not held()
+        assert GroupCommit(engine).run(lambda conn: conn.execute(text("SELECT count(*) FROM item")).scalar()) == 0
+    finally:
+        os.close(probe)
+        engine.dispose()
