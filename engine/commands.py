@@ -48,8 +48,8 @@ from engine.front import stores as _stores
 @click.option("--cpus", type=float, help="CPU quota in cores (e.g. 0.5).")
 @click.option("--read-only", is_flag=True, help="Mount the root filesystem read-only.")
 @click.option("--init", is_flag=True, help="Run a small init as PID 1 that reaps zombies and forwards signals.")
-@click.option("-i", "--interactive", is_flag=True, help="Give the container this terminal's stdin.")
-@click.option("-t", "--tty", is_flag=True, help="Share this terminal with the container (stdin must be one).")
+@click.option("-i", "--interactive", is_flag=True, help="Keep stdin open (this terminal's; with -d, an attach's).")
+@click.option("-t", "--tty", is_flag=True, help="Give the container a pseudo-terminal (relayed to this one).")
 @click.option(
     "--security-opt",
     multiple=True,
@@ -62,8 +62,9 @@ from engine.front import stores as _stores
 def run(**params: Any) -> None:
     """Run COMMAND in a new container from IMAGE (pulled first if missing).
 
-    Without -i the container reads /dev/null, as docker's does. With -t it shares this
-    terminal (berth allocates no pseudo-terminal of its own, so stdin must be a terminal).
+    Without -i the container reads /dev/null, as docker's does. With -t it gets a pseudo-terminal
+    of its own, as docker's does: in the foreground this terminal (stdin must be one) is put in raw
+    mode and relayed to it, its size followed; detached, the engine API's attach reaches it.
     """
     from engine.front import run as run_container
 

@@ -117,8 +117,8 @@ def run(
 ) -> None:
     """`berth run` once its arguments are parsed (the parameters are the click command's)."""
     require_root("berth run")
-    if tty and (detach or not sys.stdin.isatty()):
-        fail("the input device is not a TTY" if not detach else "-t with -d needs `attach`, which berth lacks")
+    if tty and not detach and not sys.stdin.isatty():
+        fail("the input device is not a TTY")
     from engine.service import images as store
     from engine.service import lifecycle
     from engine.service.specs import RunOptions
@@ -153,6 +153,9 @@ def run(
         init=kw["init"],
         auto_remove=kw["auto_remove"],
         security_opt=list(kw["security_opt"]),
+        tty=tty,
+        open_stdin=detach and interactive,
+        console_size=_terminal_size() if tty and not detach else None,
     )
     if kw["network"] == "host" and (kw["publish"] or kw["publish_all"]):
         say("WARNING: Published ports are discarded when using host network mode", err=True)
@@ -161,11 +164,37 @@ def run(
         lifecycle.start_detached(images, container)
         say(container.id)
         return
-    stdio = None if interactive or tty else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
-    code = lifecycle.start(images, container, stdio=stdio, forward_signals=True)
+    if tty:
+        code = _run_on_terminal(images, container, interactive)
+    else:
+        stdio = None if interactive else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
+        code = lifecycle.start(images, container, stdio=stdio, forward_signals=True)
     if code == 137 and container.oom_killed:
         say(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
     # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+def _terminal_size() -> tuple[int, int]:
+    columns, rows = os.get_terminal_size(sys.stdin.fileno())
+    return rows, columns
+
+
+def _run_on_terminal(images: Any, container: Any, interactive: bool) -> int:
+    """The container's pty relayed to this terminal, in raw mode meanwhile (^C is the container's to read)."""
+    import termios
+    import tty as terminal
+
+    from engine.service import lifecycle
+
+    saved = termios.tcgetattr(0)
+    terminal.setraw(0, termios.TCSANOW)  # what was typed already stays, for the container
+    try:
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        return lifecycle.start(
+            images, container, stdio=(null, 1, 2), forward_signals=True, terminal=0, terminal_input=interactive
+        )
+    finally:
+        termios.tcsetattr(0, termios.TCSADRAIN, saved)

@@ -69,14 +69,12 @@ def _mounts(host: dict[str, Any]) -> list[str]:
 
 
 def run_options(body: Any) -> RunOptions:
-    """The run options a create body describes (TTY and stdin are refused: berth's API has no stdin yet)."""
+    """The run options a create body describes."""
     if not isinstance(body, dict):
         raise ApiError(400, "the container config must be a JSON object")
     host = body.get("HostConfig") or {}
     if not isinstance(host, dict):
         raise ApiError(400, "HostConfig must be an object")
-    if body.get("Tty") or body.get("OpenStdin"):
-        raise ApiError(501, "berth's engine API does not implement containers with a TTY or stdin (-t, -i) yet")
     entrypoint = _strings(body, "Entrypoint") if body.get("Entrypoint") is not None else None
     command = _strings(body, "Cmd")
     entrypoint_text: str | None = None
@@ -124,7 +122,25 @@ def run_options(body: Any) -> RunOptions:
         aliases=list(aliases),
         ip=ip,
         add_hosts=_strings(host, "ExtraHosts"),
+        tty=bool(body.get("Tty")),
+        open_stdin=bool(body.get("OpenStdin")),
+        stdin_once=bool(body.get("StdinOnce")),
+        console_size=_console_size(host),
     )
+
+
+def _console_size(host: dict[str, Any]) -> tuple[int, int] | None:
+    """HostConfig.ConsoleSize ([rows, columns]): the TTY's size from its first moment, before any resize."""
+    size = host.get("ConsoleSize")
+    if size is None:
+        return None
+    if (
+        not isinstance(size, list)
+        or len(size) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= 0xFFFF for n in size)
+    ):
+        raise ApiError(400, "ConsoleSize must be two numbers of rows and columns from 0 to 65535")
+    return size[0], size[1]
 
 
 def familiar(image: str) -> str:
@@ -211,10 +227,10 @@ def inspect_doc(container: Container) -> dict[str, Any]:
         {
             "Image": familiar(spec.image),
             "Labels": spec.labels,
-            "Tty": False,
-            "OpenStdin": False,
-            "StdinOnce": False,
-            "AttachStdin": False,
+            "Tty": spec.tty,
+            "OpenStdin": spec.open_stdin,
+            "StdinOnce": spec.stdin_once,
+            "AttachStdin": spec.stdin_once,
             "AttachStdout": True,
             "AttachStderr": True,
             "Entrypoint": None,

@@ -15,6 +15,7 @@ import ssl
 from pathlib import Path
 
 from engine.api import (
+    attach,
     builds,
     containers,
     events,
@@ -41,6 +42,7 @@ def make_router() -> Router:
     containers.register(router)
     images.register(router)
     streams.register(router)
+    attach.register(router)
     execs.register(router)
     volumes.register(router)
     networks.register(router)

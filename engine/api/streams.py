@@ -1,11 +1,11 @@
-"""Attach and logs: a container's output as docker's streams.
+"""Logs, and the log following attach uses (`attach.py`): a container's output as docker's streams.
 
 Without a TTY docker frames output as an 8-byte header (stream 1 stdout / 2 stderr, three zero
 bytes, a big-endian length) and the payload. The engine keeps one log per container, records that
 say which stream and when (`runtime/output.py`, read by `service/logs.py`), so each record goes out
 in the frame of its own stream, and logs can honour since, until, tail and timestamps.
 
-Attach hijacks the connection (101) and follows the log from where it ended when the client
+Attach without a TTY hijacks the connection (101) and follows the log from where it ended when the client
 attached, until the container has stopped: the CLI attaches before it starts the container, so
 the handler creates the log file first and a container that exits at once (even with --rm, which
 deletes the file) is still read to the end through the open descriptor.
@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -32,7 +31,7 @@ def frame(stream: int, data: bytes) -> bytes:
     return struct.pack(">BxxxI", stream, len(data)) + data
 
 
-def _finished(directory: Path, since: float) -> bool:
+def finished(directory: Path, since: float) -> bool:
     """Stopped (or removed), by an exit after `since` (epoch seconds)."""
     try:
         state = Container.load(directory)
@@ -78,7 +77,7 @@ async def follow(
                 continue
             if not keep_following or reader.done():
                 return
-            if await router.call(_finished, directory, since):
+            if await router.call(finished, directory, since):
                 yield reader.read()
                 return
             await asyncio.sleep(delay)
@@ -95,7 +94,7 @@ def _tail(text: str | None) -> int | None:
     return int(text)
 
 
-def _open_log(container: Container, at_end: bool) -> int:
+def open_log(container: Container, at_end: bool) -> int:
     fd = os.open(container.log_file, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o640)
     if at_end:
         os.lseek(fd, 0, os.SEEK_END)
@@ -111,7 +110,7 @@ def register(router: Router) -> None:
         tail = _tail(request.arg("tail"))
         timestamps = request.flag("timestamps")
         container = await router.call(get, key)
-        fd = await router.call(_open_log, container, False)
+        fd = await router.call(open_log, container, False)
         if tail is not None:
             seek_tail(fd, tail)
         reader = Reader(fd, streams, since, until)
@@ -122,24 +121,4 @@ def register(router: Router) -> None:
 
         return Response(200, stream=body(), content_type="application/vnd.docker.raw-stream")
 
-    async def attach(request: Request, key: str) -> Response:
-        if request.flag("stdin"):
-            raise ApiError(501, "berth's engine API does not implement attaching stdin yet")
-        container = await router.call(get, key)
-        streams = {n for n, name in ((1, "stdout"), (2, "stderr")) if request.flag(name)}
-        fd = await router.call(_open_log, container, not request.flag("logs"))
-        upgrade = request.headers.get("upgrade", "").lower() == "tcp"
-
-        since = 0.0 if container.is_running() else time.time()
-
-        async def hijacked(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            records = follow(router, Reader(fd, streams), container.directory, request.flag("stream"), since)
-            async for batch in records:
-                if batch:
-                    writer.write(frames(batch))
-                    await writer.drain()
-
-        return Response(101 if upgrade else 200, content_type="application/vnd.docker.raw-stream", hijack=hijacked)
-
     router.add("GET", r"/containers/([^/]{1,300})/logs", logs)
-    router.add("POST", r"/containers/([^/]{1,300})/attach", attach)

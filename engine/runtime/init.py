@@ -30,6 +30,7 @@ from typing import NoReturn, Protocol
 
 from engine.runtime import netns, rootfs
 from engine.runtime import syscalls as sc
+from engine.runtime.console import take_terminal
 from engine.runtime.seccomp import install as install_filter
 
 DEFAULT_CAPABILITIES = frozenset(
@@ -82,6 +83,7 @@ class Process(Protocol):
     network: str
     read_only: bool
     init: bool
+    console_size: list[int]
 
 
 class StartError(Exception):
@@ -212,8 +214,13 @@ def container_main(
     error_fd: int,
     netns_fd: int = -1,
     seccomp: bytes | None = None,
+    console_fd: int = -1,
 ) -> NoReturn:
-    """Everything between fork and exec for the container's PID 1. Never returns."""
+    """Everything between fork and exec for the container's PID 1. Never returns.
+
+    With `console_fd` PID 1 (a session leader already) takes a pty from the container's /dev/pts
+    as its terminal and sends the master to the supervisor over that socket.
+    """
     try:
         reset_signals()
         sc.unshare(NAMESPACES | netns.namespace_flags(spec.network))
@@ -230,6 +237,8 @@ def container_main(
         sc.unshare(sc.CLONE_NEWCGROUP)
         user = resolve_user(spec.user)
         env = environment(spec.env, user, spec.hostname)
+        if console_fd >= 0:
+            take_terminal(console_fd, user.uid, spec.console_size)
         drop_privileges(user, keep_mknod=keep_mknod)
         try:
             os.chdir(spec.cwd)

@@ -15,6 +15,7 @@ import signal
 
 from engine.runtime import cgroups
 from engine.runtime import syscalls as sc
+from engine.runtime.console import take_terminal
 from engine.runtime.init import (
     SETUP_FAILED,
     StartError,
@@ -49,10 +50,14 @@ def exec_in(
     hostname: str,
     interactive: bool = False,
     seccomp: bytes | None = None,
+    console_fd: int = -1,
+    console_size: list[int] | None = None,
 ) -> int:
     """Run `args` beside PID 1 `pid`, wait for it, and return its exit code (raises StartError).
 
-    Without `interactive` the process reads /dev/null, as with docker exec.
+    Without `interactive` the process reads /dev/null, as with docker exec. With `console_fd` it
+    takes a pty from the container's /dev/pts as its terminal (`console.take_terminal`, sized
+    `console_size`) and sends the master over that socket, as runc exec's console socket.
     """
     proc = f"/proc/{pid}"
     fds = {name: os.open(f"{proc}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC) for name, _ in _ORDER}
@@ -60,7 +65,7 @@ def exec_in(
     root = os.open(f"{proc}/root", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     own_pid_ns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
-    shares_terminal = interactive and os.isatty(0)
+    shares_terminal = interactive and console_fd < 0 and os.isatty(0)
     target: list[int] = []
     flush = relay_signals(target, shares_terminal)
     sc.setns(pid_ns, sc.CLONE_NEWPID)
@@ -83,6 +88,8 @@ def exec_in(
             os.chroot(".")
             who = resolve_user(user)
             environ = environment(env, who, hostname)
+            if console_fd >= 0:
+                take_terminal(console_fd, who.uid, console_size)
             drop_privileges(who, keep_mknod=cgroup is not None and cgroup.restricts_devices)
             os.chdir(cwd)
             path = find_executable(args[0], environ["PATH"])
@@ -99,6 +106,8 @@ def exec_in(
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     for fd in (*fds.values(), pid_ns, root, own_pid_ns, write_end):
         os.close(fd)
+    if console_fd >= 0:
+        os.close(console_fd)
     target.append(child)
     flush()
     failure = read_all(read_end)

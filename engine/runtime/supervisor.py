@@ -45,13 +45,15 @@ def spawn(
     stdio: Stdio | None,
     netns_fd: int = -1,
     seccomp: bytes | None = None,
+    console_fd: int = -1,
 ) -> int:
     """Fork PID 1 into new namespaces and return its pid once it has exec'd the command.
 
     `directory` receives the root filesystem's mount point and overlay directories;
     `etc_files` maps names under /etc to host files bound over them; `netns_fd`, when given,
     is a network namespace already wired for the container, which PID 1 enters; `seccomp` is
-    the BPF program PID 1 installs just before exec (None: no filter).
+    the BPF program PID 1 installs just before exec (None: no filter); `console_fd`, when given,
+    is the socket PID 1 sends the master of its new terminal over (`console.take_terminal`).
     """
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     joined_read, joined_write = os.pipe2(os.O_CLOEXEC)
@@ -69,7 +71,7 @@ def spawn(
             if stdio is not None:
                 for target, fd in enumerate(stdio):
                     os.dup2(fd, target)
-            if not os.isatty(0):
+            if console_fd >= 0 or not os.isatty(0):
                 os.setsid()
         except BaseException:
             os._exit(SETUP_FAILED)
@@ -83,6 +85,7 @@ def spawn(
             error_fd=write_end,
             netns_fd=netns_fd,
             seccomp=seccomp,
+            console_fd=console_fd,
         )
     sc.setns(own_pid_ns, sc.CLONE_NEWPID)
     os.close(own_pid_ns)

@@ -80,6 +80,10 @@ class Spec:
     publish: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     restart: str = "no"
+    tty: bool = False  # PID 1 gets a pty of its own, served by its supervisor's relay
+    open_stdin: bool = False  # PID 1 reads a pipe fed by whoever attaches (docker's -i)
+    stdin_once: bool = False  # that pipe closes when the first attached input ends
+    console_size: list[int] = field(default_factory=list)  # the TTY's first [rows, columns], when known
 
     seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
 

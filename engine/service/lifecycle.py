@@ -25,6 +25,7 @@ from engine.service.paths import Paths
 from engine.service.specs import RunOptions, build_spec, merge_env
 
 if TYPE_CHECKING:
+    from engine.runtime.relay import Relay
     from engine.runtime.supervisor import Stdio
     from engine.service.attachments import Joined
 
@@ -139,6 +140,8 @@ def start(
     on_started: Callable[[], None] = lambda: None,
     keep_exit: bool = False,
     output_done: Callable[[], None] = lambda: None,
+    terminal: int = -1,
+    terminal_input: bool = False,
 ) -> int:
     """Supervise the container to completion and return its exit code (raises StartError).
 
@@ -146,6 +149,8 @@ def start(
     -> (wait, OOM check) stopped; with --rm the directory goes at the end (`keep_exit`: its exit code
     is recorded first, for a waiter elsewhere, as the API's `wait?condition=removed`); `output_done`
     is called once PID 1 has been reaped, before the exit is recorded, so its output is all logged.
+    A container with a TTY may be relayed to a local `terminal` too (its size followed, with
+    `terminal_input` what is typed on it), as `berth run -t` does.
     """
     from engine.runtime import supervisor
     from engine.runtime.init import SETUP_FAILED, StartError
@@ -156,22 +161,36 @@ def start(
     cgroup.create(container.spec.limits)
     container.update(cgroup=cgroup.to_json(), supervisor_pid=me, supervisor_start=process.start_time(me))
     target: list[int] = []
-    # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
-    shares_terminal = os.isatty(stdio[0] if stdio is not None else 0)
-    flush = supervisor.relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
+    relay = None
     joined = None
     try:
+        if container.spec.tty or container.spec.open_stdin:
+            relay = _relay(container)
+            base = stdio if stdio is not None else (0, 1, 2)
+            stdio = (relay.child_stdin if relay.child_stdin >= 0 else base[0], base[1], base[2])
+        # PID 1 shares our terminal (and so gets ^C from it directly) only when its stdin is one.
+        shares_terminal = relay is None and os.isatty(stdio[0] if stdio is not None else 0)
+        flush = supervisor.relay_signals(target, shares_terminal) if forward_signals else (lambda: None)
         if container.spec.bridged:
             joined = join_network(container)
         netns_fd = joined.namespace_fd if joined else -1
         files = etc_files(container)
         program = seccomp.load(container.directory)
-        pid = supervisor.spawn(container.spec, layers, container.directory, files, cgroup, stdio, netns_fd, program)
+        console_fd = relay.console_fd if relay else -1
+        pid = supervisor.spawn(
+            container.spec, layers, container.directory, files, cgroup, stdio, netns_fd, program, console_fd
+        )
+        if relay is not None:
+            relay.started()
+            if terminal >= 0:
+                relay.follow_terminal(terminal, terminal_input)
     except BaseException as exc:
         code, error = (exc.code, exc.message) if isinstance(exc, StartError) else (SETUP_FAILED, str(exc))
         output_done()
         container.transition(Status.STOPPED, exit_code=code, error=error, finished_at=time.time())
         container.record("die", exitCode=code)
+        if relay is not None:
+            relay.close()
         _cleanup(container, cgroup, joined)
         raise
     if joined is not None:
@@ -181,7 +200,13 @@ def start(
     target.append(pid)
     flush()
     on_started()
-    code = supervisor.wait(pid)
+    if relay is None:
+        code = supervisor.wait(pid)
+    else:
+        try:
+            code = relay.serve(pid, stdio[1] if stdio is not None else 1)
+        finally:
+            relay.close()
     output_done()
     oom = cgroup.oom_killed()
     try:
@@ -193,6 +218,14 @@ def start(
         ContainerStore(container.directory.parent).record_exit(container.id, code)
     _cleanup(container, cgroup, joined)
     return code
+
+
+def _relay(container: Container) -> Relay:
+    """The relay a container with a TTY or an open stdin gets instead of a bare wait (`runtime/relay.py`)."""
+    from engine.runtime.relay import Relay
+
+    spec = container.spec
+    return Relay.open(str(container.directory), tty=spec.tty, stdin=spec.open_stdin, stdin_once=spec.stdin_once)
 
 
 def _cleanup(container: Container, cgroup: cgroups.Cgroup, joined: Joined | None = None) -> None:
@@ -300,10 +333,14 @@ def exec_in(
     user: str | None,
     workdir: str | None,
     interactive: bool = False,
+    console_fd: int = -1,
+    console_size: list[int] | None = None,
 ) -> int:
     """Run `args` in the running container with its user, env and cwd unless overridden; its exit code.
 
-    Recorded as docker's `exec_start: ARGS` and `exec_die` (with the exit code) events."""
+    With `console_fd` the process gets a terminal of its own whose master is sent over that socket.
+    Recorded as docker's `exec_start: ARGS` and `exec_die` (with the exit code) events.
+    """
     from engine.runtime import nsenter
 
     if not container.is_running() or container.pid is None:
@@ -320,6 +357,8 @@ def exec_in(
         hostname=spec.hostname,
         interactive=interactive,
         seccomp=seccomp.load(container.directory),
+        console_fd=console_fd,
+        console_size=console_size,
     )
     container.record("exec_die", exitCode=code)
     return code

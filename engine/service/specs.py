@@ -119,6 +119,10 @@ class RunOptions:
     security_opt: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     restart: str = "no"
+    tty: bool = False
+    open_stdin: bool = False
+    stdin_once: bool = False
+    console_size: tuple[int, int] | None = None
 
 
 RESTART_POLICIES = ("no", "always", "unless-stopped", "on-failure")
@@ -212,6 +216,10 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         seccomp=parse_security_opts(options.security_opt),
         labels={**(config.get("Labels") or {}), **options.labels},
         restart=parse_restart(options.restart),
+        tty=options.tty,
+        open_stdin=options.open_stdin,
+        stdin_once=options.stdin_once and options.open_stdin,
+        console_size=list(options.console_size) if options.tty and options.console_size else [],
     )
 
 
