@@ -22,7 +22,7 @@ from engine.api.containers import get
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
 from engine.api.routes import Router
-from engine.api.streams import finished, follow, frames, open_log
+from engine.api.streams import finished, follow, frames, open_log, unframed
 from engine.service import consoles
 from engine.service.containers import Container
 from engine.service.logs import Reader, Record
@@ -137,7 +137,7 @@ def register(router: Router) -> None:
         attached_ns = 0 if logs else time.time_ns()
 
         def shaped(batch: list[Record]) -> bytes:
-            return b"".join(r.data for r in batch) if spec.tty else frames(batch)
+            return unframed(batch) if spec.tty else frames(batch)
 
         async def from_log(writer: asyncio.StreamWriter, keep_following: bool) -> None:
             async for batch in follow(router, Reader(fd, streams), container.directory, keep_following, since):

@@ -58,6 +58,13 @@ def frames(records: list[Record], timestamps: bool = False) -> bytes:
     return b"".join(out)
 
 
+def unframed(records: list[Record], timestamps: bool = False) -> bytes:
+    """Records as a terminal's raw stream (a TTY container's: everything arrives as stdout)."""
+    if timestamps:
+        return b"".join(r.timestamp() + r.data for r in records)
+    return b"".join(r.data for r in records)
+
+
 async def follow(
     router: Router, reader: Reader, directory: Path, keep_following: bool, since: float = 0
 ) -> AsyncIterator[list[Record]]:
@@ -115,9 +122,11 @@ def register(router: Router) -> None:
             seek_tail(fd, tail)
         reader = Reader(fd, streams, since, until)
 
+        raw = container.spec.tty  # one stream on a terminal: docker sends it unframed
+
         async def body() -> AsyncIterator[bytes]:
             async for records in follow(router, reader, container.directory, request.flag("follow")):
-                yield frames(records, timestamps)
+                yield unframed(records, timestamps) if raw else frames(records, timestamps)
 
         return Response(200, stream=body(), content_type="application/vnd.docker.raw-stream")
 

@@ -490,3 +490,16 @@ def test_exec_events(engine: Engine) -> None:
         assert lines == ["exec_create: sh -c exit 3 execed", "exec_start: sh -c exit 3 execed", "exec_die execed 3"]
     finally:
         engine.docker("rm", "-f", "execed")
+
+
+def test_logs_of_a_terminal_container_are_raw(engine: Engine) -> None:
+    """With a TTY there is one stream: docker sends the log unframed, all of it on stdout."""
+    engine.ok("run", "-d", "-t", *NONE, "--name", "termlog", IMAGE_NAME, "sh", "-c", "echo out; echo err >&2")
+    try:
+        assert engine.ok("wait", "termlog").strip() == "0"
+        result = engine.docker("logs", "termlog")
+        assert (result.returncode, result.stdout, result.stderr) == (0, "out\nerr\n", "")
+        stamped = engine.docker("logs", "-t", "--tail", "1", "termlog")
+        assert STAMPED.match(stamped.stdout.rstrip("\r\n")).group(1) == "err"  # type: ignore[union-attr]
+    finally:
+        engine.docker("rm", "-f", "termlog")
