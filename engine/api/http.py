@@ -205,13 +205,14 @@ class Server:
             await self._write(writer, Response.json({"message": exc.message}, exc.status), close=True)
             return False
         keep = request.headers.get("connection", "").lower() != "close" and response.hijack is None
-        await self._write(writer, response, close=not keep)
+        await self._write(writer, response, close=not keep, head=request.method == "HEAD")
         if response.hijack is not None:
             await response.hijack(reader, writer)
             return False
         return keep
 
-    async def _write(self, writer: asyncio.StreamWriter, response: Response, close: bool) -> None:
+    async def _write(self, writer: asyncio.StreamWriter, response: Response, close: bool, head: bool = False) -> None:
+        """The answer; to a HEAD, its head alone (a body there would be read as the next answer)."""
         headers = {**self.common, **response.headers}
         if response.body or response.stream is not None or response.hijack or response.status not in (204, 304):
             headers["Content-Type"] = response.content_type
@@ -223,10 +224,10 @@ class Server:
             return
         if close:
             headers["Connection"] = "close"
-        if response.stream is None:
-            if response.status not in (204, 304):
+        if response.stream is None or head:
+            if response.status not in (204, 304) and response.stream is None:
                 headers["Content-Length"] = str(len(response.body))
-            writer.write(_head(response.status, headers) + response.body)
+            writer.write(_head(response.status, headers) + (b"" if head else response.body))
             await writer.drain()
             return
         headers["Transfer-Encoding"] = "chunked"

@@ -15,6 +15,7 @@ import ssl
 from pathlib import Path
 
 from engine.api import (
+    archives,
     attach,
     builds,
     containers,
@@ -43,6 +44,7 @@ def make_router() -> Router:
     images.register(router)
     streams.register(router)
     attach.register(router)
+    archives.register(router)
     execs.register(router)
     volumes.register(router)
     networks.register(router)

@@ -267,3 +267,25 @@ def pivot(rootfs: str, read_only: bool) -> None:
     os.chdir("/")
     if read_only:
         sc.mount(None, "/", None, sc.MS_BIND | sc.MS_REMOUNT | sc.MS_RDONLY)
+
+
+def enter_root(pid_root: int, layers: list[Path], directory: Path, mounts: list[Mount]) -> None:
+    """Make the container's filesystem this single-threaded process's root, for work on its files (`docker cp`).
+
+    `pid_root`, when not -1, is an open /proc/PID/root of a running container: its own overlay,
+    volumes and binds. Otherwise the overlay of a stopped one is mounted in a private mount namespace
+    with its volumes and binds, as at start. Then chroot: every path, `..` and symlink (even one the
+    container swaps meanwhile) resolves inside the container's root, never on the host.
+    """
+    if pid_root < 0:
+        sc.unshare(sc.CLONE_NEWNS)
+        sc.mount(None, "/", None, sc.MS_REC | sc.MS_PRIVATE)
+        root = mount_rootfs(layers, directory)
+        for mount in mounts:
+            is_dir = os.path.isdir(mount.source)
+            _bind(mount.source, _mountpoint(root, mount.target, directory=is_dir), mount.readonly)
+        pid_root = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    os.fchdir(pid_root)
+    os.chroot(".")
+    os.chdir("/")
+    os.close(pid_root)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from http.client import HTTPConnection
 from pathlib import Path
 
 import pytest
@@ -57,10 +59,16 @@ class Engine:
         return env
 
     def docker(
-        self, *args: str, timeout: float = 60, extra_env: dict[str, str] | None = None, **kwargs: object
+        self,
+        *args: str,
+        timeout: float = 60,
+        extra_env: dict[str, str] | None = None,
+        text: bool = True,
+        **kwargs: object,
     ) -> subprocess.CompletedProcess[str]:
+        """The docker CLI on this engine (`text=False`: bytes in and out, for tar streams)."""
         env = {**self.env, **(extra_env or {})}
-        return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, env=env, **kwargs)
+        return subprocess.run(["docker", *args], capture_output=True, text=text, timeout=timeout, env=env, **kwargs)
 
     def ok(self, *args: str) -> str:
         result = self.docker(*args)
@@ -96,6 +104,24 @@ class Engine:
         listed = self.docker("ps", "-aq").stdout.split()
         if listed:
             self.docker("rm", "-f", *listed)
+
+
+def http(engine: Engine, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One request over the engine's unix socket with http.client (chunked answers de-chunked)."""
+
+    class Connection(HTTPConnection):
+        def connect(self) -> None:
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(engine.socket))
+
+    connection = Connection("docker", timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body, headers)
+        answer = connection.getresponse()
+        return answer.status, answer.read()
+    finally:
+        connection.close()
 
 
 def berth_engine(tmp: Path) -> Iterator[Engine]:
@@ -159,4 +185,4 @@ def engine(request: pytest.FixtureRequest) -> Engine:
     return request.getfixturevalue("berth_api" if request.param == "berth" else "dockerd")
 
 
-__all__ = ["IMAGE", "IMAGE_NAME", "Engine", "until"]
+__all__ = ["IMAGE", "IMAGE_NAME", "Engine", "http", "until"]

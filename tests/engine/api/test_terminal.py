@@ -10,7 +10,6 @@ explicitly, as a terminal emulator does both), which resizes the container's ter
 from __future__ import annotations
 
 import fcntl
-import http.client
 import json
 import os
 import pty
@@ -25,7 +24,7 @@ import time
 
 import pytest
 
-from tests.engine.api.conftest import IMAGE_NAME, Engine, until
+from tests.engine.api.conftest import IMAGE_NAME, Engine, http, until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 NONE = ("--network", "none")
@@ -178,25 +177,13 @@ def test_attach_to_a_running_terminal_and_to_a_stopped_container(engine: Engine)
 
 
 def api(engine: Engine, method: str, path: str, body: object = None) -> tuple[int, str]:
-    """One request over the engine's unix socket (`body` sent as JSON): status and message (or body)."""
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(str(engine.socket))
-
-    connection = Connection("docker", timeout=30)
+    """One request (`body` sent as JSON): status and message (or body)."""
+    status, answer = http(engine, method, path, json.dumps(body).encode() if body is not None else None)
+    text = answer.decode()
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        connection.request(method, path, json.dumps(body) if body is not None else None, headers)
-        answer = connection.getresponse()
-        text = answer.read().decode()
-    finally:
-        connection.close()
-    try:
-        return answer.status, json.loads(text)["message"]
+        return status, json.loads(text)["message"]
     except (ValueError, KeyError, TypeError):
-        return answer.status, text.strip()
+        return status, text.strip()
 
 
 def test_hostile_resizes_answer_as_dockerd(berth_api: Engine, dockerd: Engine) -> None:
