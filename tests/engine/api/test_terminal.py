@@ -96,7 +96,9 @@ class Terminal:
 
 
 def size_is(term: Terminal, rows: int, columns: int) -> None:
-    """`stty size` until it shows this size: the CLI resizes after the start, which a fast shell can beat."""
+    """`stty size` until it shows this size. The CLI resizes after the start, which a fast shell can beat,
+    and it listens for SIGWINCH only from then on: a signal before is lost, so it is sent again, as a
+    terminal emulator sends one at every change."""
     deadline = time.monotonic() + 30
     while True:
         term.type("stty size\r")
@@ -104,6 +106,7 @@ def size_is(term: Terminal, rows: int, columns: int) -> None:
         if (int(found[1]), int(found[2])) == (rows, columns):
             return
         assert time.monotonic() < deadline, f"the size stayed {found[0]!r}"
+        os.kill(term.pid, signal.SIGWINCH)
 
 
 def check_shell(term: Terminal, size: tuple[int, int], resized: tuple[int, int]) -> None:
