@@ -64,7 +64,12 @@ def _mounts(host: dict[str, Any]) -> list[str]:
             raise ApiError(400, "invalid mount: Source and Target must be given, without ':'")
         if kind == "bind" and not source.startswith("/"):
             raise ApiError(400, f"invalid mount config for type \"bind\": invalid mount path: '{source[:300]}'")
-        out.append(f"{source}:{target}{':ro' if mount.get('ReadOnly') else ''}")
+        volume_options = mount.get("VolumeOptions") or {}
+        if not isinstance(volume_options, dict):
+            raise ApiError(400, "VolumeOptions must be an object")
+        nocopy = kind == "volume" and bool(volume_options.get("NoCopy"))
+        modes = ",".join(m for m, wanted in (("ro", mount.get("ReadOnly")), ("nocopy", nocopy)) if wanted)
+        out.append(f"{source}:{target}{':' + modes if modes else ''}")
     return out
 
 

@@ -51,11 +51,13 @@ _MAX_LINKS = 40
 
 @dataclass(frozen=True)
 class Mount:
-    """A bind of host path `source` at `target` inside the container."""
+    """A bind of host path `source` at `target` inside the container; with `seed`, an empty `source`
+    first gets the image's files at `target` (docker's copy into a new named volume)."""
 
     source: str
     target: str
     readonly: bool = False
+    seed: bool = False
 
 
 def secure_join(root: str, path: str) -> str:
@@ -187,6 +189,16 @@ def merge_layer(layer: Path, target: Path) -> None:
             os.chown(dest, st.st_uid, st.st_gid, follow_symlinks=False)
 
 
+def _seed(rootfs: str, mount: Mount) -> None:
+    """An empty volume gets what the image has at its mount point, with that directory's owner and
+    mode, as docker does at every start (a volume with anything in it is left alone). The image's
+    side is resolved inside the root and copied without following its symlinks."""
+    image_side = secure_join(rootfs, mount.target)
+    if os.listdir(mount.source) or not os.path.isdir(image_side):
+        return
+    merge_layer(Path(image_side), Path(mount.source))
+
+
 def _mount_dev(rootfs: str) -> None:
     dev = _mountpoint(rootfs, "/dev")
     sc.mount("tmpfs", dev, "tmpfs", sc.MS_NOSUID | sc.MS_STRICTATIME, "mode=755,size=65536k")
@@ -249,6 +261,8 @@ def prepare(
     _mount_dev(rootfs)
     sc.mount("sysfs", _mountpoint(rootfs, "/sys"), "sysfs", _NOEXEC | sc.MS_RDONLY)
     for mount in mounts:
+        if mount.seed:
+            _seed(rootfs, mount)
         is_dir = os.path.isdir(mount.source)
         target = _mountpoint(rootfs, mount.target, directory=is_dir)
         _bind(mount.source, target, mount.readonly, sc.MS_NODEV if nodev_volumes else 0)

@@ -44,15 +44,25 @@ def parse_bytes(text: str) -> int:
     return amount
 
 
+VOLUME_MODES = ("ro", "rw", "nocopy")
+
+
 def parse_volume(text: str) -> Mount:
-    """HOST:CONTAINER[:ro|rw], HOST an absolute path (created if missing) or a named volume (created if new)."""
+    """HOST:CONTAINER[:MODES], HOST an absolute path (created if missing) or a named volume (created if
+    new, and seeded from the image at its first mount unless `nocopy`); MODES ro or rw, and nocopy,
+    comma-separated as docker writes them."""
     parts = text.split(":")
-    if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("ro", "rw")):
-        raise UsageError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro]")
+    modes = parts[2].split(",") if len(parts) == 3 else []
+    if len(parts) not in (2, 3) or any(m not in VOLUME_MODES for m in modes) or len(set(modes)) != len(modes):
+        raise UsageError(f"invalid volume {text!r}: expected HOST:CONTAINER[:ro|rw][,nocopy]")
+    if "ro" in modes and "rw" in modes:
+        raise UsageError(f"invalid volume {text!r}: ro and rw together")
     host, target = parts[0], parts[1]
     if not target.startswith("/"):
         raise UsageError(f"invalid volume {text!r}: the container path must be absolute")
-    readonly = len(parts) == 3 and parts[2] == "ro"
+    readonly = "ro" in modes
+    if host.startswith("/") and "nocopy" in modes:
+        raise UsageError(f"invalid volume {text!r}: nocopy is for named volumes")
     if not host.startswith("/"):
         from engine.service.paths import Paths
         from engine.service.volumes import VolumeError, Volumes
@@ -61,7 +71,7 @@ def parse_volume(text: str) -> Mount:
             volume = Volumes(Paths.default().volumes).create(host)
         except VolumeError as exc:
             raise UsageError(f"invalid volume {text!r}: {exc}") from None
-        return Mount(str(volume.mountpoint), os.path.normpath(target), readonly)
+        return Mount(str(volume.mountpoint), os.path.normpath(target), readonly, seed="nocopy" not in modes)
     if not os.path.exists(host):
         os.makedirs(host)
     return Mount(os.path.realpath(host), os.path.normpath(target), readonly)

@@ -110,6 +110,7 @@ def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
         ({"Binds": ["../../etc:/data"]}, {}),
         ({"Mounts": [{"Type": "bind", "Source": "relative", "Target": "/x"}]}, {}),
         ({"Mounts": [{"Type": "volume", "Source": "a:b", "Target": "/x"}]}, {}),
+        ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": "no"}]}, {}),
     )
     for host, extra in refused:
         doc = {"Image": IMAGE_NAME, "Cmd": ["true"], **extra, "HostConfig": {"NetworkMode": "none", **host}}

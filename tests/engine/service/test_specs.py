@@ -67,7 +67,10 @@ def test_parse_volume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BERTH_ROOT", str(tmp_path / "root"))
     named = parse_volume("named:/data")
     assert named.source == str(tmp_path / "root" / "volumes" / "named" / "_data") and os.path.isdir(named.source)
-    for bad in ("../up:/data", "a/b:/data", f"{tmp_path}:relative", f"{tmp_path}", f"{tmp_path}:/d:rx"):
+    assert named.seed and not parse_volume("named:/data:ro,nocopy").seed and parse_volume("named:/d:ro").readonly
+    assert not parse_volume(f"{tmp_path}:/data").seed  # bind mounts are never seeded
+    bad_modes = ("named:/d:nocopy,nocopy", "named:/d:ro,rw", "named:/d:", f"{tmp_path}:/d:nocopy", "named:/d:ro:x")
+    for bad in ("../up:/data", "a/b:/data", f"{tmp_path}:relative", f"{tmp_path}", f"{tmp_path}:/d:rx", *bad_modes):
         with pytest.raises(UsageError):
             parse_volume(bad)
 
