@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -161,6 +162,7 @@ def main() -> None:
     finally:
         berth.stop()
         upstream.stop()
+        shutil.rmtree(tmp, ignore_errors=True)  # gigabytes of images
 
 
 if __name__ == "__main__":
