@@ -92,6 +92,7 @@ def register(router: Router) -> None:
         )
         stdin = process.stdin
         assert stdin is not None
+        stdin.transport.set_write_buffer_limits(high=1 << 22)  # fewer, larger pipe writes than the default 64 KiB
         async for piece in request.chunks(MAX_UPLOAD):
             if stdin.is_closing():
                 continue  # it stopped reading (an error it will tell): the rest of the body is read and dropped

@@ -76,14 +76,15 @@ class Escape:
 
 
 async def pump_input(reader: asyncio.StreamReader, send: Callable[[bytes], Awaitable[None]], keys: bytes) -> str:
-    """The client's input to `send(data)` (b"" at its end); DETACHED when it typed the detach keys."""
-    escape = Escape(keys)
+    """The client's input to `send(data)` (b"" at its end); DETACHED when it typed the detach keys (no
+    `keys`: none are looked for, as docker looks for them only on a TTY: piped data may hold them)."""
+    escape = Escape(keys) if keys else None
     while True:
         data = await reader.read(1 << 16)
         if not data:
             await send(b"")
             return "ended"
-        passed, detached = escape.feed(data)
+        passed, detached = escape.feed(data) if escape is not None else (data, False)
         if passed:
             await send(passed)
         if detached:
@@ -172,7 +173,7 @@ def register(router: Router) -> None:
                             writer.write(chunk)
                             await writer.drain()
 
-                typing = asyncio.create_task(pump_input(reader, send, keys)) if stdin else None
+                typing = asyncio.create_task(pump_input(reader, send, keys if spec.tty else b"")) if stdin else None
                 await until_output_ends(asyncio.create_task(output()), typing)
             finally:
                 relay_writer.close()

@@ -214,7 +214,7 @@ async def _piped(
     output = asyncio.ensure_future(asyncio.gather(_pump(process.stdout, writer, 1), _pump(process.stderr, writer, 2)))
     typing = None
     if stdin is not None and reader is not None:
-        typing = asyncio.ensure_future(pump_input(reader, send, instance.detach_keys))
+        typing = asyncio.ensure_future(pump_input(reader, send, b""))
     await until_output_ends(output, typing)
 
 

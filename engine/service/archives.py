@@ -168,7 +168,11 @@ def extract(source: IO[bytes], path: str, name: str, *, overwrite: bool, owner_s
     if owner_spec is not None:
         user = resolve_user(owner_spec)
         owner = (user.uid, user.gid)
-    with tarfile.open(fileobj=source, mode="r|*") as tar:
+    # big reads and copies: tarfile's defaults (10 KiB records, 16 KiB copies) made copying in 3x slower
+    stream = tarfile.open(  # type: ignore[call-overload]
+        fileobj=source, mode="r|*", bufsize=1 << 20, copybufsize=1 << 20
+    )
+    with stream as tar:
         tar.extractall(destination, numeric_owner=True, filter=_member_filter(destination, overwrite, owner))
 
 

@@ -150,10 +150,16 @@ def test_stdin_without_a_terminal(engine: Engine) -> None:
     assert (result.returncode, result.stdout) == (0, "hi\n"), result.stderr
     result = engine.docker("run", "-i", "--rm", *NONE, IMAGE_NAME, "sh", "-c", "wc -l; exit 6", input="a\nb\nc\n")
     assert (result.returncode, result.stdout.strip()) == (6, "3"), result.stderr
+    # piped data holding ctrl-p ctrl-q is data: detach keys count on a TTY only
+    data = ("x" * 5000 + "\x10\x11") * 40
+    result = engine.docker("run", "-i", "--rm", *NONE, IMAGE_NAME, "wc", "-c", input=data)
+    assert (result.returncode, result.stdout.strip()) == (0, str(len(data))), result.stderr
     engine.ok("run", "-d", *NONE, "--name", "stdin-host", IMAGE_NAME, "sleep", "600")
     try:
         result = engine.docker("exec", "-i", "stdin-host", "sh", "-c", "tr a-z A-Z; exit 2", input="shout\n")
         assert (result.returncode, result.stdout) == (2, "SHOUT\n"), result.stderr
+        result = engine.docker("exec", "-i", "stdin-host", "wc", "-c", input=data)
+        assert (result.returncode, result.stdout.strip()) == (0, str(len(data))), result.stderr
     finally:
         engine.ok("rm", "-f", "stdin-host")
 
