@@ -98,6 +98,8 @@ class ReplicationService:
             report.copied.append(f"{repository}@{digest}")
             if manifest.subject and not indexed:
                 self._add_fallback_referrer(src, dst, repository, manifest.subject.digest, digest)
+        else:
+            self._repair_fallback_referrer(src, dst, repository, digest, body, media_type)
         for referrer in src.referrers(repository, digest) or []:
             if referrer["digest"] != digest:
                 self.copy(src, dst, repository, referrer["digest"], report, depth + 1)
@@ -111,6 +113,19 @@ class ReplicationService:
             mounts = [name for name in self.local.blobs.holding(digest) if name != repository][:1]
         size, body = src.blob(repository, digest)
         dst.put_blob(repository, digest, size, body, mounts)
+
+    def _repair_fallback_referrer(
+        self, src: Side, dst: Side, repository: str, digest: str, body: bytes, media_type: str
+    ) -> None:
+        """A referrer the destination holds but does not list under its subject: two deliveries
+        rewrote the subject's `sha256-HEX` index at once (a PUT there is not conditional) and the
+        later one did not know this referrer. Added back, so a run repairs what a race lost."""
+        try:
+            subject = parse_manifest(body, media_type or None).subject
+        except (InvalidManifest, UnsupportedManifest):
+            return
+        if subject is not None and all(d["digest"] != digest for d in dst.referrers(repository, subject.digest) or []):
+            self._add_fallback_referrer(src, dst, repository, subject.digest, digest)
 
     def _add_fallback_referrer(self, src: Side, dst: Side, repository: str, subject: str, digest: str) -> None:
         """Add a referrer to the destination's `sha256-HEX` index (OCI 1.1 tag schema)."""

@@ -275,6 +275,25 @@ def test_on_push_copies_an_index_and_a_later_signature(berth: RegistryProcess, s
     assert [d["digest"] for d in referrers["manifests"]] == [signature]
 
 
+def test_a_run_restores_a_referrer_a_race_dropped_from_the_tag_index(
+    berth: RegistryProcess, distribution: Distribution
+) -> None:
+    """Distribution has no referrers API: signatures are listed in a `sha256-HEX` index, which two
+    deliveries may rewrite at once, the later without the other's referrer. A run puts it back."""
+    ok(cli(berth, "add", "sync", distribution.url, "--repository", "apps/*"))
+    index, _children, signature = push_signed_index(berth.url, "apps/sig", "1")
+    ok(cli(berth, "run", "sync"))
+    fallback = f"sha256-{index[7:]}"
+    empty = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": []}
+    put_manifest(distribution.url, "apps/sig", fallback, empty)  # what the later rewrite left
+    assert head(distribution.url, "apps/sig", signature) == signature
+    ok(cli(berth, "run", "sync"))
+    listed = requests.get(
+        f"{distribution.url}/v2/apps/sig/manifests/{fallback}", headers={"Accept": ACCEPT}, timeout=30
+    ).json()
+    assert [d["digest"] for d in listed["manifests"]] == [signature]
+
+
 def test_scheduled_pull_runs_from_the_servers_loop(berth: RegistryProcess, distribution: Distribution) -> None:
     pushed = push_image(distribution.url, "mirror/tool", "2", "tool")
     ok(cli(berth, "add", "feed", distribution.url, "--repository", "mirror/*", "--mode", "pull", "--schedule", "1h"))
