@@ -142,10 +142,12 @@ def _member_filter(destination: str, overwrite_dir_non_dir: bool, owner: tuple[i
             existing = os.path.join(destination, name)
             if os.path.lexists(existing):
                 is_dir = os.path.isdir(existing) and not os.path.islink(existing)
-                if is_dir and not member.isdir():
-                    raise ArchiveError(400, f"cannot overwrite directory {existing!r} with non-directory {name!r}")
-                if not is_dir and member.isdir():
-                    raise ArchiveError(400, f"cannot overwrite non-directory {existing!r} with directory {name!r}")
+                if is_dir != member.isdir():
+                    was, now = ("directory", "non-directory") if is_dir else ("non-directory", "directory")
+                    quoted = f"{json.dumps(os.path.normpath(existing))} with {now} {json.dumps(destination)}"
+                    raise ArchiveError(
+                        400, f"Error processing tar file(exit status 1): cannot overwrite {was} {quoted}"
+                    )
         changes: dict[str, Any] = {"name": name}
         if owner is not None:
             changes.update(uid=owner[0], gid=owner[1])

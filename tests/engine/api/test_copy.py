@@ -175,3 +175,25 @@ def test_hostile_archive_requests(berth_api: Engine, dockerd: Engine) -> None:
         assert cid
     assert outcomes[0]["passwd"][0] == 200
     assert outcomes[0] == outcomes[1]
+
+
+def test_ownership_and_type_conflicts_as_dockerd(berth_api: Engine, dockerd: Engine, tmp_path: Path) -> None:
+    """`cp -a` gives the files to the container's user; a file over a directory (and back) is refused."""
+    (tmp_path / "owned").write_text("mine\n")
+    os.chown(tmp_path / "owned", 4321, 4321)
+    (tmp_path / "sub").write_text("a file named like a directory\n")
+    (tmp_path / "dirs" / "file").mkdir(parents=True)
+    outcomes = []
+    for engine in (berth_api, dockerd):
+        engine.ok("run", "-d", *NONE, "-u", "1000", "--name", "owner", IMAGE_NAME, "sleep", "600")
+        engine.ok("exec", "-u", "0", "owner", "sh", "-c", SETUP)
+        engine.ok("cp", str(tmp_path / "owned"), "owner:/tmp/kept")
+        engine.ok("cp", "-a", str(tmp_path / "owned"), "owner:/tmp/given")
+        owners = engine.ok("exec", "owner", "stat", "-c", "%u:%g", "/tmp/kept", "/tmp/given").split()
+        over_dir = engine.docker("cp", str(tmp_path / "sub"), "owner:/data/")
+        over_file = engine.docker("cp", str(tmp_path / "dirs") + "/.", "owner:/data/")
+        left = engine.ok("exec", "owner", "sh", "-c", "test -d /data/sub && test -f /data/file && echo intact")
+        outcomes.append((owners, over_dir.returncode, over_dir.stderr, over_file.returncode, over_file.stderr, left))
+        engine.ok("rm", "-f", "owner")
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == ["4321:4321", "1000:1000"] and outcomes[0][1] == 1 and outcomes[0][5] == "intact\n"
