@@ -5,7 +5,9 @@ Output without a TTY follows the container's log (`streams.follow`), each record
 its supervisor (`runtime/relay.py`): attach connects to it once the container has started (the CLI
 attaches first), sends the client's input there and, for a TTY, takes the terminal's output from
 it raw (docker frames nothing on a TTY), asking for what was written since the attach began: the
-relay keeps its latest output, so nothing written before the connection is lost. Docker's detach
+relay keeps its latest output, so nothing written before the connection is lost. A relay that
+closes having sent nothing may have ended with its container before it read the request: then the
+output comes from the log, where the supervisor wrote it too. Docker's detach
 keys (ctrl-p ctrl-q unless the request names others) end an attach without touching the container.
 """
 
@@ -165,13 +167,23 @@ def register(router: Router) -> None:
                     if not spec.tty:
                         await from_log(writer, True)
                         return
-                    os.close(fd)
                     relay_writer.write(consoles.output_since(attached_ns))
-                    await relay_writer.drain()
-                    while chunk := await relay_reader.read(1 << 16):
-                        if streams:
-                            writer.write(chunk)
-                            await writer.drain()
+                    received = 0
+                    try:
+                        await relay_writer.drain()
+                        while chunk := await relay_reader.read(1 << 16):
+                            received += len(chunk)
+                            if streams:
+                                writer.write(chunk)
+                                await writer.drain()
+                    except ConnectionError:
+                        pass
+                    if received == 0:
+                        # a container that ended as the relay took the connection: it closed before it
+                        # read what was asked; the log has the output (nothing, if there was none)
+                        await from_log(writer, True)
+                    else:
+                        os.close(fd)
 
                 typing = asyncio.create_task(pump_input(reader, send, keys if spec.tty else b"")) if stdin else None
                 await until_output_ends(asyncio.create_task(output()), typing)

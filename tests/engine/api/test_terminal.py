@@ -81,6 +81,8 @@ class Terminal:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.code = os.waitstatus_to_exitcode(status)
+                while select.select([self.fd], [], [], 0.1)[0] and self._read(0.1):
+                    pass  # what it wrote just before it exited
                 break
             if time.monotonic() > deadline:
                 os.kill(self.pid, signal.SIGKILL)
@@ -127,6 +129,17 @@ def test_run_it_gives_a_terminal_that_follows_resizes(engine: Engine) -> None:
     finally:
         term.close()
     assert until(lambda: engine.ok("ps", "-aq") == "")
+
+
+def test_run_it_of_a_command_that_ends_at_once(engine: Engine) -> None:
+    """Its output is there even when it ends before the attach reaches the container's terminal."""
+    for _ in range(4):
+        term = Terminal(["docker", "run", "-it", "--rm", *NONE, IMAGE_NAME, "echo", "quick"], engine.env)
+        try:
+            assert term.wait() == 0
+        finally:
+            term.close()
+        assert term.seen == b"quick\r\n"
 
 
 def test_exec_it_in_a_running_container(engine: Engine) -> None:
