@@ -201,10 +201,10 @@ def main(directory: str, op: str, path: str, options_text: str) -> int:
             if not process.alive(container.pid, container.pid_start):
                 raise ArchiveError(409, f"container {container.id} stopped during the copy; try again")
         layers = [Paths.default().layer(digest) for digest in spec.layers]
-        if op == "put" and spec.read_only and not _in_volume(spec.mounts, path):
-            raise ArchiveError(500, "container rootfs is marked read-only")
         enter_root(pid_root, layers, container.directory, spec.mounts)
         if op == "put":
+            if spec.read_only and not _in_volume(spec.mounts, os.path.realpath(absolute(path))):
+                raise ArchiveError(500, "container rootfs is marked read-only")
             user = (spec.user or "0") if options.get("copy_uid_gid") else None
             extract(sys.stdin.buffer, path, name, overwrite=options.get("overwrite", False), owner_spec=user)
             out.write(b'{"done": true}\n')
@@ -222,9 +222,9 @@ def main(directory: str, op: str, path: str, options_text: str) -> int:
     return 1
 
 
-def _in_volume(mounts: list[Any], path: str) -> bool:
-    target = os.path.normpath("/" + path)
-    return any(not m.readonly and (target + "/").startswith(m.target.rstrip("/") + "/") for m in mounts)
+def _in_volume(mounts: list[Any], resolved: str) -> bool:
+    """Whether `resolved` (a path resolved inside the container) is on a writable volume or bind."""
+    return any(not m.readonly and (resolved.rstrip("/") + "/").startswith(m.target.rstrip("/") + "/") for m in mounts)
 
 
 def argv(directory: Path, op: str, path: str, **options: Any) -> list[str]:

@@ -197,3 +197,20 @@ def test_ownership_and_type_conflicts_as_dockerd(berth_api: Engine, dockerd: Eng
         engine.ok("rm", "-f", "owner")
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][0] == ["4321:4321", "1000:1000"] and outcomes[0][1] == 1 and outcomes[0][5] == "intact\n"
+
+
+def test_read_only_root_takes_copies_only_into_volumes(berth_api: Engine, dockerd: Engine, tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("into the volume\n")
+    outcomes = []
+    for engine in (berth_api, dockerd):
+        engine.ok(
+            "run", "-d", *NONE, "--read-only", "-v", "rw-vol:/vol", "--name", "frozen", IMAGE_NAME, "sleep", "600"
+        )
+        refused = engine.docker("cp", str(tmp_path / "f"), "frozen:/tmp/f")
+        accepted = engine.docker("cp", str(tmp_path / "f"), "frozen:/vol/f")
+        copied = engine.docker("exec", "frozen", "cat", "/vol/f").stdout
+        outcomes.append((refused.returncode, refused.stderr.strip().splitlines()[-1:], accepted.returncode, copied))
+        engine.ok("rm", "-f", "frozen")
+        engine.ok("volume", "rm", "rw-vol")
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][0] == 1 and outcomes[0][2:] == (0, "into the volume\n")
