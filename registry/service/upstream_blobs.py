@@ -1,21 +1,26 @@
 """Blobs of cached repositories, fetched from the upstream once however many clients ask.
 
 One process of one replica holds the fetch's lease (a `blob_fetch` row in the shared
-database) and streams the upstream's response to its client while writing it to an upload
-session in storage; the digest and size are checked before the bytes are committed, so a
-failed, truncated or corrupted fetch stores nothing. Everyone else waits for the commit
-(polling the index) and is then served from storage, or takes the lease over when the
-fetch failed.
+database); a thread of that fetch receives the upstream's response, hands it on to its client
+and writes it to an upload session in storage. The digest and size are checked before the
+client gets the last chunk and before the bytes are committed, so a failed, truncated or
+corrupted fetch cuts its client off and stores nothing; the commit follows the body's end.
+Everyone else waits for the commit (polling the index) and is then served from storage, or
+takes the lease over when the fetch failed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import os
+import queue
 import socket
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import requests
@@ -30,6 +35,10 @@ from registry.upstream.client import UpstreamClient, UpstreamRefused, UpstreamUn
 
 LEASE_SECONDS = 60.0
 CHUNK = 1024 * 1024
+AHEAD = 16
+"""Chunks a fetch may receive ahead of its client (memory: AHEAD x CHUNK per fetch)."""
+HANDOFF_POLL = 0.25
+"""How often a fetch whose client is behind looks whether that client went away."""
 
 
 class FetchFailed(Exception):
@@ -108,7 +117,8 @@ class UpstreamBlobs:
             ) from None
         length = response.headers.get("Content-Length", "")
         size = int(length) if length.isdigit() else None
-        return Fetch(size, self._stream(route, repository, digest, size, response, holder))
+        fetch = functools.partial(self._fetch, route, repository, digest, size, response, holder)
+        return Fetch(size, _relay(fetch, f"upstream-fetch-{digest[:19]}"))
 
     def _link_stored(self, route: Route, client: UpstreamClient, repository: str, digest: str) -> bool:
         """Whether the repository holds the blob now, linking it when its bytes are stored
@@ -124,7 +134,7 @@ class UpstreamBlobs:
             return True
         raise BlobUnknown(f"upstream {route.config.name} has no blob {digest} in {route.remote}")
 
-    def _stream(
+    def _fetch(
         self,
         route: Route,
         repository: str,
@@ -132,50 +142,102 @@ class UpstreamBlobs:
         size: int | None,
         response: requests.Response,
         holder: str,
-    ) -> Iterator[bytes]:
-        """Yield the upstream's bytes while storing them; the last chunk only once verified, so
-        a client never receives a complete body that was not committed."""
+        handoff: Handoff,
+        abandoned: threading.Event,
+    ) -> None:
+        """Receive the blob, hand each chunk on, hash it and write it to an upload session.
+
+        The last chunk is handed on only once size and digest are verified, so a client never
+        receives a complete body that is not the blob. Then the end of the body is handed on
+        and only then is the upload made durable, committed and linked: the client does not
+        wait for our fsync (it has verified bytes), while everyone else waits for the lease,
+        which is released after the commit. A failure cleans up before it is handed on: the
+        client sees its cut only once nothing is stored and the lease is free."""
         algorithm = digest.partition(":")[0]
         hasher = hashlib.new(algorithm)
         state = self.storage.start_upload(str(uuid.uuid4()))
         offset, batched, held_back = 0, 0, b""
         batch: list[bytes] = []
         renewed = time.monotonic()
-        committed = False
+        ended = False
+        failed: Exception | None = None
         try:
             for chunk in response.iter_content(CHUNK):
                 if not chunk:
                     continue
+                if held_back:
+                    _hand_on(handoff, held_back, abandoned)
+                held_back = chunk
                 hasher.update(chunk)
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= self.storage.write_batch:
-                    state = self.storage.write_upload(state, offset, batch)
+                    state = self.storage.write_upload(state, offset, batch, writeback=False)
                     offset, batch, batched = offset + batched, [], 0
-                if held_back:
-                    yield held_back
-                held_back = chunk
                 if time.monotonic() - renewed > LEASE_SECONDS / 3:
                     self.index.renew_fetch(digest, holder, LEASE_SECONDS)
                     renewed = time.monotonic()
             if batch:
-                state = self.storage.write_upload(state, offset, batch)
+                state = self.storage.write_upload(state, offset, batch, writeback=False)
                 offset += batched
             actual = f"{algorithm}:{hasher.hexdigest()}"
             if (size is not None and offset != size) or actual != digest:
                 raise FetchFailed(f"upstream {route.config.name} sent {offset} bytes hashing to {actual} for {digest}")
+            if held_back:
+                _hand_on(handoff, held_back, abandoned)
+            _hand_on(handoff, None, abandoned)
+            ended = True
             self.blobs.touch(digest)
             self.storage.commit_upload(state, offset, digest)
             self.index.blob_arrived(repository, digest, offset)
-            committed = True
             FETCHES.labels(route.config.name, "blob").inc()
-            if held_back:
-                yield held_back
+        except ClientLeft as exc:
+            LOG.info("fetching %s from upstream %s stopped: %s", digest, route.config.name, exc)
+            self.storage.cancel_upload(state)
         except Exception as exc:
             LOG.warning("fetching %s from upstream %s failed: %s", digest, route.config.name, exc)
-            raise
+            self.storage.cancel_upload(state)
+            failed = exc
         finally:
             response.close()
-            if not committed:
-                self.storage.cancel_upload(state)
             self.index.release_fetch(digest, holder)
+        if failed is not None and not ended:
+            with contextlib.suppress(ClientLeft):
+                _hand_on(handoff, failed, abandoned)
+
+
+Handoff = queue.Queue[bytes | BaseException | None]
+"""Chunks from a fetch's thread to its client; then None (the end) or the failure."""
+
+
+def _relay(fetch: Callable[[Handoff, threading.Event], None], name: str) -> Iterator[bytes]:
+    """Yield the chunks `fetch` hands on from a thread of its own (see `UpstreamBlobs._fetch`).
+
+    The thread runs ahead of the client by up to `AHEAD` chunks, so receiving, hashing and
+    writing overlap sending instead of taking turns with it. Closing this generator early
+    (the client went away) stops the fetch, which then stores nothing."""
+    handoff: Handoff = queue.Queue(AHEAD)
+    abandoned = threading.Event()
+    threading.Thread(target=fetch, args=(handoff, abandoned), name=name, daemon=True).start()
+    try:
+        while (item := handoff.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        abandoned.set()
+
+
+class ClientLeft(Exception):
+    """The client stopped reading the body: the fetch is not worth finishing for it."""
+
+
+def _hand_on(handoff: Handoff, item: bytes | BaseException | None, abandoned: threading.Event) -> None:
+    """Put a chunk (or the end) for the client, waiting while it is `AHEAD` chunks behind."""
+    while not abandoned.is_set():
+        try:
+            handoff.put(item, timeout=HANDOFF_POLL)
+            return
+        except queue.Full:
+            continue
+    raise ClientLeft("the client went away before the blob was received")

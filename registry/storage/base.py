@@ -36,8 +36,14 @@ class BlobStorage(Protocol):
     def start_upload(self, upload_id: str) -> UploadState:
         """Begin an upload session and return its opaque state."""
 
-    def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
-        """Write `chunks` at `offset` (always the current end) and return the new state."""
+    def write_upload(
+        self, state: UploadState, offset: int, chunks: Sequence[bytes], writeback: bool = True
+    ) -> UploadState:
+        """Write `chunks` at `offset` (always the current end) and return the new state.
+
+        `writeback` asks for the bytes to head for the disk now, so that the commit finds
+        little left to make durable (a push's client waits for that commit); a writer
+        whose client does not wait for the commit passes False and lets the cache absorb them."""
 
     def read_upload(self, state: UploadState, size: int) -> Iterator[bytes]:
         """Stream the first `size` bytes written so far (to re-hash on another replica)."""

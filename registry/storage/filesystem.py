@@ -115,11 +115,14 @@ class FilesystemStorage:
             raise ValueError(f"bad upload state {state!r}")
         return self.uploads / name
 
-    def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
+    def write_upload(
+        self, state: UploadState, offset: int, chunks: Sequence[bytes], writeback: bool = True
+    ) -> UploadState:
         fd = os.open(self._upload_path(state), os.O_WRONLY | os.O_CREAT, 0o644)
         try:
             written = self._write_at(fd, offset, chunks)
-            _start_writeback(fd, offset, written)
+            if writeback:
+                _start_writeback(fd, offset, written)
         finally:
             os.close(fd)
         return state

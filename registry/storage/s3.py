@@ -94,7 +94,9 @@ class S3Storage:
     def start_upload(self, upload_id: str) -> UploadState:
         return {"id": upload_id, "parts": []}
 
-    def write_upload(self, state: UploadState, offset: int, chunks: Sequence[bytes]) -> UploadState:
+    def write_upload(
+        self, state: UploadState, offset: int, chunks: Sequence[bytes], writeback: bool = True
+    ) -> UploadState:
         data = b"".join(chunks)
         parts: list[int] = list(state["parts"])
         if offset != sum(parts):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -225,7 +225,8 @@ def test_a_fetch_finishing_between_a_look_and_a_lease_is_not_repeated(
     tmp_path: Path, plain: Distribution, berth: RegistryProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A request that found no blob, then takes the lease just after the first fetch committed
-    the blob and released it, serves the stored blob: the upstream sees one GET."""
+    the blob and released it, serves the stored blob: the upstream sees one GET. (The body
+    ends before the commit, which follows in the fetch's thread: wait for the lease to go.)"""
     push_image(tmp_path, plain.host, "race/app:1", [{"layer": random_bytes(3 * 1024 * 1024, 11)}], compress=False)
     add_upstream(berth.data_dir, "up", plain.url, "--prefix", "hub")
     wait_for(lambda: manifest(berth, "hub/race/app", "1").status_code == 200)
@@ -237,7 +238,8 @@ def test_a_fetch_finishing_between_a_look_and_a_lease_is_not_repeated(
 
     def first_fetch_ends_then_take(digest: str, holder: str, seconds: float) -> bool:
         assert blobs.index.fetching(digest) and blobs.index.blob_size(digest) is None
-        b"".join(first.body)  # the first fetch commits, links the blob and releases its lease
+        b"".join(first.body)
+        wait_for(lambda: not blobs.index.fetching(digest))  # committed, linked and released
         return take_fetch(digest, holder, seconds)
 
     monkeypatch.setattr(blobs.index, "take_fetch", first_fetch_ends_then_take)
@@ -245,6 +247,33 @@ def test_a_fetch_finishing_between_a_look_and_a_lease_is_not_repeated(
     assert not blobs.index.fetching(digest)
     log = (tmp_path / "access.log").read_text()
     assert len([line for line in log.splitlines() if f'"GET /v2/race/app/blobs/{digest}' in line]) == 1
+
+
+def test_a_client_leaving_mid_body_stops_the_fetch_and_stores_nothing(
+    tmp_path: Path, plain: Distribution, berth: RegistryProcess
+) -> None:
+    """The fetch's thread runs ahead of its client; when the client stops reading, the thread
+    stops too, cancels its upload and frees the lease, and the next pull fetches again."""
+    big = random_bytes(40 * 1024 * 1024, 13)  # more than the chunks a fetch may receive ahead of its client
+    push_image(tmp_path, plain.host, "left/app:1", [{"layer": big}], compress=False)
+    add_upstream(berth.data_dir, "up", plain.url, "--prefix", "hub")
+    wait_for(lambda: manifest(berth, "hub/left/app", "1").status_code == 200)
+    layer = json.loads(manifest(berth, "hub/left/app", "1").content)["layers"][0]
+    digest = layer["digest"]
+    blobs = in_process(berth).services.upstream_blobs
+    first = blobs.open("hub/left/app", digest)
+    assert isinstance(first, Fetch) and isinstance(first.body, Generator)
+    assert len(next(first.body)) > 0
+    first.body.close()
+    wait_for(lambda: not blobs.index.fetching(digest))
+    uploads = berth.data_dir / "blobs" / "_uploads"
+    wait_for(lambda: not list(uploads.iterdir()))
+    assert not list((berth.data_dir / "blobs").rglob(digest.split(":")[1]))
+    again = blobs.open("hub/left/app", digest)
+    assert isinstance(again, Fetch)
+    assert sum(len(chunk) for chunk in again.body) == layer["size"]
+    wait_for(lambda: not blobs.index.fetching(digest))
+    assert isinstance(blobs.open("hub/left/app", digest), Ready)
 
 
 def test_truncated_upstream_response_stores_nothing(
