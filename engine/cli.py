@@ -20,16 +20,35 @@ if TYPE_CHECKING:
 VERSION = "0.1.0"
 """The project's version (pyproject.toml reads it from here)."""
 SOURCES = ("engine.commands", "engine.build_command", "engine.serve_command", "client.cli", "registry.cli")
+REGISTRY_ADMIN = (
+    "db",
+    "user",
+    "grant",
+    "revoke",
+    "grants",
+    "token",
+    "gc",
+    "usage",
+    "quota",
+    "retention",
+    "immutable",
+    "events",
+    "upstream",
+    "replicate",
+)
+"""The registry's admin commands (`berth serve` aside), which open its database."""
 HOT = {
     "run": "engine.commands",
     "ps": "engine.commands",
     "pull": "client.cli",
     "push": "client.cli",
     "build": "engine.build_command",
+    **dict.fromkeys(REGISTRY_ADMIN, "registry.cli"),
 }
 """Where the hot commands live, so `berth pull` loads no engine command module first
 (tests/engine/test_cli.py checks each against its package's COMMANDS); `berth build` likewise
-skips the engine's container commands."""
+skips the engine's container commands, and the registry's admin commands (scripted, often in
+loops) skip the engine's and the client's."""
 
 
 def root() -> click.Group:

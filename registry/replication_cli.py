@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import click
 
 from registry.cli_options import duration, open_registry, server_options
 from registry.config import Settings
-from registry.metadata.replication import ReplicationConfig
 from registry.upstream_cli import check_upstream_name, check_url, read_password
+
+if TYPE_CHECKING:
+    from registry.metadata.replication import ReplicationConfig
 
 REPOSITORY_PATTERN = re.compile(r"[a-z0-9._/*?\[\]-]{1,255}")
 TAG_PATTERN = re.compile(r"[A-Za-z0-9._*?\[\]-]{1,128}")
@@ -78,6 +81,8 @@ def replicate_add(
         raise click.BadParameter("a glob of at most 128 of A-Z a-z 0-9 . _ - * ? [ ]", param_hint="--tags")
     interval, on_push = check_schedule(schedule, mode)
     password = read_password(username, password_stdin)
+    from registry.metadata.replication import ReplicationConfig
+
     config = ReplicationConfig(
         name=name,
         url=url,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -11,8 +12,10 @@ import click
 from registry.cli_options import duration, open_registry, server_options
 from registry.config import Settings
 from registry.maintenance_cli import parse_size
-from registry.metadata.upstreams import UpstreamConfig
 from registry.oci.reference import valid_name
+
+if TYPE_CHECKING:
+    from registry.metadata.upstreams import UpstreamConfig
 
 UPSTREAM_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 ALLOW = re.compile(r"[a-z0-9._/*?\[\]-]{1,255}")
@@ -149,6 +152,8 @@ def upstream_add(
             f"local repositories exist under {prefix}/ ({', '.join(local)}); choose another prefix",
             param_hint="--prefix",
         )
+    from registry.metadata.upstreams import UpstreamConfig
+
     config = UpstreamConfig(
         name=name,
         url=url,

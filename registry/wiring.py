@@ -68,13 +68,13 @@ class Registry:
 
     @cached_property
     def database(self) -> Engine:
-        from registry.metadata.db import make_engine
-
         url = self.settings.effective_database_url
         if self.migrate:
-            from registry.migrate import upgrade
+            from registry.migrate import upgrade_engine
 
-            upgrade(url)
+            return upgrade_engine(url)
+        from registry.metadata.db import make_engine
+
         return make_engine(url)
 
     @cached_property

@@ -77,6 +77,15 @@ def test_the_hot_commands_are_where_the_root_looks_first() -> None:
         assert name in {c.name for c in importlib.import_module(source).COMMANDS}, (name, source)
 
 
+def test_every_registry_admin_command_is_hot() -> None:
+    """An admin command left out would still run, but only after the engine's and the client's
+    command modules were imported for nothing."""
+    from engine.cli import REGISTRY_ADMIN
+    from registry.cli import COMMANDS
+
+    assert sorted(REGISTRY_ADMIN) == sorted(c.name for c in COMMANDS if c.name != "serve")
+
+
 @pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["pull", "--help"], ["serve", "--help"]])
 def test_the_root_still_finds_every_package_s_commands(command: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "engine", *command], capture_output=True, text=True, timeout=60)
