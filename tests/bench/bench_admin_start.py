@@ -10,8 +10,9 @@ process's CPU time (user + system), with each tree's ratio to the first one and 
 Run: python tests/bench/bench_admin_start.py --tree /work/main --tree . [--rounds 15]
      [--database-url postgresql+psycopg://...]
 
-Each tree is imported through PYTHONPATH, so an older checkout can be measured beside this
-one. Bytecode is compiled first: an installed package has it, and under
+Each tree is imported through PYTHONPATH (from a scratch directory, since `python -m` puts the
+working directory first), so an older checkout, e.g. a `git archive` of main, can be measured
+beside this one. Bytecode is compiled first: an installed package has it, and under
 PYTHONDONTWRITEBYTECODE=1 (as on these machines) every run would compile from source.
 """
 
@@ -63,6 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     trees = [tree.resolve() for tree in args.tree]
     with tempfile.TemporaryDirectory(prefix="berth-admin-bench-") as scratch:
+        # `python -m` puts the working directory first on sys.path: run where no tree is.
+        os.chdir(scratch)
         where = ["--data-dir", scratch, *(["--database-url", args.database_url] if args.database_url else [])]
         envs = {tree: {**os.environ, "PYTHONPATH": str(tree)} for tree in trees}
         for tree in trees:
