@@ -168,7 +168,7 @@ def run(
         code = _run_on_terminal(images, container, interactive)
     else:
         stdio = None if interactive else (os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), 1, 2)
-        code = lifecycle.start(images, container, stdio=stdio, forward_signals=True)
+        code = lifecycle.start(images, container, stdio=stdio, forward_signals=True, log_output=True)
     if code == 137 and container.oom_killed:
         say(f"berth: container {container.name} was killed: out of memory (OOMKilled)", err=True)
     # Nothing is left to clean up: skip the interpreter's teardown, a few ms on every run.
@@ -194,7 +194,13 @@ def _run_on_terminal(images: Any, container: Any, interactive: bool) -> int:
     try:
         null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         return lifecycle.start(
-            images, container, stdio=(null, 1, 2), forward_signals=True, terminal=0, terminal_input=interactive
+            images,
+            container,
+            stdio=(null, 1, 2),
+            forward_signals=True,
+            terminal=0,
+            terminal_input=interactive,
+            log_output=True,
         )
     finally:
         termios.tcsetattr(0, termios.TCSADRAIN, saved)

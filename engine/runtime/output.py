@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import time
 from dataclasses import dataclass
 
@@ -42,8 +43,14 @@ def encode(stream: int, data: bytes, now_ns: int) -> bytes:
     return out
 
 
-def copy(sources: dict[int, int], log_fd: int) -> None:
-    """Append what arrives on `sources` (fd -> stream) to `log_fd` as records until every source ends."""
+def copy(sources: dict[int, int], log_fd: int, echo: bool = False) -> None:
+    """Append what arrives on `sources` (fd -> stream) to `log_fd` as records until every source ends.
+
+    With `echo` each piece is first written unchanged to the descriptor numbered as its stream (1 or
+    2, a foreground `berth run`'s own stdout and stderr); a stream whose reader has gone is no longer
+    echoed but still logged, so the container never blocks or gets SIGPIPE for it.
+    """
+    echoed = set(STREAMS) if echo else set()
     poller = select.poll()
     for fd in sources:
         poller.register(fd, select.POLLIN)
@@ -55,18 +62,22 @@ def copy(sources: dict[int, int], log_fd: int) -> None:
                 poller.unregister(fd)
                 open_fds.discard(fd)
                 continue
+            stream = sources[fd]
+            if stream in echoed and not _write(stream, data):
+                echoed.discard(stream)
             _write(log_fd, encode(sources[fd], data, time.time_ns()))
 
 
-def _write(fd: int, data: bytes) -> None:
-    """All of `data`, or as much as the disk takes: the pipes must go on being drained either way,
-    or the container would block on its next write."""
+def _write(fd: int, data: bytes) -> bool:
+    """All of `data`, or as much as the disk takes (False then): the pipes must go on being drained
+    either way, or the container would block on its next write."""
     view = memoryview(data)
     try:
         while view:
             view = view[os.write(fd, view) :]
     except OSError:
-        return
+        return False
+    return True
 
 
 @dataclass
@@ -83,12 +94,17 @@ class Capture:
     stderr: int
 
     @classmethod
-    def start(cls, log_fd: int) -> Capture:
+    def start(cls, log_fd: int, echo: bool = False) -> Capture:
+        """Fork the copier; with `echo` it also writes the output to our stdout and stderr (`copy`)."""
         out_read, out_write = os.pipe2(os.O_CLOEXEC)
         err_read, err_write = os.pipe2(os.O_CLOEXEC)
         pid = os.fork()
         if pid == 0:
             try:
+                # The supervisor relays signals to PID 1; the copier ends with PID 1's output, not before
+                # (^C reaches the whole foreground process group, this copier included).
+                for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+                    signal.signal(sig, signal.SIG_IGN)
                 keep = {0, 1, 2, out_read, err_read, log_fd}  # nothing else: a pipe held here would never end
                 for name in os.listdir("/proc/self/fd"):
                     if int(name) not in keep:
@@ -96,7 +112,7 @@ class Capture:
                             os.close(int(name))
                         except OSError:
                             pass
-                copy({out_read: 1, err_read: 2}, log_fd)
+                copy({out_read: 1, err_read: 2}, log_fd, echo)
             finally:
                 os._exit(0)
         os.close(out_read)

@@ -142,6 +142,7 @@ def start(
     output_done: Callable[[], None] = lambda: None,
     terminal: int = -1,
     terminal_input: bool = False,
+    log_output: bool = False,
 ) -> int:
     """Supervise the container to completion and return its exit code (raises StartError).
 
@@ -150,7 +151,10 @@ def start(
     is recorded first, for a waiter elsewhere, as the API's `wait?condition=removed`); `output_done`
     is called once PID 1 has been reaped, before the exit is recorded, so its output is all logged.
     A container with a TTY may be relayed to a local `terminal` too (its size followed, with
-    `terminal_input` what is typed on it), as `berth run -t` does.
+    `terminal_input` what is typed on it), as `berth run -t` does. With `log_output` (a foreground
+    `berth run`) the output goes through a copier that shows it on our stdout and stderr and appends
+    it to the container's log (`output.Capture`), so `logs` shows it afterwards as docker's does;
+    not for `--rm`, whose log would go with the container (no process added to its start-up).
     """
     from engine.runtime import supervisor
     from engine.runtime.init import SETUP_FAILED, StartError
@@ -163,6 +167,8 @@ def start(
     target: list[int] = []
     relay = None
     joined = None
+    if log_output and not container.spec.auto_remove:
+        stdio, output_done = _logged(container, stdio)
     try:
         if container.spec.tty or container.spec.open_stdin:
             relay = _relay(container)
@@ -218,6 +224,18 @@ def start(
         ContainerStore(container.directory.parent).record_exit(container.id, code)
     _cleanup(container, cgroup, joined)
     return code
+
+
+def _logged(container: Container, stdio: Stdio | None) -> tuple[Stdio, Callable[[], None]]:
+    """`stdio` with stdout and stderr replaced by a copier's pipes that echo to ours and append to the log."""
+    from engine.runtime import output
+
+    log = os.open(container.log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o640)
+    try:
+        capture = output.Capture.start(log, echo=True)
+    finally:
+        os.close(log)
+    return (stdio[0] if stdio is not None else 0, capture.stdout, capture.stderr), capture.finish
 
 
 def _relay(container: Container) -> Relay:

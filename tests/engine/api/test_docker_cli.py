@@ -11,7 +11,9 @@ import json
 import os
 import re
 import select
+import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -504,3 +506,48 @@ def test_logs_of_a_terminal_container_are_raw(engine: Engine) -> None:
         assert STAMPED.match(stamped.stdout.rstrip("\r\n")).group(1) == "err"  # type: ignore[union-attr]
     finally:
         engine.docker("rm", "-f", "termlog")
+
+
+def test_a_foreground_run_is_logged(berth_api: Engine, dockerd: Engine) -> None:
+    """`run` without -d shows the output and keeps it: `logs` afterwards prints it, streams apart, as
+    dockerd's. Berth's half runs through `berth run` (the CLI front door that supervises in the
+    foreground); the output is shown unchanged, the exit code kept."""
+    script = "seq 1 3000; echo err >&2; exit 3"
+    for engine in (berth_api, dockerd):
+        argv = ("run", *NONE, "--name", "fg", IMAGE_NAME, "sh", "-c", script)
+        ran = engine.berth(*argv) if engine is berth_api else engine.docker(*argv)
+        try:
+            expected = "".join(f"{n}\n" for n in range(1, 3001))
+            assert (ran.returncode, ran.stdout, ran.stderr) == (3, expected, "err\n"), engine.name
+            logged = engine.docker("logs", "fg")
+            assert (logged.returncode, logged.stdout, logged.stderr) == (0, expected, "err\n"), engine.name
+            if engine is berth_api:
+                own = engine.berth("logs", "--tail", "2", "fg")
+                assert (own.returncode, own.stdout, own.stderr) == (0, "3000\n", "err\n")
+        finally:
+            engine.docker("rm", "fg")
+    # --rm: nothing is left to read afterwards, and the run path stays without a copier
+    ran = berth_api.berth("run", "--rm", *NONE, IMAGE_NAME, "sh", "-c", "echo out; echo err >&2")
+    assert (ran.returncode, ran.stdout, ran.stderr) == (0, "out\n", "err\n")
+
+
+def test_a_foreground_run_relays_interrupt_and_keeps_showing_output(berth_api: Engine) -> None:
+    """^C reaches the whole foreground process group, the log's copier included: it goes on copying
+    while the container handles the signal, so what the container prints afterwards is shown and logged."""
+    script = 'trap "echo got-int; exit 5" INT; echo ready; while :; do sleep 0.05; done'
+    argv = berth_api.netns.wrap([sys.executable, "-m", "engine", "run", "--name", "intfg", *NONE, IMAGE_NAME])
+    ran = subprocess.Popen(
+        [*argv, "sh", "-c", script], stdout=subprocess.PIPE, env=berth_api.env, start_new_session=True
+    )
+    try:
+        assert ran.stdout is not None
+        assert ran.stdout.readline() == b"ready\n"
+        os.killpg(ran.pid, signal.SIGINT)
+        assert ran.stdout.read() == b"got-int\n"
+        assert ran.wait(30) == 5
+        assert berth_api.ok("logs", "intfg") == "ready\ngot-int\n"
+    finally:
+        if ran.poll() is None:
+            ran.kill()
+            ran.wait()
+        berth_api.docker("rm", "-f", "intfg")

@@ -304,3 +304,18 @@ def test_detach_keys_as_dockerd(berth_api: Engine, dockerd: Engine) -> None:
         engine.ok("rm", "-f", "detachable")
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][:2] == (101, "true")
+
+
+def test_berth_run_t_in_the_foreground_is_logged(berth_api: Engine) -> None:
+    """The terminal's output of a foreground `berth run -t` is shown and kept, as stdout records."""
+    argv = berth_api.netns.wrap(
+        [sys.executable, "-m", "engine", "run", "-t", "--name", "termfg", *NONE, IMAGE_NAME, "sh", "-c", "echo hello"]
+    )
+    term = Terminal(argv, berth_api.env)
+    try:
+        term.expect(r"hello\r\n")
+        assert term.wait() == 0
+        assert berth_api.docker("logs", "termfg", text=False).stdout == b"hello\r\n"
+    finally:
+        term.close()
+        berth_api.docker("rm", "-f", "termfg")
