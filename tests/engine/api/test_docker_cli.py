@@ -551,3 +551,27 @@ def test_a_foreground_run_relays_interrupt_and_keeps_showing_output(berth_api: E
             ran.kill()
             ran.wait()
         berth_api.docker("rm", "-f", "intfg")
+
+
+def test_restart_policy_events_match_dockerd(berth_api: Engine, dockerd: Engine) -> None:
+    """A container restarted by its policy (`on-failure:2`) records die and start for each restart, and
+    no `restart` event (that is `docker restart`'s): compared with dockerd's journal."""
+
+    def story(engine: Engine) -> list[str]:
+        since = f"{time.time():.6f}"
+        engine.ok("run", "-d", *NONE, "--name", "flaky", "--restart", "on-failure:2", IMAGE_NAME, "sh", "-c", "exit 3")
+
+        def found() -> list[str]:
+            now = f"{time.time():.6f}"
+            lines = engine.ok(
+                "events", "--since", since, "--until", now, "--filter", "container=flaky", "--format", EVENT_FORMAT
+            )
+            return [line.strip() for line in lines.splitlines()]
+
+        try:
+            assert until(lambda: found().count("die flaky 3") == 3, 60), found()
+            return found()
+        finally:
+            engine.docker("rm", "-f", "flaky")
+
+    assert story(berth_api) == story(dockerd) == ["create flaky", *["start flaky", "die flaky 3"] * 3]
