@@ -212,10 +212,25 @@ class Container:
             return  # never started (`docker create`): it stays created until someone starts it
         if self.status is Status.RUNNING and alive(self.pid, self.pid_start):
             return
+        was_running = self.status is Status.RUNNING
         self.status = Status.STOPPED
         self.exit_code = LOST_EXIT_CODE if self.exit_code is None else self.exit_code
         self.error = self.error or "the container's supervisor exited without recording its exit"
         self.finished_at = self.finished_at or time.time()
+        if was_running and self._first_to_notice_loss():
+            self.record("die", exitCode=self.exit_code)
+
+    def _first_to_notice_loss(self) -> bool:
+        """True for exactly one reader of this run's loss: the `die` its supervisor could not record is
+        recorded once, however many readers notice at the same time. The claim is a file named after the
+        lost supervisor (pid and start time), made with O_EXCL, so a later run that is lost again
+        claims anew; a reader that cannot write here (or a container being removed) claims nothing."""
+        claim = self.directory / f".lost.{self.supervisor_pid}.{self.supervisor_start}"
+        try:
+            os.close(os.open(claim, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+        except OSError:
+            return False
+        return True
 
     def describe_status(self) -> str:
         if self.status is Status.RUNNING:

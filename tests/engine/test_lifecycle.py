@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.service.events import Journal
 from tests.engine.conftest import Berth, private_berth
 from tests.engine.images import IMAGE, TarBuilder, standard_image, write_image
 
@@ -149,6 +150,9 @@ def test_lost_supervisor_is_detected(berth: Berth) -> None:
     wait_for(lambda: not os.path.exists(f"/proc/{state['pid']}"))  # PDEATHSIG takes PID 1 down with it
     info = inspect(berth, container_id)
     assert info["State"]["Status"] == "exited" and "supervisor" in info["State"]["Error"]
+    inspect(berth, container_id)
+    events = Journal.of_root(berth.root).cursor().read()
+    assert [e.attributes.get("exitCode") for e in events if e.id == container_id and e.action == "die"] == ["255"]
     assert berth("rm", container_id).returncode == 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from engine.service.containers import (
     Spec,
     Status,
 )
+from engine.service.events import Journal
 
 
 def spec() -> Spec:
@@ -99,3 +101,38 @@ def test_zombies_count_as_gone() -> None:
                 break
     assert process_start_time(child.pid) is None
     child.wait()
+
+
+def test_a_lost_run_records_its_die_once(tmp_path: Path) -> None:
+    """A running container whose supervisor and PID 1 are gone is read as stopped by many readers at
+    once (processes, not threads: each its own claim); the journal gets its `die` once. A later run of
+    the same container that is lost again records its own."""
+    store = ContainerStore(tmp_path / "containers")
+    container = store.create(spec(), "orphan")
+
+    def lose(supervisor_start: int) -> None:
+        container.status = Status.CREATED
+        container.transition(Status.RUNNING, pid=2**22 + 1, pid_start=1, supervisor_pid=2**22 + 2)
+        container.update(supervisor_start=supervisor_start)
+
+    def dies() -> list[str]:
+        events = Journal.of_root(tmp_path).cursor().read()
+        return [e.attributes["exitCode"] for e in events if e.action == "die"]
+
+    lose(1)
+    readers = [subprocess.Popen([sys.executable, "-c", READ, str(tmp_path / "containers"), "orphan"]) for _ in range(8)]
+    assert [reader.wait(60) for reader in readers] == [0] * 8
+    assert store.get("orphan").status is Status.STOPPED
+    assert dies() == [str(LOST_EXIT_CODE)]
+    lose(2)
+    store.get("orphan")
+    store.get("orphan")
+    assert dies() == [str(LOST_EXIT_CODE)] * 2
+
+
+READ = """
+import sys
+from pathlib import Path
+from engine.service.containers import ContainerStore, Status
+assert ContainerStore(Path(sys.argv[1])).get(sys.argv[2]).status is Status.STOPPED
+"""
