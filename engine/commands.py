@@ -12,7 +12,9 @@ found, otherwise the container's own exit code.
 from __future__ import annotations
 
 import json
+import os
 import sys
+from contextlib import suppress
 from typing import Any
 
 import click
@@ -222,6 +224,7 @@ def rm(names: tuple[str, ...], force: bool) -> None:
 
 @click.command("exec", context_settings={"allow_interspersed_args": False})
 @click.option("-i", "--interactive", is_flag=True, help="Give the process this terminal's stdin.")
+@click.option("-t", "--tty", is_flag=True, help="Give the process a terminal of its own, relayed to this one.")
 @click.option("-e", "--env", multiple=True)
 @click.option("-u", "--user")
 @click.option("-w", "--workdir")
@@ -235,16 +238,71 @@ def exec_(
     user: str | None,
     workdir: str | None,
     interactive: bool,
+    tty: bool,
 ) -> None:
     """Run COMMAND inside a running container."""
     _require_root("berth exec")
+    if tty and interactive and not sys.stdin.isatty():
+        raise click.ClickException("the input device is not a TTY")
     from engine.service.lifecycle import exec_in
 
     _, containers = _stores()
-    code = exec_in(
-        containers.get(container), list(command), env=list(env), user=user, workdir=workdir, interactive=interactive
-    )
+    target = containers.get(container)
+    if tty:
+        code = _exec_on_terminal(target, list(command), env=list(env), user=user, workdir=workdir, typed=interactive)
+    else:
+        code = exec_in(target, list(command), env=list(env), user=user, workdir=workdir, interactive=interactive)
     sys.exit(code)
+
+
+def _exec_on_terminal(container: Any, args: list[str], *, typed: bool, **options: Any) -> int:
+    """`exec -t`: the process gets a pty inside the container (as the API's exec -it), relayed here by a
+    thread while the main thread waits for it (and relays signals, which only it may set up); this
+    terminal is raw meanwhile, so ^C and the like are the process's to read, and follows its size."""
+    import signal
+    import socket
+    import termios
+    import threading
+    import tty as terminal
+
+    from engine.runtime import console
+    from engine.service.lifecycle import exec_in
+
+    ours, theirs = (s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM))
+    stop_read, stop_write = os.pipe2(os.O_CLOEXEC)
+    local = sys.stdin.isatty()
+    masters: list[int] = []
+
+    def follow_size(_signum: int = 0, _frame: object = None) -> None:
+        if masters and local:
+            with suppress(OSError):
+                console.set_size(masters[0], *console.get_size(0))
+
+    def relay() -> None:
+        master = console.receive_fd(ours)
+        os.close(ours)
+        if master is None:  # it failed before it had a terminal: why is on stderr
+            return
+        masters.append(master)
+        follow_size()
+        console.relay_local(master, stop_read, 0 if typed else -1, 1)
+
+    size = list(console.get_size(0)) if local else None
+    saved = termios.tcgetattr(0) if local else None
+    if local:
+        terminal.setraw(0, termios.TCSANOW)
+    signal.signal(signal.SIGWINCH, follow_size)
+    relaying = threading.Thread(target=relay, daemon=True)
+    relaying.start()
+    try:
+        return exec_in(container, args, console_fd=theirs, console_size=size, **options)
+    finally:
+        os.write(stop_write, b"x")
+        relaying.join()
+        for fd in (*masters, stop_read, stop_write):
+            os.close(fd)
+        if saved is not None:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
 
 
 @click.command()

@@ -161,3 +161,58 @@ def listen(directory: str) -> socket.socket:
         return sock
     finally:
         os.close(fd)
+
+
+def relay_local(master: int, stop_fd: int, input_fd: int, output_fd: int) -> None:
+    """A terminal's master relayed to this process's own terminal (`berth exec -t`) until the terminal
+    ends (every holder of its slave gone) or `stop_fd` becomes readable (the process exited: what the
+    master still holds is read out first). `input_fd` -1: nothing is typed into it."""
+    import select
+
+    poller = select.poll()
+    poller.register(master, select.POLLIN)
+    poller.register(stop_fd, select.POLLIN)
+    if input_fd >= 0:
+        poller.register(input_fd, select.POLLIN)
+    os.set_blocking(master, False)
+    while True:
+        for fd, _ in poller.poll():
+            if fd == input_fd:
+                typed = os.read(input_fd, 65536)
+                if typed:
+                    _write_all(master, typed)
+                else:
+                    poller.unregister(input_fd)
+                continue
+            if not _copy_out(master, output_fd) or fd == stop_fd:
+                return
+
+
+def _copy_out(master: int, output_fd: int) -> bool:
+    """What the master holds now, to `output_fd`; False once the terminal has ended."""
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False  # EIO: no process holds the slave any more
+        if not data:
+            return False
+        _write_all(output_fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            select_wait(fd)
+
+
+def select_wait(fd: int) -> None:
+    """Until `fd` (a non-blocking terminal master) takes more."""
+    import select
+
+    select.select([], [fd], [])

@@ -67,7 +67,8 @@ def exec_in(
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     shares_terminal = interactive and console_fd < 0 and os.isatty(0)
     target: list[int] = []
-    flush = relay_signals(target, shares_terminal)
+    # with a pty of its own, SIGWINCH is the relay's: it resizes that pty, which signals the process
+    flush = relay_signals(target, shares_terminal, frozenset({signal.SIGWINCH}) if console_fd >= 0 else frozenset())
     sc.setns(pid_ns, sc.CLONE_NEWPID)
     child = os.fork()
     if child == 0:

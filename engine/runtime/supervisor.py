@@ -129,11 +129,12 @@ def wait(pid: int) -> int:
     return exit_code(status)
 
 
-def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None]:
+def relay_signals(target: list[int], shares_terminal: bool, keep: frozenset[int] = frozenset()) -> Callable[[], None]:
     """Relay signals to PID 1 once `target` holds its pid; ones that come earlier wait for it.
 
     Installed before the fork: a signal landing between exec and the state write must not
     kill the supervisor. With a terminal, ^C and ^\\ already reach PID 1 (same process group).
+    Signals in `keep` keep the handler they have (`exec -t`'s SIGWINCH resizes the process's pty).
     """
     pending: list[int] = []
 
@@ -149,6 +150,8 @@ def relay_signals(target: list[int], shares_terminal: bool) -> Callable[[], None
         flush()
 
     for sig in FORWARDED_SIGNALS:
+        if sig in keep:
+            continue
         signal.signal(sig, (lambda _s, _f: None) if shares_terminal and sig in TTY_SIGNALS else relay)
     return flush
 

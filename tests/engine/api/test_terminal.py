@@ -142,15 +142,20 @@ def test_run_it_of_a_command_that_ends_at_once(engine: Engine) -> None:
         assert term.seen == b"quick\r\n"
 
 
+def check_exec_shell(term: Terminal) -> None:
+    """An exec'd shell on `term` (made at 25x90) has a pty and follows a resize."""
+    term.type("tty; echo $((6 * 7))\r")
+    assert term.expect(r"\r\n(/dev/pts/\d+)\r\n42\r\n")
+    size_is(term, 25, 90)
+    term.resize(30, 100)
+    size_is(term, 30, 100)
+
+
 def test_exec_it_in_a_running_container(engine: Engine) -> None:
     engine.ok("run", "-d", *NONE, "--name", "shell-host", IMAGE_NAME, "sleep", "600")
     term = Terminal(["docker", "exec", "-it", "shell-host", "sh"], engine.env, 25, 90)
     try:
-        term.type("tty; echo $((6 * 7))\r")
-        assert term.expect(r"\r\n(/dev/pts/\d+)\r\n42\r\n")
-        size_is(term, 25, 90)
-        term.resize(30, 100)
-        size_is(term, 30, 100)
+        check_exec_shell(term)
         term.type("exit 4\r")
         assert term.wait() == 4
     finally:
@@ -319,3 +324,32 @@ def test_berth_run_t_in_the_foreground_is_logged(berth_api: Engine) -> None:
     finally:
         term.close()
         berth_api.docker("rm", "-f", "termfg")
+
+
+def test_berth_exec_it_relays_this_terminal(berth_api: Engine) -> None:
+    """`berth exec -it` (the CLI front door) as `docker exec -it`: a pty of the process's own inside the
+    container, this terminal's size followed, ^C the process's to read, its exit code kept; `-t` alone
+    shows the output; `-it` with an input that is no terminal is refused as docker refuses it."""
+    berth_api.ok("run", "-d", *NONE, "--name", "exec-host", IMAGE_NAME, "sleep", "600")
+    try:
+        argv = berth_api.netns.wrap([sys.executable, "-m", "engine", "exec", "-it", "exec-host", "sh"])
+        term = Terminal(argv, berth_api.env, 25, 90)
+        try:
+            check_exec_shell(term)
+            term.type("sh -c 'trap \"echo got-int; exit 0\" INT; echo ready; while :; do sleep 0.1; done'\r")
+            term.expect(r"ready\r\n")
+            term.type("\x03")
+            term.expect(r"got-int\r\n")
+            term.type("exit 4\r")
+            assert term.wait() == 4
+        finally:
+            term.close()
+        alone = berth_api.berth("exec", "-t", "exec-host", "sh", "-c", "tty; exit 2")
+        through_api = berth_api.docker("exec", "-t", "exec-host", "sh", "-c", "tty; exit 2")
+        assert (alone.returncode, alone.stdout) == (through_api.returncode, through_api.stdout) == (2, "/dev/pts/0\n")
+        refused = berth_api.berth("exec", "-it", "exec-host", "sh")
+        docker = berth_api.docker("exec", "-it", "exec-host", "sh")
+        assert refused.returncode == docker.returncode == 1
+        assert "the input device is not a TTY" in refused.stderr and "the input device is not a TTY" in docker.stderr
+    finally:
+        berth_api.docker("rm", "-f", "exec-host")
