@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.bench.bench_client import start_dockerd  # noqa: E402
+from tests.bench.installed import install, interpreter  # noqa: E402
 from tests.e2e.images import busybox_rootfs, tar_directory  # noqa: E402
 
 BASE = "bench-build/base:1"
@@ -69,6 +70,11 @@ class Tools:
 
     def __init__(self, work: Path, docker_sock: str) -> None:
         self.berth_env = {"BERTH_ROOT": str(work / "berth"), "PYTHONPATH": str(ROOT)}
+        self.dev = [sys.executable, "-c", "from engine.cli import main; main()"]
+        # `berth` is judged as installed (see installed.py); an empty PYTHONPATH counts as unset,
+        # so it imports its own copy. `berth-dev` is the development install, for comparison.
+        self.installed = [str(install(work / "installed"))]
+        self.installed_env = self.berth_env | {"PYTHONPATH": ""}
         self.docker_env = {"DOCKER_HOST": f"unix://{docker_sock}", "DOCKER_BUILDKIT": "0"}
         storage = work / "buildah"
         self.buildah = ["buildah", "--root", str(storage / "root"), "--runroot", str(storage / "run")]
@@ -92,14 +98,14 @@ class Tools:
                 self.has_buildah = False
 
     def berth(self, *args: str) -> str:
-        return run(sys.executable, "-c", "from engine.cli import main; main()", *args, env=self.berth_env)
+        return run(*self.dev, *args, env=self.berth_env)
 
     def build(self, tool: str, ctx: Path, cached: bool) -> float:
         no_cache = [] if cached else ["--no-cache"]
-        if tool == "berth":
-            berth = [sys.executable, "-c", "from engine.cli import main; main()"]
+        if tool in ("berth", "berth-dev"):
+            berth, env = (self.dev, self.berth_env) if tool == "berth-dev" else (self.installed, self.installed_env)
             args = ["build", "--network", "none", "-q", "-t", "bench/app:1", *no_cache, str(ctx)]
-            return timed(*berth, *args, env=self.berth_env)
+            return timed(*berth, *args, env=env)
         if tool == "docker":
             return timed(
                 "docker", "build", "--network=none", "-q", "-t", "bench/app:1", *no_cache, str(ctx), env=self.docker_env
@@ -159,23 +165,24 @@ def main() -> None:
             tools = Tools(work, sock)
             tools.setup(work)
             ctx = context(work / "ctx")
-            names = ["berth", "docker", *(["buildah"] if tools.has_buildah else [])]
+            names = ["berth", "berth-dev", "docker", *(["buildah"] if tools.has_buildah else [])]
             results: dict[str, list[float]] = {}
             for _ in range(args.rounds):
                 for tool in names:
                     results.setdefault(f"{tool} cold", []).append(tools.build(tool, ctx, cached=False))
                     results.setdefault(f"{tool} cached", []).append(tools.build(tool, ctx, cached=True))
-                results.setdefault("python start", []).append(timed(sys.executable, "-c", "pass"))
+                floor = str(interpreter(Path(tools.installed[0])))
+                results.setdefault("python start", []).append(timed(floor, "-c", "pass", env={"PYTHONPATH": ""}))
             medians = {k: statistics.median(v) for k, v in results.items()}
             print(f"5-step Dockerfile, median of {args.rounds} rounds (ratio to docker build):")
             for kind in ("cached", "cold"):
                 for tool in names:
                     value = medians[f"{tool} {kind}"]
-                    print(f"  {kind:>6} {tool:>7}: {value:6.2f} s  ({value / medians[f'docker {kind}']:4.2f}x docker)")
+                    print(f"  {kind:>6} {tool:>9}: {value:6.3f} s  ({value / medians[f'docker {kind}']:4.2f}x docker)")
             start = medians["python start"]
             print(
-                f"  (this interpreter starting and exiting alone: {start:.2f} s; a cached berth build beyond it: "
-                f"{medians['berth cached'] - start:.2f} s)"
+                f"  (the installed berth's interpreter starting and exiting alone: {start:.3f} s; a cached berth "
+                f"build beyond it: {medians['berth cached'] - start:.3f} s)"
             )
             bench_layer(work, args.layer_mb, args.rounds)
         finally:

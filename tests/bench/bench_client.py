@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from client.layout import Layout  # noqa: E402
+from tests.bench.installed import install, interpreter  # noqa: E402
 from tests.client.images import build_image, random_bytes  # noqa: E402
 from tests.client.servers import Distribution  # noqa: E402
 from tests.conftest import RegistryProcess, dockerd_command  # noqa: E402
@@ -59,9 +60,17 @@ def run(*command: str, env: dict[str, str] | None = None) -> None:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr}")
 
 
+DEVELOPMENT = [sys.executable, "-c", "from engine.cli import main; main()"]
+"""`berth` as the development install runs it (its console script's two lines)."""
+BERTH = DEVELOPMENT
+"""The `berth` the copies run: main() puts the installed console script here (see installed.py)."""
+INSTALLED_ENV = {"PYTHONPATH": ""}
+"""An empty PYTHONPATH counts as unset, so the installed berth imports its own copy, not this tree."""
+
+
 def berth(*args: str, env: dict[str, str]) -> None:
     """The real `berth` command, as its console script runs it."""
-    run(sys.executable, "-c", "from engine.cli import main; main()", *args, env=env)
+    run(*BERTH, *args, env=env | (INSTALLED_ENV if BERTH is not DEVELOPMENT else {}))
 
 
 Server = Distribution | RegistryProcess
@@ -167,17 +176,21 @@ def _timed(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def bench_startup(rounds: int) -> dict[str, list[float]]:
-    """`berth --version` beside the bare interpreter, interleaved so load hits both alike."""
+def bench_startup(rounds: int, script: Path) -> dict[str, list[float]]:
+    """`berth --version` beside the bare interpreter, installed and as the development install runs
+    it, interleaved so load hits all alike."""
+    dev = {"PYTHONPATH": str(ROOT)}
     commands = {
-        "python -c pass": [sys.executable, "-c", "pass"],
-        "berth --version": [sys.executable, "-c", "from engine.cli import main; main()", "--version"],
-        "python -c 'import click'": [sys.executable, "-c", "import click"],
+        "python -c pass": ([str(interpreter(script)), "-c", "pass"], INSTALLED_ENV),
+        "berth --version": ([str(script), "--version"], INSTALLED_ENV),
+        "python -c pass (dev)": ([sys.executable, "-c", "pass"], dev),
+        "berth --version (dev)": ([*DEVELOPMENT, "--version"], dev),
+        "python -c 'import click'": ([sys.executable, "-c", "import click"], dev),
     }
     results: dict[str, list[float]] = {}
     for _ in range(rounds):
-        for name, command in commands.items():
-            wall, cpu = _timed(command, {"PYTHONPATH": str(ROOT)})
+        for name, (command, env) in commands.items():
+            wall, cpu = _timed(command, env)
             results.setdefault(name, []).append(wall)
             results.setdefault(f"{name} cpu", []).append(cpu)
     return results
@@ -235,10 +248,22 @@ def main() -> None:
     parser.add_argument("--sizes", default="50,300", help="image presets to run: 50 (4 x 12.5 MB), 300 (5 x 60 MiB)")
     parser.add_argument("--docker", action="store_true", help="also time docker pull/push (starts dockerd)")
     args = parser.parse_args()
+    global BERTH
     run(sys.executable, "-m", "compileall", "-q", *(str(ROOT / name) for name in ("client", "engine", "registry")))
-    started = {name: statistics.median(values) for name, values in bench_startup(max(10, args.rounds * 4)).items()}
+    installed = Path(tempfile.mkdtemp(prefix="berth-installed-"))
+    try:
+        BERTH = [str(install(installed))]
+        measure(args, BERTH[0])
+    finally:
+        shutil.rmtree(installed, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, script: str) -> None:
+    timings = bench_startup(max(10, args.rounds * 4), Path(script))
+    started = {name: statistics.median(values) for name, values in timings.items()}
     floor, floor_cpu = started["python -c pass"], started["python -c pass cpu"]
-    print("start-up, medians (wall, and CPU of the process):")
+    print("start-up, medians (wall, and CPU of the process); berth and python as installed in a venv, (dev): the")
+    print("development install (its editable finder and this sandbox's certifi hook run at every start):")
     for name, value in started.items():
         if not name.endswith(" cpu"):
             cpu = started[f"{name} cpu"]

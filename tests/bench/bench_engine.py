@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 from engine.runtime.rootfs import merge_layer  # noqa: E402
 from engine.service.images import ImageStore, ensure_layers  # noqa: E402
 from engine.service.paths import Paths  # noqa: E402
+from tests.bench.installed import install, interpreter  # noqa: E402
 from tests.engine.images import IMAGE, TarBuilder, busybox_base, standard_image, write_image  # noqa: E402
 
 Timings = list[float]
@@ -188,23 +189,28 @@ def bench_start(n: int, work: Path, with_docker: bool, with_podman: bool) -> lis
             )
         )
     berth = [sys.executable, "-m", "engine", "run", "--rm", "--network", "none", IMAGE, "true"]
-    berth_run = Runtime("berth run --rm (python -m engine)", berth, env)
+    # Judged as installed (see installed.py); an empty PYTHONPATH counts as unset, so it imports its own copy.
+    installed = install(work / "installed")
+    installed_env = env | {"PYTHONPATH": ""}
+    berth_run = Runtime("berth run --rm (installed)", [str(installed), *berth[3:]], installed_env)
     runtimes.append(berth_run)
+    runtimes.append(Runtime("berth run --rm (python -m engine, dev)", berth, env))
     bridged = [sys.executable, "-m", "engine", "run", "--rm", "--network", "bridge", IMAGE, "true"]
     runtimes.append(Runtime("berth run --rm --network bridge", bridged, env))
     unconfined = [*berth[:5], "--security-opt", "seccomp=unconfined", *berth[5:]]
     runtimes.append(Runtime("berth run --rm, seccomp=unconfined", unconfined, env))
     script = Path(sys.executable).parent / "berth"
     if script.exists():
-        runtimes.append(Runtime("berth run --rm (console script)", [str(script), *berth[3:]], env))
+        runtimes.append(Runtime("berth run --rm (console script, dev)", [str(script), *berth[3:]], env))
     # The same command without site's .pth hooks (this sandbox's certifi patch, the editable-install finder):
     # what an ordinary installed berth pays for interpreter start-up.
     import site
 
     bare_env = env | {"PYTHONPATH": os.pathsep.join([str(ROOT), *site.getsitepackages()])}
     runtimes.append(Runtime("berth run --rm (python -S, no .pth)", [sys.executable, "-S", *berth[1:]], bare_env))
-    floor = Runtime("python -c pass (interpreter floor)", [sys.executable, "-c", "pass"], env)
+    floor = Runtime("python -c pass (installed's floor)", [str(interpreter(installed)), "-c", "pass"], installed_env)
     runtimes.append(floor)
+    runtimes.append(Runtime("python -c pass (dev floor)", [sys.executable, "-c", "pass"], env))
     runtimes.append(Runtime("python -S -c pass", [sys.executable, "-S", "-c", "pass"], env))
     runtimes.append(Runtime("python -c 'import click' (CLI floor)", [sys.executable, "-c", "import click"], env))
 
