@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,3 +104,50 @@ def test_put_without_proc_goes_through_an_upload_file(tmp_path: Path, monkeypatc
     storage.put(digest(data), data)
     assert b"".join(storage.read(digest(data))) == data
     assert list((tmp_path / "blobs" / "_uploads").iterdir()) == []
+
+
+def test_writes_of_any_shape_land_in_order(storage: BlobStorage) -> None:
+    """Chunks larger than a write call takes, empty ones, and more tiny ones than one call's
+    vector holds, in single writes, read back byte for byte."""
+    big = bytes(range(256)) * (3 * filesystem.WRITE_SLICE // 256) + b"odd"
+    tiny = [bytes([i % 251]) * 7 for i in range(filesystem.IOV_MAX + 5)]
+    batches = [[big, b"", b"x"], tiny, [memoryview(big)[5:], b"end"]]
+    state, offset = storage.start_upload("shapes"), 0
+    for batch in batches:
+        state = storage.write_upload(state, offset, batch)
+        offset += sum(len(chunk) for chunk in batch)
+    data = b"".join(bytes(chunk) for batch in batches for chunk in batch)
+    assert offset == len(data)
+    assert b"".join(storage.read_upload(state, offset)) == data
+
+
+def test_a_short_write_continues_where_it_stopped(tmp_path: Path) -> None:
+    """A file size limit makes the kernel write part of a call: what was written is exactly the
+    data's beginning, and the rest is tried again (and refused, past the limit) rather than
+    dropped or looped on. What follows a short write that the kernel then accepts is shown by
+    the next test (a regular file cannot be made to write short and then accept more)."""
+    limit = filesystem.WRITE_SLICE + 100
+    script = f"""
+import errno, resource, signal, sys
+from registry.storage import filesystem
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+storage = filesystem.FilesystemStorage(sys.argv[1])
+chunks = [bytes([i % 256]) * 1000 for i in range(300)]
+try:
+    storage.write_upload(storage.start_upload("short"), 0, chunks)
+except OSError as exc:
+    sys.exit(0 if exc.errno == errno.EFBIG else 3)
+sys.exit(4)
+"""
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "blobs")], check=True, timeout=60)
+    written = (tmp_path / "blobs" / "_uploads" / "short.part").read_bytes()
+    assert written == b"".join(bytes([i % 256]) * 1000 for i in range(300))[:limit]
+
+
+def test_the_rest_of_a_short_write_is_what_follows_its_last_byte() -> None:
+    views = [memoryview(b"abc"), memoryview(b"defg"), memoryview(b"h")]
+    rest = filesystem._after(views, 5)
+    assert [bytes(v) for v in rest] == [b"fg", b"h"]
+    assert [bytes(v) for v in filesystem._after(views, 3)] == [b"defg", b"h"]
+    assert [bytes(v) for v in filesystem._after(views, 0)] == [b"abc", b"defg", b"h"]
