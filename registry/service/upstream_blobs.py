@@ -1,10 +1,11 @@
 """Blobs of cached repositories, fetched from the upstream once however many clients ask.
 
 One process of one replica holds the fetch's lease (a `blob_fetch` row in the shared
-database); a thread of that fetch receives the upstream's response, hands it on to its client
-and writes it to an upload session in storage. The digest and size are checked before the
-client gets the last chunk and before the bytes are committed, so a failed, truncated or
-corrupted fetch cuts its client off and stores nothing; the commit follows the body's end.
+database); a thread of that fetch receives the upstream's response and hands it on to its
+client, while a second thread hashes it and writes it to an upload session in storage. The
+digest and size are checked before the client gets the last chunk and before the bytes are
+committed, so a failed, truncated or corrupted fetch cuts its client off and stores nothing;
+the commit follows the body's end.
 Everyone else waits for the commit (polling the index) and is then served from storage, or
 takes the lease over when the fetch failed.
 """
@@ -20,7 +21,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import requests
@@ -34,8 +36,11 @@ from registry.storage.base import BlobStorage
 from registry.upstream.client import UpstreamClient, UpstreamRefused, UpstreamUnavailable
 
 LEASE_SECONDS = 60.0
-CHUNK = 1024 * 1024
-AHEAD = 16
+CHUNK = 4 * 1024 * 1024
+"""Bytes received, hashed, written and handed on at a time. Each chunk costs a hand-off to the
+landing thread and a thread hop to the client's response: 1 MiB chunks spent 0.05 s more CPU
+per 256 MiB than 4 MiB chunks."""
+AHEAD = 4
 """Chunks a fetch may receive ahead of its client (memory: AHEAD x CHUNK per fetch)."""
 HANDOFF_POLL = 0.25
 """How often a fetch whose client is behind looks whether that client went away."""
@@ -153,50 +158,39 @@ class UpstreamBlobs:
         wait for our fsync (it has verified bytes), while everyone else waits for the lease,
         which is released after the commit. A failure cleans up before it is handed on: the
         client sees its cut only once nothing is stored and the lease is free."""
-        algorithm = digest.partition(":")[0]
-        hasher = hashlib.new(algorithm)
-        state = self.storage.start_upload(str(uuid.uuid4()))
-        offset, batched, held_back = 0, 0, b""
-        batch: list[bytes] = []
+        landing = Landing(self.storage, digest.partition(":")[0])
+        held_back = b""
         renewed = time.monotonic()
         ended = False
         failed: Exception | None = None
         try:
-            for chunk in response.iter_content(CHUNK):
-                if not chunk:
-                    continue
+            for chunk in _coalesced(response.iter_content(CHUNK), CHUNK):
+                landing.add(chunk)
                 if held_back:
                     _hand_on(handoff, held_back, abandoned)
                 held_back = chunk
-                hasher.update(chunk)
-                batch.append(chunk)
-                batched += len(chunk)
-                if batched >= self.storage.write_batch:
-                    state = self.storage.write_upload(state, offset, batch, writeback=False)
-                    offset, batch, batched = offset + batched, [], 0
                 if time.monotonic() - renewed > LEASE_SECONDS / 3:
                     self.index.renew_fetch(digest, holder, LEASE_SECONDS)
                     renewed = time.monotonic()
-            if batch:
-                state = self.storage.write_upload(state, offset, batch, writeback=False)
-                offset += batched
-            actual = f"{algorithm}:{hasher.hexdigest()}"
-            if (size is not None and offset != size) or actual != digest:
-                raise FetchFailed(f"upstream {route.config.name} sent {offset} bytes hashing to {actual} for {digest}")
+            received, actual = landing.finish()
+            if (size is not None and received != size) or actual != digest:
+                raise FetchFailed(
+                    f"upstream {route.config.name} sent {received} bytes hashing to {actual} for {digest}"
+                )
             if held_back:
                 _hand_on(handoff, held_back, abandoned)
             _hand_on(handoff, None, abandoned)
             ended = True
             self.blobs.touch(digest)
-            self.storage.commit_upload(state, offset, digest)
-            self.index.blob_arrived(repository, digest, offset)
+            self.storage.commit_upload(landing.state, received, digest)
+            self.index.blob_arrived(repository, digest, received)
             FETCHES.labels(route.config.name, "blob").inc()
         except ClientLeft as exc:
             LOG.info("fetching %s from upstream %s stopped: %s", digest, route.config.name, exc)
-            self.storage.cancel_upload(state)
+            landing.cancel()
         except Exception as exc:
             LOG.warning("fetching %s from upstream %s failed: %s", digest, route.config.name, exc)
-            self.storage.cancel_upload(state)
+            landing.cancel()
             failed = exc
         finally:
             response.close()
@@ -204,6 +198,80 @@ class UpstreamBlobs:
         if failed is not None and not ended:
             with contextlib.suppress(ClientLeft):
                 _hand_on(handoff, failed, abandoned)
+
+
+LANDERS = ThreadPoolExecutor(thread_name_prefix="upstream-landing")
+"""Threads that hash and write fetched chunks (one chunk of a fetch at a time)."""
+
+
+class Landing:
+    """Where a fetch's chunks go besides its client: hashed and written to an upload session in
+    order, on a thread of LANDERS, one chunk at a time. Receiving (and handing on) the next
+    chunk overlaps hashing and writing this one: hashlib and the write release the GIL, and the
+    fetch's thread alone would take turns at all three."""
+
+    def __init__(self, storage: BlobStorage, algorithm: str) -> None:
+        self.storage = storage
+        self.hasher = hashlib.new(algorithm)
+        self.state = storage.start_upload(str(uuid.uuid4()))
+        self.size = 0
+        """Bytes written to the upload."""
+        self.batch: list[bytes] = []
+        self.batched = 0
+        self.pending: Future[None] | None = None
+
+    def add(self, chunk: bytes) -> None:
+        """Land `chunk` after those before it (this waits for the previous one and raises its failure)."""
+        self.wait()
+        self.pending = LANDERS.submit(self._land, chunk)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait until every chunk is written; their size and digest."""
+        self.wait()
+        self._write()
+        return self.size, f"{self.hasher.name}:{self.hasher.hexdigest()}"
+
+    def cancel(self) -> None:
+        """Drop the upload, once no chunk is being written to it any more."""
+        with contextlib.suppress(Exception):
+            self.wait()
+        self.storage.cancel_upload(self.state)
+
+    def wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.result()
+
+    def _land(self, chunk: bytes) -> None:
+        self.hasher.update(chunk)
+        self.batch.append(chunk)
+        self.batched += len(chunk)
+        if self.batched >= self.storage.write_batch:
+            self._write()
+
+    def _write(self) -> None:
+        if self.batch:
+            self.state = self.storage.write_upload(self.state, self.size, self.batch, writeback=False)
+            self.size += self.batched
+            self.batch, self.batched = [], 0
+
+
+def _coalesced(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """The pieces joined into chunks of at least `size` bytes (but the last). A body with a
+    length arrives in chunks of `size` already, passed on as they are; a chunked one arrives
+    in its sender's chunks, often a few KiB, each of which would cost a hand-off."""
+    parts: list[bytes] = []
+    gathered = 0
+    for piece in pieces:
+        if not piece:
+            continue
+        parts.append(piece)
+        gathered += len(piece)
+        if gathered >= size:
+            yield parts[0] if len(parts) == 1 else b"".join(parts)
+            parts, gathered = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 Handoff = queue.Queue[bytes | BaseException | None]

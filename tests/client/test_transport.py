@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import ipaddress
 import time
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from client.api import RegistryAPI
 from client.errors import NetworkError
 from client.transport import Transport, is_loopback, retry_after
 from tests.client.fakes import ScriptedServer, reply
-from tests.client.servers import Distribution
+from tests.client.servers import Distribution, loopback_certificate
 
 
 def test_loopback_hosts() -> None:
@@ -61,34 +55,10 @@ def test_plain_http_is_chosen_for_a_loopback_registry(distribution: Distribution
     assert transport.base_url == f"http://{distribution.host}"
 
 
-def _certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = directory / "server.crt", directory / "server.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
-
-
 @pytest.fixture(scope="module")
 def tls_registry(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("tls")
-    cert, key = _certificate(root)
+    cert, key = loopback_certificate(root)
     server = Distribution(root, tls=(cert, key))
     yield server, cert
     server.stop()
