@@ -7,8 +7,7 @@ Methods return plain values or raise `client.errors` exceptions; they know the p
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urljoin
 
 from client.auth import RegistryAuth
@@ -19,8 +18,7 @@ from client.transport import Transport
 from registry.oci import mediatypes as mt
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestInfo:
+class ManifestInfo(NamedTuple):
     """What a registry says of a manifest without sending it (HEAD): its media type, digest and size."""
 
     media_type: str

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qs, urlsplit
 
 from client.credentials import Credentials
@@ -26,8 +25,7 @@ REFRESH_MARGIN = 10.0
 CLIENT_ID = "berth"
 
 
-@dataclass(frozen=True, slots=True)
-class Challenge:
+class Challenge(NamedTuple):
     """A WWW-Authenticate challenge: its scheme (Basic, Bearer) and parameters."""
 
     scheme: str
@@ -77,12 +75,14 @@ def _covers(granted: tuple[str, ...], wanted: tuple[str, ...]) -> bool:
     return True
 
 
-@dataclass(slots=True)
 class _Token:
     """A bearer token and when it stops being good (seconds since the epoch)."""
 
-    value: str
-    expires_at: float
+    __slots__ = ("value", "expires_at")
+
+    def __init__(self, value: str, expires_at: float) -> None:
+        self.value = value
+        self.expires_at = expires_at
 
 
 class RegistryAuth:

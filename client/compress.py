@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -83,6 +81,8 @@ class CompressingSource:
             return data, media_type
         if kind == mt.DOCKER_MANIFEST and self.compression == "zstd":
             raise UsageError(f"{self.name}: a docker manifest cannot name zstd layers; use --compression gzip")
+        import tempfile  # here, as shutil in close(): a pull (into the store) imports this module for choose() only
+
         from client.parallel import run_all
 
         self._dir = Path(tempfile.mkdtemp(prefix="berth-compress-"))
@@ -129,6 +129,8 @@ class CompressingSource:
 
     def close(self) -> None:
         if self._dir is not None:
+            import shutil
+
             shutil.rmtree(self._dir, ignore_errors=True)
         self.source.close()
 

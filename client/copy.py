@@ -11,7 +11,6 @@ alone. After a copy between a registry and the store, the store records where th
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 from client.errors import ClientError
 from client.image import ImageSource, ImageTarget
@@ -23,16 +22,19 @@ from registry.oci.manifest import Descriptor, InvalidManifest, Manifest, Unsuppo
 MAX_DEPTH = 3
 
 
-@dataclass
 class CopyResult:
-    """What a copy did: the top manifest's digest, media type and size, and what happened to each blob."""
+    """What a copy did: the top manifest's digest, media type and size, and what happened to each blob.
 
-    digest: str
-    media_type: str
-    size: int
-    blobs: dict[str, str] = field(default_factory=dict)
-    """digest -> what happened to it: exists, pushed, mounted, stored."""
-    manifests: list[str] = field(default_factory=list)
+    A plain class (no dataclass): a record filled in by copy_image, that nothing compares.
+    """
+
+    def __init__(self, digest: str, media_type: str, size: int) -> None:
+        self.digest = digest
+        self.media_type = media_type
+        self.size = size
+        self.blobs: dict[str, str] = {}
+        """digest -> what happened to it: exists, pushed, mounted, stored."""
+        self.manifests: list[str] = []
 
 
 def _parse(data: bytes, media_type: str | None, where: str) -> Manifest:
@@ -42,12 +44,12 @@ def _parse(data: bytes, media_type: str | None, where: str) -> Manifest:
         raise ClientError(f"{where}: {exc}") from None
 
 
-@dataclass
 class CopyPlan:
     """Manifests to write (children first) and the blobs they need."""
 
-    manifests: list[tuple[Descriptor, bytes]] = field(default_factory=list)
-    blobs: dict[str, Descriptor] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.manifests: list[tuple[Descriptor, bytes]] = []
+        self.blobs: dict[str, Descriptor] = {}
 
     def add_image(self, manifest: Manifest) -> None:
         for blob in manifest.blobs:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from client.errors import AuthError, UsageError
 from client.files import atomic_write
@@ -23,8 +22,7 @@ DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_NAMES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io"})
 
 
-@dataclass(frozen=True, slots=True)
-class Credentials:
+class Credentials(NamedTuple):
     """A registry login as docker's credential stores keep it."""
 
     username: str | None = None

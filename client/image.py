@@ -12,7 +12,6 @@ instead of uploading it, as docker does with its per-layer distribution metadata
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 from client.errors import VerificationError
@@ -23,13 +22,16 @@ CHUNK = 1024 * 1024
 Progress = Callable[[int], None]
 
 
-@dataclass
-class BlobStream:
+def _nothing() -> None:
+    pass
+
+
+class BlobStream(NamedTuple):
     """Chunks of a blob starting at `offset` (0 when the source could not seek)."""
 
     chunks: Iterator[bytes]
     offset: int = 0
-    close: Callable[[], None] = field(default=lambda: None)
+    close: Callable[[], None] = _nothing
 
 
 class RegistryRepo(NamedTuple):

@@ -25,9 +25,8 @@ import fcntl
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 from client.errors import NotFound, UsageError
 from client.files import atomic_write
@@ -62,8 +61,7 @@ def store_name(reference: str) -> str:
         raise UsageError(str(exc)) from None
 
 
-@dataclass(frozen=True, slots=True)
-class ImageEntry:
+class ImageEntry(NamedTuple):
     """One index.json entry of a layout: its name (None for unnamed entries) and descriptor."""
 
     name: str | None

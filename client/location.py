@@ -12,8 +12,8 @@ A bare REF means the registry, except where a command says it means the local st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from client.api import RegistryAPI
 from client.credentials import Credentials
@@ -28,8 +28,7 @@ from registry.oci.reference import InvalidReference, Reference, parse_reference
 KINDS = ("docker", "oci", "docker-archive", "local")
 
 
-@dataclass(frozen=True, slots=True)
-class Location:
+class Location(NamedTuple):
     """Where an image is: a registry reference, the local store, an OCI layout or a docker archive."""
 
     kind: str
@@ -43,8 +42,7 @@ class Location:
         return f"{self.kind}:{self.path}" + (f":{self.name}" if self.name else "")
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
+class Options(NamedTuple):
     """How to reach registries and how much to do at once."""
 
     insecure: bool = False

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from client.errors import NotFound, UsageError
 from registry.oci.manifest import Descriptor, Manifest
@@ -13,8 +12,7 @@ _ARCH_ALIASES = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i386":
 _DEFAULT_VARIANTS = {"arm64": "v8", "arm": "v7"}
 
 
-@dataclass(frozen=True, slots=True)
-class Platform:
+class Platform(NamedTuple):
     """An image platform, `os/architecture[/variant]`, with docker's architecture names."""
 
     os: str

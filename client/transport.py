@@ -53,6 +53,16 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _is_ip_address(name: str) -> bool:
+    import ipaddress  # already loaded with urllib.parse
+
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 def basic_auth(username: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
@@ -81,9 +91,14 @@ def _speaks_tls(host: str) -> bool:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
+    address = name.strip("[]")
+    # ssl sends no SNI for an IP address: None says the same and spares ssl the idna codec, which
+    # getaddrinfo would import too for a str (client/http.py passes ASCII hosts as bytes, as here).
+    server_name = None if _is_ip_address(address) else address
+    host_bytes = address.encode("ascii") if address.isascii() else address
     try:
-        with socket.create_connection((name.strip("[]"), int(port)), timeout=5) as sock:
-            with context.wrap_socket(sock, server_hostname=name.strip("[]")):
+        with socket.create_connection((host_bytes, int(port)), timeout=5) as sock:  # type: ignore[arg-type]
+            with context.wrap_socket(sock, server_hostname=server_name):
                 return True
     except (ssl.SSLError, OSError):
         return False

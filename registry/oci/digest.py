@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 ALGORITHMS: dict[str, int] = {"sha256": 64, "sha512": 128}
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
@@ -14,8 +14,7 @@ class InvalidDigest(ValueError):
     """A string that is not a digest this registry can verify."""
 
 
-@dataclass(frozen=True, slots=True)
-class Digest:
+class Digest(NamedTuple):
     """A parsed content digest, `algorithm:hex`."""
 
     algorithm: str

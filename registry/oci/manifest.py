@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from registry.oci import mediatypes as mt
 from registry.oci.digest import InvalidDigest, parse_digest
@@ -20,8 +19,7 @@ class UnsupportedManifest(ValueError):
     """A manifest kind Berth refuses on purpose (Docker schema 1)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Descriptor:
+class Descriptor(NamedTuple):
     """An OCI content descriptor: what a manifest or index says of a blob or of another manifest."""
 
     media_type: str
@@ -45,18 +43,21 @@ class Descriptor:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
-    """What the registry needs to know about a manifest to index and serve it."""
+class Manifest(NamedTuple):
+    """What the registry needs to know about a manifest to index and serve it.
+
+    `annotations` and `raw` come before the defaults: a NamedTuple has no default factory, and
+    parse_manifest, the only maker, always has both.
+    """
 
     media_type: str
+    annotations: dict[str, str]
+    raw: dict[str, Any]
     config: Descriptor | None = None
     layers: tuple[Descriptor, ...] = ()
     manifests: tuple[Descriptor, ...] = ()
     subject: Descriptor | None = None
     artifact_type: str | None = None
-    annotations: dict[str, str] = field(default_factory=dict)
-    raw: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_index(self) -> bool:
@@ -163,11 +164,11 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
             raise InvalidManifest(f"{media_type} must not have config or layers")
         return Manifest(
             media_type,
+            annotations,
+            doc,
             manifests=tuple(_descriptor(c, f"manifests[{i}]") for i, c in enumerate(children)),
             subject=subject,
             artifact_type=artifact_type,
-            annotations=annotations,
-            raw=doc,
         )
     if "manifests" in doc:
         raise InvalidManifest(f"{media_type} must not have a manifests list")
@@ -178,10 +179,10 @@ def parse_manifest(data: bytes, content_type: str | None = None) -> Manifest:
         raise InvalidManifest("layers must be a list")
     return Manifest(
         media_type,
+        annotations,
+        doc,
         config=_descriptor(doc["config"], "config"),
         layers=tuple(_descriptor(layer, f"layers[{i}]") for i, layer in enumerate(layers)),
         subject=subject,
         artifact_type=artifact_type,
-        annotations=annotations,
-        raw=doc,
     )

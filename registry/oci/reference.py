@@ -8,7 +8,7 @@ a `.` or a `:`, or is `localhost`; otherwise the reference is on Docker Hub
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from registry.oci.digest import InvalidDigest, parse_digest
 
@@ -38,8 +38,7 @@ def valid_tag(tag: str) -> bool:
     return bool(TAG_RE.fullmatch(tag))
 
 
-@dataclass(frozen=True, slots=True)
-class Reference:
+class Reference(NamedTuple):
     """A fully qualified reference: registry host, repository path, tag and/or digest."""
 
     registry: str
