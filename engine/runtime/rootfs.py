@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.runtime import syscalls as sc
+from engine.runtime.securejoin import secure_join
 
 # overlayfs marks a directory that hides the layers below it with this xattr (value "y").
 OPAQUE_XATTR = "trusted.overlay.opaque"
@@ -46,7 +47,6 @@ DEV_LINKS = (
     ("core", "/proc/kcore"),
 )
 _NOEXEC = sc.MS_NOSUID | sc.MS_NODEV | sc.MS_NOEXEC
-_MAX_LINKS = 40
 
 
 @dataclass(frozen=True)
@@ -58,38 +58,6 @@ class Mount:
     target: str
     readonly: bool = False
     seed: bool = False
-
-
-def secure_join(root: str, path: str) -> str:
-    """`root/path` with every symlink resolved as if `root` were `/`: never outside `root`."""
-    parts = [p for p in path.split("/") if p]
-    resolved: list[str] = []
-    links = 0
-    while parts:
-        name = parts.pop(0)
-        if name == ".":
-            continue
-        if name == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, name)
-        try:
-            st = os.lstat(candidate)
-        except FileNotFoundError:
-            resolved.append(name)
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            links += 1
-            if links > _MAX_LINKS:
-                raise OSError(errno.ELOOP, f"too many symlinks resolving {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            parts = [p for p in target.split("/") if p] + parts
-            continue
-        resolved.append(name)
-    return os.path.join(root, *resolved)
 
 
 def _mountpoint(root: str, path: str, directory: bool = True) -> str:

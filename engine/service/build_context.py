@@ -16,10 +16,10 @@ import hashlib
 import os
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-from engine.runtime.rootfs import secure_join
+from engine.runtime.securejoin import secure_join
 
 MAX_IGNORE_FILE = 1 << 20
 
@@ -28,8 +28,7 @@ class ContextError(ValueError):
     """A COPY/ADD source is outside the context, missing, or excluded; or .dockerignore is unusable."""
 
 
-@dataclass(frozen=True)
-class IgnorePattern:
+class IgnorePattern(NamedTuple):
     """One `.dockerignore` line as a regex; `negated` (a leading `!`) brings matching paths back."""
 
     regex: re.Pattern[str]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
@@ -76,7 +75,11 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
     heredocs = {h.name: h for h in instruction.heredocs}
     # Heredoc bodies and downloads are written here; context files are copied from where they are.
     staged = bool(heredocs) or any(_is_url(instruction, source) for source in sources)
-    staging = Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir())) if staged else None
+    staging: Path | None = None
+    if staged:
+        import tempfile  # only for heredocs and downloads, as shutil below
+
+        staging = Path(tempfile.mkdtemp(prefix="sources-", dir=builder._build_dir()))
     try:
         spec = CopySpec([], dest, dest.endswith("/") or len(sources) > 1, flags.get("chown"), chmod)
         spec.extract = instruction.keyword == "ADD"
@@ -121,9 +124,9 @@ def copy_instruction(builder: Builder, state: State, instruction: Instruction, p
         label = f"{prefix} {instruction.text}"
         builder.file_step(state, key, created_by, label, lambda dirs, d: copy_step(dirs, d, spec))
     finally:
-        import shutil
-
         if staging is not None:
+            import shutil
+
             shutil.rmtree(staging, ignore_errors=True)
 
 

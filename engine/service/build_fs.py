@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.runtime import syscalls as sc
-from engine.runtime.rootfs import mount_rootfs, overlay_supported, secure_join
+from engine.runtime.securejoin import secure_join
 
 STEP_FAILED = 1
 
@@ -28,26 +25,35 @@ class StepError(RuntimeError):
     """A COPY/ADD/WORKDIR step failed inside its namespace (the message says why)."""
 
 
-@dataclass
 class CopySpec:
-    """One COPY or ADD: sources already resolved to (root, path) pairs, a destination inside the image."""
+    """One COPY or ADD: sources already resolved to (root, path) pairs, a destination inside the image.
 
-    sources: list[tuple[str, str]]
-    """(root the path is confined to, path under that root); root "" means the stage named in `source_layers`."""
-    dest: str
-    dest_is_dir: bool
-    chown: str | None = None
-    chmod: int | None = None
-    extract: bool = False
-    """ADD: unpack local tar archives instead of copying them."""
-    source_layers: list[str] = field(default_factory=list)
-    """Unpacked layer directories of the --from stage or image, bottom first."""
-    keep: list[str] | None = None
-    """For the context: the relative paths .dockerignore keeps (None: everything)."""
+    A plain class, filled in as copy_instruction resolves the sources (nothing compares two).
+    """
+
+    def __init__(
+        self, sources: list[tuple[str, str]], dest: str, dest_is_dir: bool, chown: str | None, chmod: int | None
+    ) -> None:
+        self.sources = sources
+        """(root the path is confined to, path under that root); root "" means the stage named in `source_layers`."""
+        self.dest = dest
+        self.dest_is_dir = dest_is_dir
+        self.chown = chown
+        self.chmod = chmod
+        self.extract = False
+        """ADD: unpack local tar archives instead of copying them."""
+        self.source_layers: list[str] = []
+        """Unpacked layer directories of the --from stage or image, bottom first."""
+        self.keep: list[str] | None = None
+        """For the context: the relative paths .dockerignore keeps (None: everything)."""
 
 
 def in_namespace(layers: list[Path], directory: Path, action: Callable[[str], None]) -> None:
     """Mount the overlay at directory/rootfs in a child's own mount namespace and run `action` there."""
+    # Imported here, not above: ctypes and the mount code are for steps that run, not cached ones.
+    from engine.runtime import syscalls as sc
+    from engine.runtime.rootfs import mount_rootfs
+
     read_end, write_end = os.pipe2(os.O_CLOEXEC)
     pid = os.fork()
     if pid == 0:
@@ -120,6 +126,8 @@ def make_dirs(rootfs: str, path: str, owner: tuple[int, int] = (0, 0)) -> str:
 
 
 def _place(source: str, st: os.stat_result, target: str, spec: CopySpec, owner: tuple[int, int], links: dict) -> None:
+    import shutil  # a copy that runs; a cached COPY imports this module for CopySpec only
+
     if os.path.lexists(target) and not (stat.S_ISDIR(st.st_mode) and os.path.isdir(target)):
         shutil.rmtree(target) if os.path.isdir(target) and not os.path.islink(target) else os.unlink(target)
     mode = spec.chmod if spec.chmod is not None else stat.S_IMODE(st.st_mode)
@@ -217,6 +225,9 @@ def copy(rootfs: str, spec: CopySpec, source_root: str | None) -> None:
 
 def mount_source(layers: list[str], directory: Path) -> str:
     """Another stage's or image's filesystem, read-only, for COPY --from."""
+    from engine.runtime import syscalls as sc  # a step that runs, as in_namespace
+    from engine.runtime.rootfs import overlay_supported
+
     target = directory / "from"
     target.mkdir(exist_ok=True)
     if not layers:

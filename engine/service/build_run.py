@@ -14,9 +14,8 @@ import os
 import stat
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from engine.service import image_config as ic
 from engine.service.build_state import BuildError, State, chain
@@ -31,8 +30,7 @@ OUTPUT_TAIL = 20
 RUNTIME_MOUNTPOINTS = ("proc", "sys", "dev", "etc/hostname", "etc/hosts", "etc/resolv.conf")
 
 
-@dataclass
-class RunResult:
+class RunResult(NamedTuple):
     """What a RUN step left: its exit code, its changes, and how to tear its mounts down."""
 
     code: int

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.service import image_config as ic
@@ -27,29 +26,44 @@ class BuildError(RuntimeError):
         self.code = code
 
 
-@dataclass
 class State:
-    """Where a stage is: its layers, config, history, declared ARGs and cache key so far."""
+    """Where a stage is: its layers, config, history, declared ARGs and cache key so far.
 
-    layers: list[LayerBlob]
-    config: dict[str, Any]
-    history: list[dict[str, Any]]
-    key: str
-    architecture: str
-    args: dict[str, str] = field(default_factory=dict)
-    author: str | None = None
-    cmd_set: bool = False
-    created: str = ""
-    """When the stage's newest layer step was made (a cached step keeps its time, so a rebuild is identical)."""
+    A plain class: the steps change it in place, and nothing compares two.
+    """
+
+    def __init__(
+        self,
+        layers: list[LayerBlob],
+        config: dict[str, Any],
+        history: list[dict[str, Any]],
+        key: str,
+        architecture: str,
+        *,
+        created: str = "",
+    ) -> None:
+        self.layers = layers
+        self.config = config
+        self.history = history
+        self.key = key
+        self.architecture = architecture
+        self.args: dict[str, str] = {}
+        self.author: str | None = None
+        self.cmd_set = False
+        self.created = created
+        """When the stage's newest layer step was made (a cached step keeps its time, so a rebuild is identical)."""
 
     def copy(self) -> State:
-        return replace(
-            self,
-            layers=list(self.layers),
-            config=json.loads(json.dumps(self.config)),
-            history=list(self.history),
-            args=dict(self.args),
+        state = State(
+            list(self.layers),
+            json.loads(json.dumps(self.config)),
+            list(self.history),
+            self.key,
+            self.architecture,
+            created=self.created,
         )
+        state.args, state.author, state.cmd_set = dict(self.args), self.author, self.cmd_set
+        return state
 
     @property
     def shell(self) -> list[str]:

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from engine.service import image_config as ic
 from engine.service.build_cache import BuildCache
@@ -41,23 +38,38 @@ class Reporter(Protocol):
     def note(self, text: str) -> None: ...
 
 
-@dataclass
 class BuildOptions:
-    """`berth build`'s flags, as the front doors (CLI and API) pass them to the Builder."""
+    """`berth build`'s flags, as the front doors (CLI and API) pass them to the Builder.
 
-    context: Path
-    dockerfile: Path | None = None
-    build_args: dict[str, str] = field(default_factory=dict)
-    target: str | None = None
-    no_cache: bool = False
-    network: str = "bridge"
-    labels: dict[str, str] = field(default_factory=dict)
-    compression: str = "gzip"
-    epoch: int | None = None
+    A plain class: one is made per build and nothing compares two (a dataclass costs ~0.5 ms
+    to define at every start, see docs/architecture.md "Start-up").
+    """
+
+    def __init__(
+        self,
+        context: Path,
+        *,
+        dockerfile: Path | None = None,
+        build_args: dict[str, str] | None = None,
+        target: str | None = None,
+        no_cache: bool = False,
+        network: str = "bridge",
+        labels: dict[str, str] | None = None,
+        compression: str = "gzip",
+        epoch: int | None = None,
+    ) -> None:
+        self.context = context
+        self.dockerfile = dockerfile
+        self.build_args = build_args if build_args is not None else {}
+        self.target = target
+        self.no_cache = no_cache
+        self.network = network
+        self.labels = labels if labels is not None else {}
+        self.compression = compression
+        self.epoch = epoch
 
 
-@dataclass
-class BuildResult:
+class BuildResult(NamedTuple):
     """The built image: its manifest and config bytes, and the manifest's digest."""
 
     manifest: bytes
@@ -139,7 +151,7 @@ class Builder:
         raise BuildError(f"target stage {self.options.target!r} could not be found")
 
     def _base_name(self, stage: Stage) -> str:
-        instruction = Instruction("FROM", stage.base, stage.line)
+        instruction = Instruction("FROM", stage.base, stage.line, {})
         return self._expand(stage.base, self.global_args, instruction)
 
     def _expand(self, text: str, env: dict[str, str], instruction: Instruction) -> str:
@@ -156,7 +168,7 @@ class Builder:
         label = f"[{stage.name or 'stage-' + str(stage.index)} 1/{total}] FROM {base}"
         step = self.reporter.step(label)
         platform = (
-            self._expand(stage.platform, self.global_args, Instruction("FROM", base, stage.line))
+            self._expand(stage.platform, self.global_args, Instruction("FROM", base, stage.line, {}))
             if stage.platform
             else None
         )
@@ -272,6 +284,9 @@ class Builder:
         step = self.reporter.step(label)
         hit = self._cached(key)
         if hit is None:
+            import shutil  # with tempfile: only a step that runs needs them (they pull in bz2, lzma, random)
+            import tempfile
+
             directory = Path(tempfile.mkdtemp(prefix="step-", dir=self._build_dir()))
             try:
                 dirs = self._layer_dirs(state.layers)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from engine.service.substitution import SubstitutionError, split_words
 
@@ -66,8 +66,7 @@ class DockerfileError(ValueError):
         self.line = line
 
 
-@dataclass(frozen=True)
-class Heredoc:
+class Heredoc(NamedTuple):
     """A `<<NAME` body that follows its instruction's line."""
 
     name: str
@@ -76,15 +75,14 @@ class Heredoc:
     """False when the delimiter was quoted: `$VAR` in the body stays as written."""
 
 
-@dataclass(frozen=True)
-class Instruction:
+class Instruction(NamedTuple):
     """One Dockerfile instruction as written (before substitution), with the line it starts on."""
 
     keyword: str
     args: str
     """The arguments after the flags, continuations joined, heredoc markers left in place."""
     line: int
-    flags: dict[str, str] = field(default_factory=dict)
+    flags: dict[str, str]
     exec_form: list[str] | None = None
     """The arguments as a JSON array of strings, when they were written as one."""
     heredocs: tuple[Heredoc, ...] = ()
@@ -98,21 +96,25 @@ class Instruction:
         return f"{self.keyword} {flags}{self.args}".rstrip()
 
 
-@dataclass(frozen=True)
 class Stage:
-    """A FROM and the instructions up to the next one."""
+    """A FROM and the instructions up to the next one.
 
-    base: str
-    """The FROM argument, before substitution of the global ARGs."""
-    name: str | None
-    index: int
-    line: int
-    platform: str | None
-    instructions: list[Instruction]
+    A plain class, not a NamedTuple: its `index` would shadow tuple.index.
+    """
+
+    def __init__(
+        self, base: str, name: str | None, index: int, line: int, platform: str | None, instructions: list[Instruction]
+    ) -> None:
+        self.base = base
+        """The FROM argument, before substitution of the global ARGs."""
+        self.name = name
+        self.index = index
+        self.line = line
+        self.platform = platform
+        self.instructions = instructions
 
 
-@dataclass(frozen=True)
-class Dockerfile:
+class Dockerfile(NamedTuple):
     """A parsed Dockerfile: its escape character, the ARGs before the first FROM, its stages and notices."""
 
     escape: str
@@ -206,7 +208,7 @@ def _instruction(logical: str, line: int, lines: list[str], number: int, escape:
         if not rest:
             raise DockerfileError(line, "ONBUILD needs an instruction")
         trigger, number = _instruction(rest, line, lines, number, escape)
-        return Instruction("ONBUILD", rest, line, trigger=trigger), number
+        return Instruction("ONBUILD", rest, line, {}, trigger=trigger), number
     flags, rest = _flags(keyword, rest, line, escape)
     heredocs: tuple[Heredoc, ...] = ()
     exec_form = _json_array(rest)

@@ -19,9 +19,8 @@ from __future__ import annotations
 import json
 import os
 from contextlib import suppress
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from engine.service.paths import Paths
 
@@ -42,15 +41,14 @@ class PlatformMismatch(ValueError):
     """The image exists, but not for this machine's os/architecture."""
 
 
-@dataclass
-class Image:
+class Image(NamedTuple):
     """A resolved, runnable image: its manifest digest, parsed config and layer digests."""
 
     name: str
     manifest_digest: str
     config_digest: str
     config: dict[str, Any]
-    layers: list[str] = field(default_factory=list)
+    layers: list[str]
 
     @property
     def id(self) -> str:
@@ -135,7 +133,7 @@ class ImageStore:
         if key is not None:
             if cache.get("index") != key:
                 cache = {"index": key, "images": {}}
-            cache["images"][name] = asdict(image)
+            cache["images"][name] = image._asdict()
             tmp = self.paths.resolve_cache.with_name(f".{self.paths.resolve_cache.name}.{os.getpid()}")
             with suppress(OSError):
                 tmp.write_text(json.dumps(cache))

@@ -17,12 +17,10 @@ import hashlib
 import os
 import queue
 import stat
-import tempfile
 import threading
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from client.layout import PARTIAL_DIR, Layout
 from registry.oci import mediatypes as mt
@@ -40,8 +38,7 @@ ZSTD_LEVEL = 3
 COMPRESSIONS = {"gzip": mt.OCI_LAYER_GZIP, "zstd": mt.OCI_LAYER_ZSTD}
 
 
-@dataclass(frozen=True)
-class LayerBlob:
+class LayerBlob(NamedTuple):
     """A layer written to the store: the compressed blob's digest and size, and the tar's diff_id."""
 
     digest: str
@@ -220,6 +217,8 @@ def write_layer(upper: Path, layout: Layout, compression: str = "gzip", epoch: i
         raise ValueError(f"unknown compression {compression!r} (use gzip or zstd)")
     partial = layout.root / PARTIAL_DIR
     partial.mkdir(parents=True, exist_ok=True)
+    import tempfile  # a step that runs; a cached build only reads LayerBlob from here
+
     fd, tmp = tempfile.mkstemp(dir=partial, prefix="layer-")
     try:
         with open(fd, "wb", buffering=1 << 20) as out:

@@ -16,12 +16,11 @@ The runtime writes only inside a container's directory, into paths the service g
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(NamedTuple):
     """Where everything lives under one root ($BERTH_ROOT)."""
 
     root: Path

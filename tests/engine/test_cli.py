@@ -27,6 +27,13 @@ def imported(argv: list[str], env: dict[str, str]) -> tuple[subprocess.Completed
     return done, modules
 
 
+def at_start(env: dict[str, str]) -> set[str]:
+    """What the interpreter imports before any of ours (a development install's .pth hooks bring tempfile)."""
+    done, modules = imported(["-c", "pass"], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return modules
+
+
 def heavy(modules: set[str]) -> set[str]:
     return {m for m in modules if m.split(".")[0] in HEAVY}
 
@@ -306,6 +313,25 @@ def test_build_s_fast_path_and_click_s_path_agree(berth: Berth, tmp_path: Path) 
     assert done.stdout == slow.stdout == first.stdout and first.stdout.startswith("sha256:")
     bad = berth("build", "--network", "none", "-q", "-t", "Bad Name", str(tmp_path))
     assert bad.returncode == 125 and bad.stderr.startswith("berth: ")
+
+
+STEP_ONLY = ("dataclasses", "inspect", "tempfile", "shutil", "ctypes", "engine.runtime.rootfs")
+"""What a cached build never needs: dataclasses' import (inspect) and definitions, the temporary
+directories of steps that run (tempfile, shutil, bz2, lzma), and the mount code (ctypes)."""
+
+
+def test_a_cached_build_imports_only_what_it_reads(berth: Berth, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(
+        f'FROM {IMAGE}\nCOPY a /srv/a\nRUN echo one > /one\nWORKDIR /srv\nWORKDIR /made\nCMD ["cat", "/one"]\n'
+    )
+    (tmp_path / "a").write_text("a\n")
+    command = ["build", "--network", "none", "-q", "-t", "light/app:1", str(tmp_path)]
+    first = berth(*command)
+    assert first.returncode == 0, first.stderr
+    done, modules = imported(["-m", "engine", *command], berth.env)
+    assert done.returncode == 0 and done.stdout == first.stdout, done.stderr[-2000:]
+    unwanted = set(STEP_ONLY) & modules - at_start(berth.env)
+    assert not unwanted, sorted(unwanted)
 
 
 HOT_MODULES = (

@@ -63,3 +63,17 @@ def test_a_transferring_pull_imports_no_thread_pool_or_logging(pushed: str, tmp_
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "root" / "images" / "index.json").exists()
     assert not {"concurrent.futures", "logging", "click"} & modules
+
+
+def test_a_present_pull_imports_only_what_it_reads(pushed: str, tmp_path: Path) -> None:
+    """One manifest request and the store's index: no dataclasses (inspect), no tempfile (shutil, bz2,
+    lzma), and no idna codec for the loopback registry's TLS probe."""
+    from tests.engine.test_cli import at_start, imported
+
+    env = {**Berth(tmp_path / "root").env}
+    first, _ = imported(["-m", "engine", "pull", "-q", pushed], env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    done, modules = imported(["-m", "engine", "pull", "-q", pushed], env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unwanted = {"dataclasses", "inspect", "tempfile", "shutil", "encodings.idna"} & modules - at_start(env)
+    assert not unwanted, sorted(unwanted)

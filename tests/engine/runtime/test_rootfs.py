@@ -10,6 +10,7 @@ import pytest
 from engine.runtime import rootfs
 from engine.runtime import syscalls as sc
 from engine.runtime.rootfs import Mount
+from engine.runtime.securejoin import secure_join
 from engine.service.images import ImageStore, ensure_layers
 from engine.service.paths import Paths
 from tests.engine.images import BUSYBOX, IMAGE, standard_image
@@ -21,12 +22,12 @@ def test_secure_join_never_leaves_the_root(tmp_path: Path) -> None:
     (root / "etc" / "up").symlink_to("../../..")
     (root / "abs").symlink_to("/etc")
     (root / "loop").symlink_to("loop")
-    assert rootfs.secure_join(str(root), "/etc/up/passwd") == f"{root}/passwd"
-    assert rootfs.secure_join(str(root), "/abs/shadow") == f"{root}/etc/shadow"
-    assert rootfs.secure_join(str(root), "../../x") == f"{root}/x"
-    assert rootfs.secure_join(str(root), "/missing/dir") == f"{root}/missing/dir"
+    assert secure_join(str(root), "/etc/up/passwd") == f"{root}/passwd"
+    assert secure_join(str(root), "/abs/shadow") == f"{root}/etc/shadow"
+    assert secure_join(str(root), "../../x") == f"{root}/x"
+    assert secure_join(str(root), "/missing/dir") == f"{root}/missing/dir"
     with pytest.raises(OSError):
-        rootfs.secure_join(str(root), "/loop/x")
+        secure_join(str(root), "/loop/x")
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or BUSYBOX is None, reason="needs root (mount namespace, whiteouts)")
