@@ -70,11 +70,21 @@ def _image_id(digest: str) -> str:
     return images.resolve(found).id if found else digest
 
 
+def _scratch() -> Path:
+    """A private directory for one upload's context, under the engine's root as dockerd keeps its
+    own (contexts can be large, and /tmp is often memory); the builder's steps live beside it."""
+    from engine.service.paths import Paths
+
+    build = Paths.default().root / "build"
+    build.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix="context-", dir=build))
+
+
 def register(router: Router) -> None:
     async def build(request: Request) -> Response:
         if request.arg("remote"):
             raise ApiError(501, "berth's engine API does not implement builds from a remote context")
-        scratch = Path(tempfile.mkdtemp(prefix="berth-build-"))
+        scratch = _scratch()
         try:
             archive = scratch / "context.tar"
             with open(archive, "wb") as f:

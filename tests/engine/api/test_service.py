@@ -204,7 +204,6 @@ def test_networks_by_name_between_containers(berth_api: Engine) -> None:
 def test_hostile_build_contexts(berth_api: Engine, tmp_path: Path) -> None:
     import io
     import tarfile
-    import tempfile
 
     def tar_with(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE, link: str = "") -> bytes:
         buffer = io.BytesIO()
@@ -230,5 +229,6 @@ def test_hostile_build_contexts(berth_api: Engine, tmp_path: Path) -> None:
     assert status == 400 and b"outside the build context" in answer
     status, answer = request(berth_api, "POST", "/v1.41/build?buildargs=[1]", tar_with("ok"))
     assert status == 400
-    assert not list(Path(tempfile.gettempdir()).glob("berth-build-*"))  # scratch contexts removed
+    assert berth_api.root is not None
+    assert not list((berth_api.root / "build").glob("context-*"))  # scratch contexts removed
     assert berth_api.ok("images", "-q") == images_before
