@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 
-from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from registry.api.base import call, services
 from registry.errors import BlobUnknown
-from registry.service.upstream_blobs import Busy, Fetch, Ready, Remote
+from registry.service.upstream_blobs import Busy, Fetch, Ready, Relay, Remote
 
 WAIT_SECONDS = 600.0
 """How long a request waits for another's fetch of the same blob (its lease is renewed while it streams)."""
@@ -34,7 +34,7 @@ async def fetch_blob(request: Request, name: str, digest: str) -> Response | Non
             headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
             if opened.size is not None:
                 headers["Content-Length"] = str(opened.size)
-            return StreamingResponse(iterate_in_threadpool(opened.body), headers=headers)
+            return StreamingResponse(relayed(request, opened.body), headers=headers)
         assert isinstance(opened, Busy)
         if time.monotonic() > deadline:
             raise BlobUnknown(
@@ -42,3 +42,18 @@ async def fetch_blob(request: Request, name: str, digest: str) -> Response | Non
             )
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, 0.25)
+
+
+async def relayed(request: Request, relay: Relay) -> AsyncIterator[bytes]:
+    """The fetch's chunks as they arrive: those already there without leaving the event loop,
+    a wait for the next one in a worker thread."""
+    try:
+        while True:
+            chunk = relay.take(wait=False)
+            if chunk == b"":
+                chunk = await call(request, relay.take)
+            if chunk is None:
+                return
+            yield chunk
+    finally:
+        relay.close()

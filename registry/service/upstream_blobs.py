@@ -21,7 +21,8 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+import weakref
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -65,7 +66,7 @@ class Fetch:
     """This request fetches the blob: stream `body` (size from the upstream, if it said)."""
 
     size: int | None
-    body: Iterator[bytes]
+    body: Relay
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,8 +123,10 @@ class UpstreamBlobs:
             ) from None
         length = response.headers.get("Content-Length", "")
         size = int(length) if length.isdigit() else None
-        fetch = functools.partial(self._fetch, route, repository, digest, size, response, holder)
-        return Fetch(size, _relay(fetch, f"upstream-fetch-{digest[:19]}"))
+        handoff = Handoff()
+        fetch = functools.partial(self._fetch, route, repository, digest, size, response, holder, handoff)
+        threading.Thread(target=fetch, name=f"upstream-fetch-{digest[:19]}", daemon=True).start()
+        return Fetch(size, Relay(handoff))
 
     def _link_stored(self, route: Route, client: UpstreamClient, repository: str, digest: str) -> bool:
         """Whether the repository holds the blob now, linking it when its bytes are stored
@@ -147,8 +150,7 @@ class UpstreamBlobs:
         size: int | None,
         response: requests.Response,
         holder: str,
-        handoff: Handoff,
-        abandoned: threading.Event,
+        relay: Handoff,
     ) -> None:
         """Receive the blob, hand each chunk on, hash it and write it to an upload session.
 
@@ -167,7 +169,7 @@ class UpstreamBlobs:
             for chunk in _coalesced(response.iter_content(CHUNK), CHUNK):
                 landing.add(chunk)
                 if held_back:
-                    _hand_on(handoff, held_back, abandoned)
+                    relay.put(held_back)
                 held_back = chunk
                 if time.monotonic() - renewed > LEASE_SECONDS / 3:
                     self.index.renew_fetch(digest, holder, LEASE_SECONDS)
@@ -178,8 +180,8 @@ class UpstreamBlobs:
                     f"upstream {route.config.name} sent {received} bytes hashing to {actual} for {digest}"
                 )
             if held_back:
-                _hand_on(handoff, held_back, abandoned)
-            _hand_on(handoff, None, abandoned)
+                relay.put(held_back)
+            relay.put(None)
             ended = True
             self.blobs.touch(digest)
             self.storage.commit_upload(landing.state, received, digest)
@@ -197,7 +199,7 @@ class UpstreamBlobs:
             self.index.release_fetch(digest, holder)
         if failed is not None and not ended:
             with contextlib.suppress(ClientLeft):
-                _hand_on(handoff, failed, abandoned)
+                relay.put(failed)
 
 
 LANDERS = ThreadPoolExecutor(thread_name_prefix="upstream-landing")
@@ -274,38 +276,60 @@ def _coalesced(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
-Handoff = queue.Queue[bytes | BaseException | None]
-"""Chunks from a fetch's thread to its client; then None (the end) or the failure."""
-
-
-def _relay(fetch: Callable[[Handoff, threading.Event], None], name: str) -> Iterator[bytes]:
-    """Yield the chunks `fetch` hands on from a thread of its own (see `UpstreamBlobs._fetch`).
-
-    The thread runs ahead of the client by up to `AHEAD` chunks, so receiving, hashing and
-    writing overlap sending instead of taking turns with it. Closing this generator early
-    (the client went away) stops the fetch, which then stores nothing."""
-    handoff: Handoff = queue.Queue(AHEAD)
-    abandoned = threading.Event()
-    threading.Thread(target=fetch, args=(handoff, abandoned), name=name, daemon=True).start()
-    try:
-        while (item := handoff.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        abandoned.set()
-
-
 class ClientLeft(Exception):
     """The client stopped reading the body: the fetch is not worth finishing for it."""
 
 
-def _hand_on(handoff: Handoff, item: bytes | BaseException | None, abandoned: threading.Event) -> None:
-    """Put a chunk (or the end) for the client, waiting while it is `AHEAD` chunks behind."""
-    while not abandoned.is_set():
+class Handoff:
+    """The fetch's side of its `Relay`: the chunks, then None (the end) or the failure."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
+        self.abandoned = threading.Event()
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        """Hand on a chunk, the end or the failure, waiting while the client is `AHEAD` chunks
+        behind; ClientLeft once it went away."""
+        while not self.abandoned.is_set():
+            try:
+                self.queue.put(item, timeout=HANDOFF_POLL)
+                return
+            except queue.Full:
+                continue
+        raise ClientLeft("the client went away before the blob was received")
+
+
+class Relay:
+    """The client's side: the chunks a fetch's thread hands on.
+
+    The thread runs ahead of the client by up to `AHEAD` chunks, so receiving, hashing and
+    writing overlap sending instead of taking turns with it. The client iterates (waiting for
+    each chunk), or from an event loop asks `take(wait=False)` first and waits in a worker
+    thread only when nothing has arrived: a fetch that is ahead costs its client no thread hop
+    per chunk. `close`, or dropping the relay unread (the client went away), stops the fetch,
+    which then stores nothing."""
+
+    def __init__(self, handoff: Handoff) -> None:
+        self.handoff = handoff
+        weakref.finalize(self, handoff.abandoned.set)
+
+    def take(self, wait: bool = True) -> bytes | None:
+        """The next chunk, or None at the end (raises the fetch's failure). Without `wait`, b""
+        when the next chunk has not arrived yet (a chunk is never empty)."""
         try:
-            handoff.put(item, timeout=HANDOFF_POLL)
-            return
-        except queue.Full:
-            continue
-    raise ClientLeft("the client went away before the blob was received")
+            item = self.handoff.queue.get(block=wait)
+        except queue.Empty:
+            return b""
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self.handoff.abandoned.set()
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            while (chunk := self.take()) is not None:
+                yield chunk
+        finally:
+            self.close()

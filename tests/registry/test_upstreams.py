@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -262,8 +262,8 @@ def test_a_client_leaving_mid_body_stops_the_fetch_and_stores_nothing(
     digest = layer["digest"]
     blobs = in_process(berth).services.upstream_blobs
     first = blobs.open("hub/left/app", digest)
-    assert isinstance(first, Fetch) and isinstance(first.body, Generator)
-    assert len(next(first.body)) > 0
+    assert isinstance(first, Fetch)
+    assert first.body.take()
     first.body.close()
     wait_for(lambda: not blobs.index.fetching(digest))
     uploads = berth.data_dir / "blobs" / "_uploads"
