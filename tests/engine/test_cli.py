@@ -315,9 +315,10 @@ def test_build_s_fast_path_and_click_s_path_agree(berth: Berth, tmp_path: Path) 
     assert bad.returncode == 125 and bad.stderr.startswith("berth: ")
 
 
-STEP_ONLY = ("dataclasses", "inspect", "tempfile", "shutil", "ctypes", "engine.runtime.rootfs")
+STEP_ONLY = ("dataclasses", "inspect", "tempfile", "shutil", "queue", "ctypes", "engine.runtime.rootfs")
 """What a cached build never needs: dataclasses' import (inspect) and definitions, the temporary
-directories of steps that run (tempfile, shutil, bz2, lzma), and the mount code (ctypes)."""
+directories of steps that run (tempfile, shutil, bz2, lzma), the layer writer's queue, and the
+mount code (ctypes)."""
 
 
 def test_a_cached_build_imports_only_what_it_reads(berth: Berth, tmp_path: Path) -> None:
