@@ -400,6 +400,9 @@ def test_cache_max_bytes_evicts_the_least_recently_pulled(
         assert answer.status_code == 200, answer.text
         layer = answer.json()["layers"][0]["digest"]
         assert requests.get(f"{berth.url}/v2/{name}/blobs/{layer}", timeout=30).status_code == 200
+        # The fetch commits the blob just after its client got the last byte; a second GET waits
+        # for that commit (the fetch's lease) and is then served from storage.
+        assert requests.get(f"{berth.url}/v2/{name}/blobs/{layer}", timeout=30).status_code == 200
     result = CliRunner().invoke(upstream, ["prune", "--data-dir", str(berth.data_dir)])
     assert result.exit_code == 0, result.output
     assert f"evicted hub/lru/old@{old}" in result.output and "hub/lru/new" not in result.output
