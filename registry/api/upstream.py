@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator
 
@@ -34,7 +36,7 @@ async def fetch_blob(request: Request, name: str, digest: str) -> Response | Non
             headers = {"Docker-Content-Digest": digest, "Content-Type": "application/octet-stream"}
             if opened.size is not None:
                 headers["Content-Length"] = str(opened.size)
-            return StreamingResponse(relayed(request, opened.body), headers=headers)
+            return StreamingResponse(relayed(opened.body), headers=headers)
         assert isinstance(opened, Busy)
         if time.monotonic() > deadline:
             raise BlobUnknown(
@@ -44,16 +46,26 @@ async def fetch_blob(request: Request, name: str, digest: str) -> Response | Non
         delay = min(delay * 1.5, 0.25)
 
 
-async def relayed(request: Request, relay: Relay) -> AsyncIterator[bytes]:
-    """The fetch's chunks as they arrive: those already there without leaving the event loop,
-    a wait for the next one in a worker thread."""
+async def relayed(relay: Relay) -> AsyncIterator[bytes]:
+    """The fetch's chunks as they arrive: those already there at once, and for the next one the
+    fetch's thread wakes the event loop (no worker thread waits on the upstream's pace)."""
+    loop = asyncio.get_running_loop()
+    arrived = asyncio.Event()
+    wake = functools.partial(_set_from_thread, loop, arrived)
     try:
         while True:
-            chunk = relay.take(wait=False)
+            arrived.clear()
+            chunk = relay.poll(wake)
             if chunk == b"":
-                chunk = await call(request, relay.take)
+                await arrived.wait()
+                continue
             if chunk is None:
                 return
             yield chunk
     finally:
         relay.close()
+
+
+def _set_from_thread(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+        loop.call_soon_threadsafe(event.set)

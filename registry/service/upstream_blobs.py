@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -289,6 +289,9 @@ class Handoff:
     def __init__(self) -> None:
         self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
         self.abandoned = threading.Event()
+        self.lock = threading.Lock()
+        self.wake: Callable[[], None] | None = None
+        """What the client asked to be called when the next item arrives (see `Relay.poll`)."""
 
     def put(self, item: bytes | BaseException | None) -> None:
         """Hand on a chunk, the end or the failure, waiting while the client is `AHEAD` chunks
@@ -296,9 +299,13 @@ class Handoff:
         while not self.abandoned.is_set():
             try:
                 self.queue.put(item, timeout=HANDOFF_POLL)
-                return
             except queue.Full:
                 continue
+            with self.lock:
+                wake, self.wake = self.wake, None
+            if wake is not None:
+                wake()
+            return
         raise ClientLeft("the client went away before the blob was received")
 
 
@@ -307,25 +314,31 @@ class Relay:
 
     The thread runs ahead of the client by up to `AHEAD` chunks, so receiving, hashing and
     writing overlap sending instead of taking turns with it. The client iterates (waiting for
-    each chunk), or from an event loop asks `take(wait=False)` first and waits in a worker
-    thread only when nothing has arrived: a fetch that is ahead costs its client no thread hop
-    per chunk. `close`, or dropping the relay unread (the client went away), stops the fetch,
-    which then stores nothing."""
+    each chunk), or from an event loop `poll`s: a chunk that has arrived is taken at once, and
+    for one that has not, the fetch's thread calls back; no thread waits for the upstream on
+    the client's behalf. `close`, or dropping the relay unread (the client went away), stops
+    the fetch, which then stores nothing."""
 
     def __init__(self, handoff: Handoff) -> None:
         self.handoff = handoff
         weakref.finalize(self, handoff.abandoned.set)
 
-    def take(self, wait: bool = True) -> bytes | None:
-        """The next chunk, or None at the end (raises the fetch's failure). Without `wait`, b""
-        when the next chunk has not arrived yet (a chunk is never empty)."""
-        try:
-            item = self.handoff.queue.get(block=wait)
-        except queue.Empty:
-            return b""
-        if isinstance(item, BaseException):
-            raise item
-        return item
+    def take(self) -> bytes | None:
+        """The next chunk, waiting for it, or None at the end (raises the fetch's failure)."""
+        return _unpacked(self.handoff.queue.get())
+
+    def poll(self, wake: Callable[[], None]) -> bytes | None:
+        """The next chunk if it has arrived, or None at the end (raises the fetch's failure);
+        else b"" (a chunk is never empty), and `wake` is called from the fetch's thread once
+        the next item has arrived."""
+        handoff = self.handoff
+        with handoff.lock:
+            try:
+                item = handoff.queue.get_nowait()
+            except queue.Empty:
+                handoff.wake = wake
+                return b""
+        return _unpacked(item)
 
     def close(self) -> None:
         self.handoff.abandoned.set()
@@ -336,3 +349,9 @@ class Relay:
                 yield chunk
         finally:
             self.close()
+
+
+def _unpacked(item: bytes | BaseException | None) -> bytes | None:
+    if isinstance(item, BaseException):
+        raise item
+    return item

@@ -11,7 +11,7 @@ from typing import Literal
 
 import requests
 
-Mode = Literal["pass", "chunked", "longer", "shorter", "corrupt"]
+Mode = Literal["pass", "chunked", "longer", "shorter", "corrupt", "stall"]
 PASSED_HEADERS = ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location", "Content-Length")
 PIECES = (1000, 65536, 7, 300_000, 4096)
 """Sizes of the chunks a chunked blob body is sent in, in turn."""
@@ -21,11 +21,15 @@ class ManglingUpstream:
     """`mode` says what happens to blob bodies: sent as they are (`pass`), in chunked transfer
     encoding of small uneven chunks without a length (`chunked`), announced 1000 bytes longer
     than sent before the connection closes (`longer`), cut 1000 bytes short with a length to
-    match (`shorter`), or with one byte changed (`corrupt`)."""
+    match (`shorter`), with one byte changed (`corrupt`), or half sent and the rest only once
+    `resume` is set (`stall`; `stalled` counts the bodies waiting)."""
 
     def __init__(self, backend: str) -> None:
         self.backend = backend.rstrip("/")
         self.mode: Mode = "pass"
+        self.resume = threading.Event()
+        self.stalled = 0
+        self._lock = threading.Lock()
         self.session = requests.Session()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
@@ -79,7 +83,14 @@ class ManglingUpstream:
                     self.send_header("Connection", "close")
                     self.close_connection = True
                 self.end_headers()
-                if body:
+                if body and mode == "stall":
+                    self.wfile.write(content[: len(content) // 2])
+                    self.wfile.flush()
+                    with upstream._lock:
+                        upstream.stalled += 1
+                    upstream.resume.wait()
+                    self.wfile.write(content[len(content) // 2 :])
+                elif body:
                     self.wfile.write(content)
 
             def _send_chunked(self, content: bytes) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(not DISTRIBUTION, reason="docker-registry (CNCF 
 SIZE = 9 * 1024 * 1024 + 12345
 """The layer's file (its tar is a little larger): more than two of a fetch's 4 MiB chunks and
 one 8 MiB S3 write batch, a multiple of neither."""
+STALLED = 48
 
 
 @pytest.fixture
@@ -98,6 +100,38 @@ def test_a_body_that_is_not_the_blob_cuts_the_client_off_and_stores_nothing(
         assert stored_files(berth, layer) == []  # cleaned up before the client's cut
         mangling.mode = "pass"
         assert_pulls_whole(berth, layer)
+    finally:
+        berth.stop()
+
+
+def test_fetches_waiting_on_a_stalled_upstream_hold_no_threads(
+    tmp_path: Path, plain: Distribution, mangling: ManglingUpstream
+) -> None:
+    """More fetches than a worker has threads (32 for its service calls, 40 for storage reads)
+    wait on an upstream that stopped mid-body: the worker still answers other requests, and
+    every fetch completes once the upstream goes on."""
+    berth = RegistryProcess(tmp_path / "berth", workers=1)
+    try:
+        push_image(tmp_path, berth.url.removeprefix("http://"), "local/app:1", [{"x": b"local"}], compress=False)
+        local = json.loads(manifest(berth, "local/app", "1").content)["layers"][0]["digest"]
+        layers = [{f"layer{i}": random_bytes(256 * 1024, 100 + i)} for i in range(STALLED)]
+        push_image(tmp_path, plain.host, "stall/app:1", layers, compress=False)
+        add_upstream(berth.data_dir, "up", mangling.url, "--prefix", "hub")
+        wait_for(lambda: manifest(berth, "hub/stall/app", "1").status_code == 200)
+        descriptors = json.loads(manifest(berth, "hub/stall/app", "1").content)["layers"]
+        mangling.mode = "stall"
+        with ThreadPoolExecutor(STALLED) as pool:
+            pulls = [
+                pool.submit(requests.get, f"{berth.url}/v2/hub/stall/app/blobs/{d['digest']}", timeout=120)
+                for d in descriptors
+            ]
+            wait_for(lambda: mangling.stalled == STALLED)
+            assert requests.get(f"{berth.url}/v2/_catalog", timeout=10).status_code == 200
+            stored = requests.get(f"{berth.url}/v2/local/app/blobs/{local}", timeout=10).content
+            assert "sha256:" + hashlib.sha256(stored).hexdigest() == local
+            mangling.resume.set()
+            bodies = [pull.result().content for pull in pulls]
+        assert ["sha256:" + hashlib.sha256(body).hexdigest() for body in bodies] == [d["digest"] for d in descriptors]
     finally:
         berth.stop()
 
