@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from registry.api.base import call, services
 from registry.errors import BlobUnknown
-from registry.service.upstream_blobs import Busy, Fetch, Ready, Relay, Remote
+from registry.service.upstream_blobs import Busy, Chunk, Fetch, Ready, Relay, Remote
 
 WAIT_SECONDS = 600.0
 """How long a request waits for another's fetch of the same blob (its lease is renewed while it streams)."""
@@ -46,7 +46,7 @@ async def fetch_blob(request: Request, name: str, digest: str) -> Response | Non
         delay = min(delay * 1.5, 0.25)
 
 
-async def relayed(relay: Relay) -> AsyncIterator[bytes]:
+async def relayed(relay: Relay) -> AsyncIterator[Chunk]:
     """The fetch's chunks as they arrive: those already there at once, and for the next one the
     fetch's thread wakes the event loop (no worker thread waits on the upstream's pace)."""
     loop = asyncio.get_running_loop()

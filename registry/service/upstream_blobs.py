@@ -43,6 +43,9 @@ threads, each a GIL hand-over and a wake-up: per 256 MiB, 1 MiB chunks cost 0.17
 and 0.06 s of waits and wake-ups, 4 MiB chunks 0.10 and 0.03 s (perf, the benchmark's cold pull)."""
 AHEAD = 4
 """Chunks a fetch may receive ahead of its client (memory: AHEAD x CHUNK per fetch)."""
+TAIL = 64 * 1024
+"""Bytes of a body of known size held back until the blob is verified (at least one byte must
+be: a client that has them all has the whole body)."""
 HANDOFF_POLL = 0.25
 """How often a fetch whose client is behind looks whether that client went away."""
 
@@ -122,7 +125,8 @@ class UpstreamBlobs:
                 detail={"digest": digest},
             ) from None
         length = response.headers.get("Content-Length", "")
-        size = int(length) if length.isdigit() else None
+        encoded = response.headers.get("Content-Encoding", "identity").strip().lower() != "identity"
+        size = int(length) if length.isdigit() and not encoded else None  # an encoded body's length is not the blob's
         handoff = Handoff()
         fetch = functools.partial(self._fetch, route, repository, digest, size, response, holder, handoff)
         threading.Thread(target=fetch, name=f"upstream-fetch-{digest[:19]}", daemon=True).start()
@@ -154,23 +158,36 @@ class UpstreamBlobs:
     ) -> None:
         """Receive the blob, hand each chunk on, hash it and write it to an upload session.
 
-        The last chunk is handed on only once size and digest are verified, so a client never
-        receives a complete body that is not the blob. Then the end of the body is handed on
+        The end of the body is handed on only once size and digest are verified, so a client
+        never receives a complete body that is not the blob: with a known size, every chunk
+        goes on as it arrives but the last one's final TAIL bytes; without, each chunk waits
+        for the next (the last shows only at the body's end). Then the end of the body is handed on
         and only then is the upload made durable, committed and linked: the client does not
         wait for our fsync (it has verified bytes), while everyone else waits for the lease,
         which is released after the commit. A failure cleans up before it is handed on: the
         client sees its cut only once nothing is stored and the lease is free."""
         landing = Landing(self.storage, digest.partition(":")[0])
-        held_back = b""
+        arrived = 0
+        held_back: Chunk = b""
         renewed = time.monotonic()
         ended = False
         failed: Exception | None = None
         try:
             for chunk in _coalesced(response.iter_content(CHUNK), CHUNK):
                 landing.add(chunk)
+                arrived += len(chunk)
                 if held_back:
                     relay.put(held_back)
-                held_back = chunk
+                    held_back = b""
+                if size is None:
+                    held_back = chunk  # which chunk is the last shows only at the body's end
+                elif arrived < size:
+                    relay.put(chunk)
+                else:  # the last: all but its tail goes on now, the tail once the blob is verified
+                    view = memoryview(chunk)
+                    if len(view) > TAIL:
+                        relay.put(view[:-TAIL])
+                    held_back = view[-TAIL:]
                 if time.monotonic() - renewed > LEASE_SECONDS / 3:
                     self.index.renew_fetch(digest, holder, LEASE_SECONDS)
                     renewed = time.monotonic()
@@ -279,6 +296,10 @@ def _coalesced(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
         yield b"".join(parts)
 
 
+Chunk = bytes | memoryview
+"""Bytes of a body, handed on without copying (a memoryview is part of a received chunk)."""
+
+
 class ClientLeft(Exception):
     """The client stopped reading the body: the fetch is not worth finishing for it."""
 
@@ -287,13 +308,13 @@ class Handoff:
     """The fetch's side of its `Relay`: the chunks, then None (the end) or the failure."""
 
     def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(AHEAD)
+        self.queue: queue.Queue[Chunk | BaseException | None] = queue.Queue(AHEAD)
         self.abandoned = threading.Event()
         self.lock = threading.Lock()
         self.wake: Callable[[], None] | None = None
         """What the client asked to be called when the next item arrives (see `Relay.poll`)."""
 
-    def put(self, item: bytes | BaseException | None) -> None:
+    def put(self, item: Chunk | BaseException | None) -> None:
         """Hand on a chunk, the end or the failure, waiting while the client is `AHEAD` chunks
         behind; ClientLeft once it went away."""
         while not self.abandoned.is_set():
@@ -323,11 +344,11 @@ class Relay:
         self.handoff = handoff
         weakref.finalize(self, handoff.abandoned.set)
 
-    def take(self) -> bytes | None:
+    def take(self) -> Chunk | None:
         """The next chunk, waiting for it, or None at the end (raises the fetch's failure)."""
         return _unpacked(self.handoff.queue.get())
 
-    def poll(self, wake: Callable[[], None]) -> bytes | None:
+    def poll(self, wake: Callable[[], None]) -> Chunk | None:
         """The next chunk if it has arrived, or None at the end (raises the fetch's failure);
         else b"" (a chunk is never empty), and `wake` is called from the fetch's thread once
         the next item has arrived."""
@@ -343,7 +364,7 @@ class Relay:
     def close(self) -> None:
         self.handoff.abandoned.set()
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[Chunk]:
         try:
             while (chunk := self.take()) is not None:
                 yield chunk
@@ -351,7 +372,7 @@ class Relay:
             self.close()
 
 
-def _unpacked(item: bytes | BaseException | None) -> bytes | None:
+def _unpacked(item: Chunk | BaseException | None) -> Chunk | None:
     if isinstance(item, BaseException):
         raise item
     return item

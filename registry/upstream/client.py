@@ -99,8 +99,10 @@ class UpstreamClient:
         return int(length) if length.isdigit() else None
 
     def open_blob(self, repository: str, digest: str) -> requests.Response:
-        """A streaming GET of a blob (the caller closes it); UpstreamRefused on 404."""
-        response = self._request("GET", repository, f"blobs/{digest}", stream=True)
+        """A streaming GET of a blob (the caller closes it); UpstreamRefused on 404. Asked
+        unencoded: layers are compressed already, and only then is the length the blob's."""
+        headers = {"Accept-Encoding": "identity"}
+        response = self._request("GET", repository, f"blobs/{digest}", headers=headers, stream=True)
         if response.status_code == 404:
             response.close()
             raise UpstreamRefused(f"the upstream has no blob {digest} in {repository}")

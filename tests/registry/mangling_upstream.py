@@ -4,6 +4,7 @@ corrupts bytes."""
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -11,7 +12,7 @@ from typing import Literal
 
 import requests
 
-Mode = Literal["pass", "chunked", "longer", "shorter", "corrupt", "stall"]
+Mode = Literal["pass", "chunked", "longer", "shorter", "corrupt", "stall", "gzip"]
 PASSED_HEADERS = ("Content-Type", "Docker-Content-Digest", "WWW-Authenticate", "Location", "Content-Length")
 PIECES = (1000, 65536, 7, 300_000, 4096)
 """Sizes of the chunks a chunked blob body is sent in, in turn."""
@@ -21,8 +22,9 @@ class ManglingUpstream:
     """`mode` says what happens to blob bodies: sent as they are (`pass`), in chunked transfer
     encoding of small uneven chunks without a length (`chunked`), announced 1000 bytes longer
     than sent before the connection closes (`longer`), cut 1000 bytes short with a length to
-    match (`shorter`), with one byte changed (`corrupt`), or half sent and the rest only once
-    `resume` is set (`stall`; `stalled` counts the bodies waiting)."""
+    match (`shorter`), with one byte changed (`corrupt`), half sent and the rest only once
+    `resume` is set (`stall`; `stalled` counts the bodies waiting), or gzip-encoded whatever
+    the client accepts, with the encoded length (`gzip`)."""
 
     def __init__(self, backend: str) -> None:
         self.backend = backend.rstrip("/")
@@ -72,6 +74,9 @@ class ManglingUpstream:
                     self.end_headers()
                     self._send_chunked(content)
                     return
+                if mode == "gzip":
+                    content = gzip.compress(content, compresslevel=1)
+                    self.send_header("Content-Encoding", "gzip")
                 if mode == "shorter":
                     content = content[:-1000]
                 elif mode == "corrupt":

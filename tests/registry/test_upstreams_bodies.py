@@ -88,6 +88,20 @@ def test_a_chunked_body_without_a_length_is_verified_stored_and_then_served_from
         berth.stop()
 
 
+def test_an_encoded_body_is_decoded_and_its_length_not_taken_for_the_blobs(
+    tmp_path: Path, plain: Distribution, mangling: ManglingUpstream
+) -> None:
+    """An upstream that gzips the blob although asked for it unencoded: its Content-Length is
+    the encoded body's, so the client is sent the decoded blob without a length."""
+    berth = RegistryProcess(tmp_path / "berth", workers=2)
+    try:
+        layer = cached_layer(tmp_path, plain.host, berth, mangling.url)
+        mangling.mode = "gzip"
+        assert "Content-Length" not in assert_pulls_whole(berth, layer).headers
+    finally:
+        berth.stop()
+
+
 @pytest.mark.parametrize("mode", ["longer", "shorter", "corrupt"])
 def test_a_body_that_is_not_the_blob_cuts_the_client_off_and_stores_nothing(
     tmp_path: Path, plain: Distribution, mangling: ManglingUpstream, mode: str
