@@ -3,7 +3,7 @@
 One process of one replica holds the fetch's lease (a `blob_fetch` row in the shared
 database); a thread of that fetch receives the upstream's response and hands it on to its
 client, while a second thread hashes it and writes it to an upload session in storage. The
-digest and size are checked before the client gets the last chunk and before the bytes are
+digest and size are checked before the client gets the body's end and before the bytes are
 committed, so a failed, truncated or corrupted fetch cuts its client off and stores nothing;
 the commit follows the body's end.
 Everyone else waits for the commit (polling the index) and is then served from storage, or
