@@ -48,13 +48,13 @@ def bcrypt_hash(password: str) -> str:
         return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
 
 
-def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30.0, address: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}")
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            socket.create_connection((address, port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.05)
@@ -95,11 +95,17 @@ class Distribution:
         auth: dict[str, Any] | None = None,
         tls: tuple[Path, Path] | None = None,
         access_log: Path | None = None,
+        address: str = "127.0.0.1",
+        enter: tuple[str, ...] = (),
     ) -> None:
-        """`access_log`: write Distribution's access log (one line per request) to this file."""
+        """`access_log`: write Distribution's access log (one line per request) to this file.
+
+        `address` and `enter`: listen on that address, started through that command (e.g.
+        `nsenter --net=...`, which then execs Distribution), for a Distribution in another
+        network namespace (tests/bench/bench_upstream.py's emulated link)."""
         assert DISTRIBUTION, "docker-registry is not installed"
         self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
+        self.host = f"{address}:{self.port}"
         self.url = f"{'https' if tls else 'http'}://{self.host}"
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
@@ -120,13 +126,14 @@ class Distribution:
             config["auth"] = auth
         path = root / "config.yml"
         path.write_text(json.dumps(config))  # JSON is YAML
-        output = open(access_log, "ab") if access_log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
+        log = open(access_log, "ab") if access_log else None  # noqa: SIM115 (the child keeps it)
+        output = log or subprocess.DEVNULL
         self.process = subprocess.Popen(
-            [DISTRIBUTION, "serve", str(path)], stdout=output, stderr=output, start_new_session=True
+            [*enter, DISTRIBUTION, "serve", str(path)], stdout=output, stderr=output, start_new_session=True
         )
-        if access_log:
-            output.close()
-        wait_port(self.port, self.process)
+        if log:
+            log.close()
+        wait_port(self.port, self.process, address=address)
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -395,7 +395,11 @@ def test_cache_max_bytes_evicts_the_least_recently_pulled(
     new = push_image(tmp_path, plain.host, "lru/new:1", [{"a": random_bytes(400_000, 12)}], compress=False)
     add_upstream(berth.data_dir, "up", plain.url, "--prefix", "hub", "--cache-max-bytes", "600KiB")
     for name, digest in (("hub/lru/old", old), ("hub/lru/new", new)):
-        wait_for(lambda name=name: manifest(berth, name, "1").status_code == 200)
+
+        def tagged(name: str = name) -> bool:
+            return manifest(berth, name, "1").status_code == 200
+
+        wait_for(tagged)
         answer = manifest(berth, name, digest)
         assert answer.status_code == 200, answer.text
         layer = answer.json()["layers"][0]["digest"]
