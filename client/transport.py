@@ -16,10 +16,13 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from client.errors import NetworkError
 from client.http import Pool, Response, TransportErrors, encode_body, with_params
+
+if TYPE_CHECKING:
+    from ipaddress import IPv4Address, IPv6Address
 
 CERTS_DIR = Path(os.environ.get("BERTH_CERTS_DIR", "/etc/docker/certs.d"))
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -44,23 +47,19 @@ def is_loopback(host: str) -> bool:
     if name == "localhost" or name.endswith(".localhost"):
         return True
     if not (":" in name or name[-1:].isdigit()):
-        return False  # a host name: no need to load ipaddress (every pull passes here)
-    import ipaddress
+        return False  # a host name: no need to parse it (every pull passes here)
+    address = _ip_address(name)
+    return address is not None and address.is_loopback
+
+
+def _ip_address(name: str) -> IPv4Address | IPv6Address | None:
+    """`name` as an IP address, or None for a host name."""
+    import ipaddress  # loaded with urllib.parse anyway; here to say who needs it
 
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
-
-
-def _is_ip_address(name: str) -> bool:
-    import ipaddress  # already loaded with urllib.parse
-
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
+        return None
 
 
 def basic_auth(username: str, password: str) -> str:
@@ -94,7 +93,7 @@ def _speaks_tls(host: str) -> bool:
     address = name.strip("[]")
     # ssl sends no SNI for an IP address: None says the same and spares ssl the idna codec, which
     # getaddrinfo would import too for a str (client/http.py passes ASCII hosts as bytes, as here).
-    server_name = None if _is_ip_address(address) else address
+    server_name = None if _ip_address(address) is not None else address
     host_bytes = address.encode("ascii") if address.isascii() else address
     try:
         with socket.create_connection((host_bytes, int(port)), timeout=5) as sock:  # type: ignore[arg-type]
