@@ -209,16 +209,17 @@ def kill(names: tuple[str, ...], sig: str) -> None:
 
 @click.command()
 @click.option("-f", "--force", is_flag=True, help="Kill running containers first.")
+@click.option("-v", "--volumes", is_flag=True, help="Remove their anonymous volumes too.")
 @click.argument("names", nargs=-1, required=True)
 @_handled
-def rm(names: tuple[str, ...], force: bool) -> None:
+def rm(names: tuple[str, ...], force: bool, volumes: bool) -> None:
     """Remove containers."""
     _require_root("berth rm")
     from engine.service.lifecycle import remove
 
     _, containers = _stores()
     for name in names:
-        remove(containers, containers.get(name), force)
+        remove(containers, containers.get(name), force, volumes)
         click.echo(name)
 
 

@@ -60,8 +60,15 @@ def _mounts(host: dict[str, Any]) -> list[str]:
         kind, source, target = mount.get("Type"), mount.get("Source") or "", mount.get("Target") or ""
         if kind not in ("bind", "volume"):
             raise ApiError(501, f"berth's engine API does not implement --mount type={str(kind)[:40]}")
-        if not isinstance(source, str) or not isinstance(target, str) or not source or ":" in source + target:
-            raise ApiError(400, "invalid mount: Source and Target must be given, without ':'")
+        if not isinstance(source, str) or not isinstance(target, str) or not target or ":" in source + target:
+            raise ApiError(400, "invalid mount: Target must be given, and neither Source nor Target may hold ':'")
+        if kind == "volume" and not source:
+            if mount.get("ReadOnly") or (mount.get("VolumeOptions") or {}) != {}:
+                raise ApiError(501, "berth's engine API does not implement options on anonymous volumes")
+            out.append(target)  # an anonymous volume, as `-v /PATH`
+            continue
+        if not source:
+            raise ApiError(400, 'invalid mount config for type "bind": field Source must not be empty')
         if kind == "bind" and not source.startswith("/"):
             raise ApiError(400, f"invalid mount config for type \"bind\": invalid mount path: '{source[:300]}'")
         volume_options = mount.get("VolumeOptions") or {}
@@ -71,6 +78,17 @@ def _mounts(host: dict[str, Any]) -> list[str]:
         modes = ",".join(m for m, wanted in (("ro", mount.get("ReadOnly")), ("nocopy", nocopy)) if wanted)
         out.append(f"{source}:{target}{':' + modes if modes else ''}")
     return out
+
+
+def _anonymous(body: dict[str, Any]) -> list[str]:
+    """Config.Volumes (`-v /PATH` as the CLI sends it): the paths that get anonymous volumes."""
+    volumes = body.get("Volumes") or {}
+    if not isinstance(volumes, dict):
+        raise ApiError(400, "Volumes must be an object whose keys are container paths")
+    for path in volumes:
+        if not path.startswith("/") or ":" in path:
+            raise ApiError(400, f"invalid volume path {path[:300]!r}: a container path must be absolute")
+    return list(volumes)
 
 
 def run_options(body: Any) -> RunOptions:
@@ -111,7 +129,7 @@ def run_options(body: Any) -> RunOptions:
         workdir=body.get("WorkingDir") or None,
         user=body.get("User") or None,
         hostname=body.get("Hostname") or None,
-        volumes=_strings(host, "Binds") + _mounts(host),
+        volumes=_strings(host, "Binds") + _mounts(host) + _anonymous(body),
         network="bridge" if network == "default" else network,
         publish=_publish(host),
         publish_all=bool(host.get("PublishAllPorts")),
@@ -192,6 +210,7 @@ def status_text(container: Container) -> str:
 
 def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
     """One row of GET /containers/json."""
+    from engine.service.lifecycle import mount_docs
     from engine.service.listing import state_name
 
     spec = container.spec
@@ -211,9 +230,7 @@ def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
         "Status": status_text(container),
         "HostConfig": {"NetworkMode": "default" if spec.network == "bridge" else spec.network},
         "NetworkSettings": {"Networks": {spec.network: {}}},
-        "Mounts": [
-            {"Type": "bind", "Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts
-        ],
+        "Mounts": mount_docs(spec),
     }
 
 

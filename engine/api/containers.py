@@ -73,7 +73,7 @@ def _list(show_all: bool, limit: int, filters: dict[str, list[str]]) -> list[dic
     return [summary(c, published.get(c.id, [])) for c in rows]
 
 
-def _remove(key: str, force: bool) -> None:
+def _remove(key: str, force: bool, volumes: bool) -> None:
     from engine.service import lifecycle
 
     container = get(key)
@@ -84,7 +84,7 @@ def _remove(key: str, force: bool) -> None:
             "Stop the container before attempting removal or force remove",
         )
     _, containers = stores()
-    lifecycle.remove(containers, container, force)
+    lifecycle.remove(containers, container, force, volumes)
 
 
 def _kill(key: str, signal_text: str) -> None:
@@ -223,7 +223,7 @@ def register(router: Router) -> None:
         return Response(204)
 
     async def remove(request: Request, key: str) -> Response:
-        await call(_remove, key, request.flag("force"))
+        await call(_remove, key, request.flag("force"), request.flag("v"))
         return Response(204)
 
     async def rename(request: Request, key: str) -> Response:

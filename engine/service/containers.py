@@ -84,6 +84,7 @@ class Spec:
     open_stdin: bool = False  # PID 1 reads a pipe fed by whoever attaches (docker's -i)
     stdin_once: bool = False  # that pipe closes when the first attached input ends
     console_size: list[int] = field(default_factory=list)  # the TTY's first [rows, columns], when known
+    anonymous: list[str] = field(default_factory=list)  # its anonymous volumes: `rm -v` and `--rm` remove them
 
     seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
 

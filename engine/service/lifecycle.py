@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.runtime import cgroups, process
+from engine.runtime.rootfs import Mount
 from engine.service import seccomp
-from engine.service.containers import Container, ContainerStateError, ContainerStore, Status, remove_tree
+from engine.service.containers import Container, ContainerStateError, ContainerStore, Spec, Status, remove_tree
 from engine.service.images import Image, ImageNotFound, ImageStore, ensure_layers, prune_layers
 from engine.service.paths import Paths
-from engine.service.specs import RunOptions, build_spec, merge_env
+from engine.service.specs import RunOptions, anonymous_targets, build_spec, merge_env, mount_order
 
 if TYPE_CHECKING:
     from engine.runtime.relay import Relay
@@ -66,10 +67,41 @@ def create(
     ensure_layers(images, image)
     container = containers.create(spec, name)
     seccomp.save(container.directory, program)
+    anonymous = anonymous_targets(image.runtime, options.volumes, spec.mounts)
+    if anonymous:
+        _add_anonymous_volumes(container, anonymous)
     if not spec.hostname:
         spec.hostname = os.uname().nodename if spec.network == "host" else container.id[:12]
+    if anonymous or not options.hostname:
         container.save()
     return container
+
+
+def _add_anonymous_volumes(container: Container, targets: list[str]) -> None:
+    """A new volume for each target, seeded from the image at the first start as a named one is.
+
+    Made once the container exists, so a create that fails (a name in use) leaves no volume behind.
+    """
+    from engine.service.volumes import Volumes
+
+    volumes = Volumes(Paths.default().volumes)
+    spec = container.spec
+    for target in targets:
+        volume = volumes.create()
+        spec.anonymous.append(volume.name)
+        spec.mounts.append(Mount(str(volume.mountpoint), target, seed=True))
+    spec.mounts = mount_order(spec.mounts)
+
+
+def remove_anonymous_volumes(containers: ContainerStore, container: Container) -> None:
+    """The container's anonymous volumes, once it is gone; one another container mounts is kept, as dockerd
+    keeps it."""
+    from engine.service.volumes import VolumeError, VolumeInUse, VolumeNotFound, Volumes
+
+    volumes = Volumes(Paths.default().volumes)
+    for name in container.spec.anonymous:
+        with suppress(VolumeInUse, VolumeNotFound, VolumeError):
+            volumes.remove(name, containers)
 
 
 def _hosts_file(hostname: str) -> str:
@@ -264,6 +296,8 @@ def _cleanup(container: Container, cgroup: cgroups.Cgroup, joined: Joined | None
         except OSError:
             return
         container.record("destroy")
+        if container.spec.anonymous:
+            remove_anonymous_volumes(ContainerStore(container.directory.parent), container)
 
 
 def start_detached(images: ImageStore, container: Container) -> None:
@@ -329,7 +363,8 @@ def stop(container: Container, timeout: float) -> Container:
     return stopped
 
 
-def remove(containers: ContainerStore, container: Container, force: bool) -> None:
+def remove(containers: ContainerStore, container: Container, force: bool, volumes: bool = False) -> None:
+    """Remove the container (killed first with `force`); with `volumes` its anonymous volumes too (`rm -v`)."""
     if container.is_running() or container.supervised():
         if not force:
             raise ContainerStateError(
@@ -341,6 +376,8 @@ def remove(containers: ContainerStore, container: Container, force: bool) -> Non
         with suppress(OSError):
             cgroups.from_json(container.cgroup).destroy()
     containers.delete(container)
+    if volumes:
+        remove_anonymous_volumes(containers, container)
 
 
 def exec_in(
@@ -414,6 +451,7 @@ def _same_image(images: ImageStore, name: str, image_id: str) -> bool:
 def inspect(container: Container) -> dict[str, Any]:
     """Docker-shaped inspect output, so scripts written for `docker inspect` mostly work."""
     spec = container.spec
+    mounts = mount_docs(spec)
 
     def iso(ts: float | None) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "0001-01-01T00:00:00Z"
@@ -447,14 +485,37 @@ def inspect(container: Container) -> dict[str, Any]:
             "NanoCpus": int((spec.limits.cpus or 0) * 1e9),
             "ReadonlyRootfs": spec.read_only,
             "NetworkMode": spec.network,
-            "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in spec.mounts],
+            "Binds": [
+                f"{d.get('Name') or d['Source']}:{d['Destination']}{'' if d['RW'] else ':ro'}"
+                for d in mounts
+                if d.get("Name") not in spec.anonymous
+            ],
             "AutoRemove": spec.auto_remove,
             "Init": spec.init,
             "SecurityOpt": [f"seccomp={spec.seccomp}"] if spec.seccomp else None,
         },
-        "Mounts": [{"Source": m.source, "Destination": m.target, "RW": not m.readonly} for m in spec.mounts],
+        "Mounts": mounts,
         "NetworkSettings": _network_settings(container),
     }
+
+
+def mount_docs(spec: Spec) -> list[dict[str, Any]]:
+    """The container's mounts as dockerd describes them: a volume (named or anonymous) by its name and
+    driver, anything else as a bind."""
+    if not spec.mounts:
+        return []
+    volumes = str(Paths.default().volumes)
+    out: list[dict[str, Any]] = []
+    for m in spec.mounts:
+        directory, data = os.path.split(m.source)
+        parent, name = os.path.split(directory)
+        if data == "_data" and parent == volumes:
+            doc = {"Type": "volume", "Name": name, "Source": m.source, "Destination": m.target, "Driver": "local"}
+            out.append({**doc, "Mode": "", "RW": not m.readonly, "Propagation": ""})
+        else:
+            doc = {"Type": "bind", "Source": m.source, "Destination": m.target, "Mode": ""}
+            out.append({**doc, "RW": not m.readonly, "Propagation": "rprivate"})
+    return out
 
 
 def _network_settings(container: Container) -> dict[str, Any]:

@@ -77,6 +77,35 @@ def parse_volume(text: str) -> Mount:
     return Mount(os.path.realpath(host), os.path.normpath(target), readonly)
 
 
+def anonymous_target(text: str) -> str | None:
+    """The container path of docker's anonymous volume form (`-v /data`: one absolute path, no host side),
+    or None for HOST:CONTAINER."""
+    if ":" in text or not text.startswith("/"):
+        return None
+    return os.path.normpath(text)
+
+
+def anonymous_targets(config: dict[str, Any], volumes: list[str], mounts: list[Mount]) -> list[str]:
+    """Where a container gets an anonymous volume, as dockerd gives one: each `-v /PATH` and each path
+    of the image's VOLUME that no other mount covers, in that order, each once."""
+    taken = {m.target for m in mounts}
+    wanted = [t for t in map(anonymous_target, volumes) if t is not None]
+    for path in config.get("Volumes") or {}:
+        if isinstance(path, str) and path.startswith("/"):
+            wanted.append(os.path.normpath(path))
+    out: list[str] = []
+    for target in wanted:
+        if target not in taken:
+            taken.add(target)
+            out.append(target)
+    return out
+
+
+def mount_order(mounts: list[Mount]) -> list[Mount]:
+    """Shallower targets first (dockerd's sortMounts), so `/data` never hides a bind at `/data/sub`."""
+    return sorted(mounts, key=lambda m: 0 if m.target == "/" else m.target.count("/"))
+
+
 def read_env_file(path: str) -> list[str]:
     out = []
     with open(path) as f:
@@ -217,7 +246,7 @@ def build_spec(image: Image, options: RunOptions) -> Spec:
         cwd=os.path.normpath(workdir),
         user=options.user if options.user is not None else (config.get("User") or ""),
         hostname=options.hostname or "",
-        mounts=[parse_volume(v) for v in options.volumes],
+        mounts=[parse_volume(v) for v in options.volumes if anonymous_target(v) is None],
         **network,
         read_only=options.read_only,
         init=options.init,

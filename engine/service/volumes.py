@@ -3,8 +3,8 @@
 `volumes/<name>/_data` is what containers mount, `volumes/<name>/volume.json` its labels and
 creation time (written atomically). Names follow docker's grammar, so a name can never leave
 the directory. A volume a container's spec mounts cannot be removed, with or without force
-(as dockerd refuses it). Unlike docker, a new volume starts empty: the image's files at the
-mount point are not copied in.
+(as dockerd refuses it). An anonymous volume is one with a random 64-hex name that a container
+made for an image's VOLUME or a `-v /PATH` (`Spec.anonymous`, removed by `rm -v` and `--rm`).
 """
 
 from __future__ import annotations

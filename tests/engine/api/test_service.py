@@ -111,6 +111,11 @@ def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
         ({"Mounts": [{"Type": "bind", "Source": "relative", "Target": "/x"}]}, {}),
         ({"Mounts": [{"Type": "volume", "Source": "a:b", "Target": "/x"}]}, {}),
         ({"Mounts": [{"Type": "volume", "Source": "v", "Target": "/x", "VolumeOptions": "no"}]}, {}),
+        ({"Mounts": [{"Type": "volume", "Target": ""}]}, {}),
+        ({"Mounts": [{"Type": "bind", "Target": "/x"}]}, {}),
+        ({}, {"Volumes": {"relative": {}}}),
+        ({}, {"Volumes": {"/a:/b": {}}}),
+        ({}, {"Volumes": ["/x"]}),
     )
     for host, extra in refused:
         doc = {"Image": IMAGE_NAME, "Cmd": ["true"], **extra, "HostConfig": {"NetworkMode": "none", **host}}

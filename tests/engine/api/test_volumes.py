@@ -1,6 +1,11 @@
-"""Named volumes start with the image's files at their mount point, as docker's do, against berth and dockerd."""
+"""Named and anonymous volumes start with the image's files at their mount point, as docker's do, against berth and
+dockerd."""
 
 from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -39,3 +44,62 @@ def test_bad_volume_modes_are_refused(berth_api: Engine, dockerd: Engine, volume
     for engine in (berth_api, dockerd):
         engine.docker("volume", "rm", "vol")
     assert codes[0] == codes[1] == 125
+
+
+VOLUME_IMAGE = f'FROM {IMAGE_NAME}\nRUN mkdir /data && echo seeded > /data/f\nVOLUME ["/data"]\nCMD ["cat", "/data/f"]'
+MOUNTS = "{{range .Mounts}}{{.Type}} {{.Destination}} {{.Driver}} {{.RW}} {{len .Name}};{{end}}"
+
+
+def test_an_image_volume_gets_an_anonymous_volume(engine: Engine, tmp_path: Path) -> None:
+    """dockerd gives each VOLUME of the image (and each `-v /PATH`, `--mount` without a source) a new volume,
+    seeded from the image; `rm` keeps it, `rm -v` and `run --rm` remove it; a named volume there replaces it."""
+    (tmp_path / "Dockerfile").write_text(VOLUME_IMAGE + "\n")
+    built = engine.docker("build", "-q", "--network", "none", "-t", "with-volume:1", str(tmp_path),
+                          extra_env={"DOCKER_BUILDKIT": "0"})  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    before = set(engine.ok("volume", "ls", "-q").split())
+
+    def new_volumes() -> set[str]:
+        return set(engine.ok("volume", "ls", "-q").split()) - before
+
+    try:
+        engine.ok("create", *NONE, "--name", "anon", "with-volume:1")
+        (made,) = new_volumes()
+        assert re.fullmatch("[0-9a-f]{64}", made)
+        assert engine.ok("inspect", "--format", MOUNTS, "anon").strip() == "volume /data local true 64;"
+        doc = json.loads(engine.ok("inspect", "--format", "{{json .Mounts}}", "anon"))
+        assert set(doc[0]) == {"Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation"}
+        assert doc[0]["Name"] == made
+        taken = engine.docker("create", *NONE, "--name", "anon", "with-volume:1")
+        assert taken.returncode == 1 and new_volumes() == {made}  # a create refused makes no volume
+        assert engine.docker("start", "-a", "anon").stdout == "seeded\n"
+        assert engine.ok("rm", "anon").strip() == "anon"
+        assert new_volumes() == {made}  # plain rm keeps it
+        engine.ok("volume", "rm", made)
+
+        engine.ok("run", "--rm", *NONE, "with-volume:1", "sh", "-c", "echo more > /data/g")
+        assert new_volumes() == set()
+        engine.ok("run", "--rm", *NONE, "-v", "named-data:/data", "with-volume:1")
+        assert new_volumes() == {"named-data"}  # the named volume takes the path: nothing anonymous
+        engine.ok("volume", "rm", "named-data")
+
+        mount = "type=volume,target=/m"
+        engine.ok("run", *NONE, "--name", "anon2", "-v", "/extra", "--mount", mount, "with-volume:1", "true")
+        assert len(new_volumes()) == 3
+        shown = engine.ok("inspect", "--format", MOUNTS, "anon2").strip(";\n").split(";")
+        assert sorted(shown) == [f"volume {p} local true 64" for p in ("/data", "/extra", "/m")]
+        assert engine.ok("rm", "-v", "anon2").strip() == "anon2"
+        assert new_volumes() == set()
+        if engine.name == "berth":  # the other front door, on the same engine
+            run = engine.berth("run", "--network", "none", "--name", "from-berth", "with-volume:1")
+            assert (run.returncode, run.stdout) == (0, "seeded\n"), run.stderr
+            assert len(new_volumes()) == 1
+            assert engine.berth("rm", "-v", "from-berth").returncode == 0
+            assert engine.berth("run", "--rm", "--network", "none", "-v", "/x", "with-volume:1").returncode == 0
+            assert new_volumes() == set()
+    finally:
+        engine.docker("rm", "-f", "anon", "anon2", "from-berth")
+        leftover = new_volumes()
+        if leftover:
+            engine.docker("volume", "rm", *leftover)
+        engine.docker("rmi", "with-volume:1")
