@@ -1,8 +1,9 @@
 """docker-compose 1.29 (Debian's, on docker-py) brings up a two-service project through berth's engine API.
 
 A web server whose page comes from an env file into a named volume, a published port, and a
-client that fetches the page by the service's name over the project's network. Berth's half only:
-the private dockerd of the other tests runs without its bridge (tests/conftest.py dockerd_command).
+client that fetches the page by the service's name over the project's network. The same against
+the private dockerd (its default bridge is off, but compose makes a network of its own, and with
+--iptables=false dockerd publishes ports through its userland proxy).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ volumes:
 """
 
 
-def test_compose_up_two_services(berth_api: Engine, tmp_path: Path) -> None:
+def test_compose_up_two_services(engine: Engine, tmp_path: Path) -> None:
     if shutil.which("docker-compose") is None:
         pytest.skip("docker-compose (Debian's package) is not installed")
     (tmp_path / "docker-compose.yml").write_text(COMPOSE)
@@ -44,22 +45,22 @@ def test_compose_up_two_services(berth_api: Engine, tmp_path: Path) -> None:
 
     def compose(*args: str) -> subprocess.CompletedProcess[str]:
         argv = ["docker-compose", "-p", "berthapi", *args]
-        return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=berth_api.env, timeout=180)
+        return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=engine.env, timeout=180)
 
     try:
         up = compose("up", "-d")
         assert up.returncode == 0, up.stderr
         state = "{{.State.Status}} {{.State.ExitCode}}"
-        assert until(lambda: berth_api.ok("inspect", "--format", state, "berthapi_client_1").split() == ["exited", "0"])
+        assert until(lambda: engine.ok("inspect", "--format", state, "berthapi_client_1").split() == ["exited", "0"])
         assert "hello from compose" in compose("logs", "client").stdout
-        assert berth_api.netns.run("wget", "-qO-", "http://127.0.0.1:18080/").stdout == "hello from compose\n"
-        labels = json.loads(berth_api.ok("inspect", "--format", "{{json .Config.Labels}}", "berthapi_web_1"))
+        assert engine.netns.run("wget", "-qO-", "http://127.0.0.1:18080/").stdout == "hello from compose\n"
+        labels = json.loads(engine.ok("inspect", "--format", "{{json .Config.Labels}}", "berthapi_web_1"))
         assert labels["com.docker.compose.service"] == "web"
-        assert "berthapi_site" in berth_api.ok("volume", "ls", "--format", "{{.Name}}").split()
+        assert "berthapi_site" in engine.ok("volume", "ls", "--format", "{{.Name}}").split()
         down = compose("down", "-v")
         assert down.returncode == 0, down.stderr
-        assert berth_api.ok("ps", "-aq") == ""
-        assert "berthapi_default" not in berth_api.ok("network", "ls", "--format", "{{.Name}}").split()
-        assert "berthapi_site" not in berth_api.ok("volume", "ls", "--format", "{{.Name}}").split()
+        assert engine.ok("ps", "-aq") == ""
+        assert "berthapi_default" not in engine.ok("network", "ls", "--format", "{{.Name}}").split()
+        assert "berthapi_site" not in engine.ok("volume", "ls", "--format", "{{.Name}}").split()
     finally:
         compose("down", "-v")

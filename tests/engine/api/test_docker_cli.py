@@ -111,6 +111,56 @@ def test_options_reach_the_container(engine: Engine) -> None:
     assert out == "hello /tmp 65534 box\n"
 
 
+def test_limits_read_only_and_init(berth_api: Engine, dockerd: Engine) -> None:
+    """--memory, --cpus, --pids-limit, --read-only and --init as dockerd shows and applies them."""
+    limits = ("--memory", "64m", "--cpus", "0.5", "--pids-limit", "50", "--read-only", "--init")
+    fields = "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.HostConfig.ReadonlyRootfs}}"
+    script = "touch /x 2>/dev/null; echo $? $$; touch /tmp/y 2>/dev/null; echo $?"
+    seen = []
+    for engine in (berth_api, dockerd):
+        engine.ok("create", *NONE, "--name", "limited", *limits, IMAGE_NAME, "sh", "-c", script)
+        shown = engine.ok("inspect", "--format", f"{fields} {{{{.HostConfig.Init}}}}", "limited").split()
+        result = engine.docker("start", "-a", "limited")
+        engine.ok("rm", "limited")
+        first, second = result.stdout.splitlines()
+        code, pid = first.split()
+        seen.append((shown, result.returncode, code, pid != "1", second))
+    assert seen[0] == seen[1]
+    assert seen[0] == (["67108864", "500000000", "50", "true", "true"], 0, "1", True, "1")
+
+
+def test_the_docker_20_10_cli(berth_api: Engine, dockerd: Engine) -> None:
+    """Debian's docker.io CLI (20.10, API 1.41) beside the docker 28 CLI the other tests use: the same answers
+    from both engines."""
+    cli = "/usr/bin/docker"
+    version = subprocess.run([cli, "--version"], capture_output=True, text=True) if os.path.exists(cli) else None
+    if version is None or "20.10" not in version.stdout:
+        pytest.skip("Debian's docker.io 20.10 CLI is not at /usr/bin/docker")
+    seen = []
+    for engine in (berth_api, dockerd):
+
+        def old(*args: str, env: dict[str, str] = engine.env) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([cli, *args], capture_output=True, text=True, env=env, timeout=60)
+
+        api = old("version", "--format", "{{.Client.APIVersion}} {{.Server.APIVersion}}").stdout
+        run = old("run", "--rm", *NONE, IMAGE_NAME, "sh", "-c", "echo out; echo err >&2; exit 3")
+        old("run", "-d", *NONE, "--name", "old-cli", IMAGE_NAME, "sleep", "600")
+        ps = old("ps", "--format", "{{.Names}} {{.Image}} {{.State}}").stdout
+        header = old("ps").stdout.splitlines()[0].split()
+        exec_ = old("exec", "old-cli", "sh", "-c", "echo in; exit 4")
+        stopped = old("stop", "-t", "1", "old-cli").stdout
+        waited = old("wait", "old-cli").stdout
+        images = old("images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_NAME).stdout
+        removed = old("rm", "old-cli").stdout
+        missing = old("rm", "old-cli")
+        seen.append(
+            (api, (run.returncode, run.stdout, run.stderr), ps, header, (exec_.returncode, exec_.stdout),
+             stopped, waited, images, removed, (missing.returncode, missing.stderr))
+        )  # fmt: skip
+    assert seen[0] == seen[1]
+    assert seen[0][0] == "1.41 1.41\n" and seen[0][1] == (3, "out\n", "err\n")
+
+
 def test_images_columns_and_inspect(engine: Engine) -> None:
     header = engine.ok("images").splitlines()[0].split()
     assert header == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]

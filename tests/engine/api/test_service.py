@@ -3,6 +3,7 @@ and containers that outlive a service killed with SIGKILL."""
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import signal
@@ -173,6 +174,56 @@ def test_tcp_needs_tls_with_client_certificates(tmp_path: Path) -> None:
     result = subprocess.run([*argv, "--group", "no-such-group-berth"], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "no such group" in result.stderr
     assert not (tmp_path / "s.sock").exists()
+
+
+def test_tcp_with_client_certificates_and_a_group(tmp_path: Path) -> None:
+    """`--listen` with TLS: the docker CLI gets in with a client certificate the CA trusts, and not without
+    one, with an untrusted one, or in plain HTTP; the unix socket is root:GROUP 0660 beside it."""
+    from tests.client.servers import loopback_certificate
+    from tests.conftest import free_port
+    from tests.engine.conftest import root_skip_reason
+
+    if reason := root_skip_reason():
+        pytest.skip(reason)
+    try:
+        group = grp.getgrnam("daemon").gr_gid
+    except KeyError:
+        pytest.skip("no group named daemon here")
+    dirs = {name: tmp_path / name for name in ("server", "client", "stranger", "config")}
+    for directory in dirs.values():
+        directory.mkdir()
+    server_cert, server_key = loopback_certificate(dirs["server"])
+    client_cert, client_key = loopback_certificate(dirs["client"])  # self-signed: the CA the service trusts
+    stranger_cert, stranger_key = loopback_certificate(dirs["stranger"])
+    port, sock = free_port(), tmp_path / "engine.sock"
+    argv = [sys.executable, "-m", "engine", "engine", "serve", "--socket", str(sock), "--group", "daemon"]
+    argv += ["--listen", f"127.0.0.1:{port}", "--tls-cert", str(server_cert), "--tls-key", str(server_key)]
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path / "root"), "DOCKER_CONFIG": str(dirs["config"])}
+    env.pop("DOCKER_HOST", None)
+    with open(tmp_path / "serve.log", "wb") as log:
+        service = subprocess.Popen([*argv, "--tls-ca", str(client_cert)], stdout=log, stderr=log, env=env)
+
+    def docker(*args: str) -> subprocess.CompletedProcess[str]:
+        tcp = ["-H", f"tcp://127.0.0.1:{port}", "--tlscacert", str(server_cert)]
+        return subprocess.run(["docker", *tcp, *args], capture_output=True, text=True, env=env, timeout=30)
+
+    trusted = ("--tlsverify", "--tlscert", str(client_cert), "--tlskey", str(client_key))
+    try:
+        version = ("version", "--format", "{{.Server.APIVersion}}")
+        assert until(lambda: docker(*trusted, *version).returncode == 0 or service.poll() is not None)
+        assert docker(*trusted, *version).stdout == "1.41\n", (tmp_path / "serve.log").read_text()
+        for refused in (
+            docker("--tlsverify", *version),  # no client certificate
+            docker("--tlsverify", "--tlscert", str(stranger_cert), "--tlskey", str(stranger_key), *version),
+            subprocess.run(["docker", "-H", f"tcp://127.0.0.1:{port}", *version], capture_output=True, env=env),
+        ):
+            assert refused.returncode == 1
+        st = os.stat(sock)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, group)
+    finally:
+        service.terminate()
+        service.wait(30)
+    assert not sock.exists()
 
 
 def test_networks_by_name_between_containers(berth_api: Engine) -> None:
