@@ -16,7 +16,7 @@ from engine.api.container_config import check_name, inspect_doc, run_options, su
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
 from engine.api.routes import Router, filters
-from engine.service.containers import Container, ContainerNotFound, NameInUse, Status
+from engine.service.containers import Container, ContainerNotFound, ContainerStateError, NameInUse, Status
 from engine.service.lifecycle import stores
 
 ID = r"/containers/([^/]{1,300})"
@@ -93,8 +93,10 @@ def _kill(key: str, signal_text: str) -> None:
 
     container = get(key)
     number = parse_signal(signal_text or "KILL")
-    if not lifecycle.send_signal(container, number):
-        raise ApiError(409, f"Cannot kill container: {key}: Container {container.id} is not running")
+    try:
+        lifecycle.kill(container, number)
+    except ContainerStateError:
+        raise ApiError(409, f"Cannot kill container: {key}: Container {container.id} is not running") from None
 
 
 def _stop(key: str, timeout: float) -> bool:

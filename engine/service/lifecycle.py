@@ -335,6 +335,12 @@ def send_signal(container: Container, sig: int) -> bool:
 
 
 def kill(container: Container, sig: int) -> None:
+    """`kill` by hand: as dockerd, the container counts as stopped by the user from now on (marked before the
+    signal, so no restart pass sees the exit first), whatever the signal."""
+    from engine.service.restarts import mark_stopped_by_user
+
+    if container.status is Status.RUNNING:
+        mark_stopped_by_user(container)
     if not send_signal(container, sig):
         raise ContainerStateError(f"container {container.name} is not running")
 

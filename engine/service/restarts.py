@@ -2,8 +2,10 @@
 
 Docker's rules: `always` and `unless-stopped` restart whatever the exit code, `on-failure`
 only after a non-zero exit, at most MAX times; a container stopped by `stop` stays stopped,
-except that `always` containers start again when the engine service itself starts. Restarts
-back off as docker's do (100 ms doubling, at most a minute). The API service calls `due`
+except when the engine service itself starts: then, as dockerd's restore does, `always`
+containers start again, and so do `on-failure` ones whose exit (the stop's signal included) was
+not zero, and the start forgets the stop, without counting as a restart. Restarts back off as
+docker's do (100 ms doubling, at most a minute). The API service calls `due`
 about once a second and starts what it returns; the flag "stopped by the user" is a marker
 file beside the state, because the supervisor rewrites state.json from its own copy.
 """
@@ -37,7 +39,8 @@ def _wants_restart(container: Container, service_starting: bool) -> bool:
     if name == "unless-stopped":
         return not manual
     if name == "on-failure":
-        return not manual and container.exit_code != 0 and (not limit or container.restart_count < int(limit))
+        under_limit = not limit or container.restart_count < int(limit)
+        return (service_starting or not manual) and container.exit_code != 0 and under_limit
     return False
 
 
@@ -62,7 +65,10 @@ def restart(container: Container, service_starting: bool = False) -> None:
 
     if not _wants_restart(container, service_starting):
         return
-    container.update(restart_count=container.restart_count + 1)
+    if service_starting:
+        clear_stopped_by_user(container.directory)  # as dockerd's start at its own start, a fresh one
+    else:
+        container.update(restart_count=container.restart_count + 1)
     detach.start(container)
     if (container.directory / MANUAL).exists():  # a stop that came while it was starting wins
         from engine.service.lifecycle import stop

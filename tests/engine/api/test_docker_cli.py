@@ -625,3 +625,52 @@ def test_restart_policy_events_match_dockerd(berth_api: Engine, dockerd: Engine)
             engine.docker("rm", "-f", "flaky")
 
     assert story(berth_api) == story(dockerd) == ["create flaky", *["start flaky", "die flaky 3"] * 3]
+
+
+def test_restart_policies_across_a_service_restart(berth_api: Engine, dockerd: Engine) -> None:
+    """Which containers run after the service (or dockerd) stops and starts again, compared with dockerd:
+    `always` ones even when stopped by hand, `on-failure` ones stopped by hand with a non-zero exit,
+    `unless-stopped` ones unless stopped by hand; such a start counts no restart and forgets the stop.
+    dockerd stops its containers when it stops (berth's keep running, as with dockerd's live-restore), so
+    only what the policies decide is compared."""
+    loop = "trap 'exit 0' TERM; while :; do sleep 0.1; done"  # ends at once on SIGTERM, as dockerd stops it
+    cases = {
+        "manual-always": ("always", True),
+        "manual-unless": ("unless-stopped", True),
+        "manual-failure": ("on-failure", True),
+        "up-always": ("always", False),
+        "up-unless": ("unless-stopped", False),
+    }
+    state = "{{.Name}} {{.State.Status}} {{.RestartCount}}"
+    expected = ["/manual-always running 0", "/manual-unless exited 0", "/manual-failure running 0"]
+    expected += ["/up-always running 0", "/up-unless running 0"]
+    for engine in (berth_api, dockerd):
+
+        def settled(engine: Engine = engine) -> list[str]:
+            return engine.ok("inspect", "--format", state, *cases).splitlines()
+
+        try:
+            for name, (policy, _) in cases.items():
+                body = loop.replace("exit 0", "exit 5") if policy == "on-failure" else loop
+                engine.ok("run", "-d", *NONE, "--name", name, "--restart", policy, IMAGE_NAME, "sh", "-c", body)
+            engine.ok("stop", *(name for name, (_, manual) in cases.items() if manual))
+            engine.stop()
+            engine.start()
+            assert until(lambda: settled() == expected, 60), (engine.name, settled())
+            assert not until(lambda: settled() != expected, 3), (engine.name, settled())  # and they stay so
+            engine.ok("exec", "manual-always", "kill", "1")  # it ends by itself: no longer stopped by hand
+            assert until(lambda: settled()[0].split()[1:] == ["running", "1"], 30), (engine.name, settled())
+        finally:
+            engine.docker("rm", "-f", *cases)
+
+
+def test_kill_is_a_stop_by_hand(engine: Engine) -> None:
+    """`docker kill` of a container whose policy is `always` leaves it stopped, as `docker stop` does."""
+    engine.ok("run", "-d", *NONE, "--name", "killed", "--restart", "always", IMAGE_NAME, "sleep", "600")
+    try:
+        engine.ok("kill", "killed")
+        state = "{{.State.Status}} {{.RestartCount}}"
+        assert until(lambda: engine.ok("inspect", "--format", state, "killed").split() == ["exited", "0"])
+        assert not until(lambda: engine.ok("inspect", "--format", state, "killed").split() != ["exited", "0"], 3)
+    finally:
+        engine.docker("rm", "-f", "killed")
