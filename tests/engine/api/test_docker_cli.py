@@ -674,3 +674,44 @@ def test_kill_is_a_stop_by_hand(engine: Engine) -> None:
         assert not until(lambda: engine.ok("inspect", "--format", state, "killed").split() != ["exited", "0"], 3)
     finally:
         engine.docker("rm", "-f", "killed")
+
+
+def test_network_commands(engine: Engine) -> None:
+    """`docker network create/ls/inspect/connect/disconnect/rm` and containers reaching each other by name,
+    against both (the private dockerd has no default bridge, but makes user networks)."""
+    web = "mkdir -p /www && echo hello web > /www/index.html && exec httpd -f -p 80 -h /www"
+    try:
+        assert len(engine.ok("network", "create", "--subnet", "10.78.0.0/24", "cmpnet").strip()) == 64
+        engine.ok("network", "create", "othernet")
+        listed = set(engine.ok("network", "ls", "--format", "{{.Name}} {{.Driver}} {{.Scope}}").splitlines())
+        assert {"cmpnet bridge local", "othernet bridge local", "host host local", "none null local"} <= listed
+        subnet = "{{range .IPAM.Config}}{{.Subnet}}{{end}} {{.Driver}} {{.Internal}}"
+        assert engine.ok("network", "inspect", "--format", subnet, "cmpnet").strip() == "10.78.0.0/24 bridge false"
+        taken = engine.docker("network", "create", "cmpnet")
+        assert (taken.returncode, taken.stderr) == (
+            1,
+            "Error response from daemon: network with name cmpnet already exists\n",
+        )
+        engine.ok("run", "-d", "--network", "cmpnet", "--name", "web", IMAGE_NAME, "sh", "-c", web)
+        got = engine.docker("run", "--rm", "--network", "cmpnet", IMAGE_NAME, "wget", "-qO-", "http://web/")
+        assert (got.returncode, got.stdout) == (0, "hello web\n"), got.stderr
+        engine.ok("run", "-d", "--network", "othernet", "--name", "late", IMAGE_NAME, "sleep", "600")
+        apart = engine.docker("exec", "late", "wget", "-qO-", "-T", "2", "http://web/")
+        assert apart.returncode != 0 and apart.stdout == ""  # not on cmpnet yet: no name, no route
+        engine.ok("network", "connect", "cmpnet", "late")
+        assert until(lambda: engine.docker("exec", "late", "wget", "-qO-", "http://web/").stdout == "hello web\n")
+        members = "{{range .Containers}}{{.Name}} {{end}}"
+        assert sorted(engine.ok("network", "inspect", "--format", members, "cmpnet").split()) == ["late", "web"]
+        engine.ok("network", "disconnect", "cmpnet", "late")
+        assert engine.ok("network", "inspect", "--format", members, "cmpnet").split() == ["web"]
+        busy = engine.docker("network", "rm", "cmpnet")
+        assert busy.returncode == 1 and "has active endpoints" in busy.stderr
+        unknown = engine.docker("run", "--rm", "--network", "no-such-net", IMAGE_NAME, "true")
+        assert unknown.returncode == 125 and "network no-such-net not found" in unknown.stderr
+        engine.ok("rm", "-f", "web", "late")
+        assert engine.ok("network", "rm", "cmpnet", "othernet").split() == ["cmpnet", "othernet"]
+        missing = engine.docker("network", "inspect", "cmpnet")
+        assert missing.returncode == 1 and "network cmpnet not found" in missing.stderr
+    finally:
+        engine.docker("rm", "-f", "web", "late")
+        engine.docker("network", "rm", "cmpnet", "othernet")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grp
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -224,6 +225,49 @@ def test_tcp_with_client_certificates_and_a_group(tmp_path: Path) -> None:
         service.terminate()
         service.wait(30)
     assert not sock.exists()
+
+
+def test_the_systemd_unit_serves(tmp_path: Path) -> None:
+    """contrib/berth-engine.service: systemd accepts it (`systemd-analyze verify`, with its berth pointing
+    at this tree), and its ExecStart, run as written (but for the socket's path), serves the API with the
+    socket root:docker 0660; KillMode=process, so stopping the service never kills the containers."""
+    from tests.engine.conftest import root_skip_reason
+
+    if reason := root_skip_reason():
+        pytest.skip(reason)
+    unit = (Path(__file__).parents[3] / "contrib" / "berth-engine.service").read_text()
+    service = dict(line.split("=", 1) for line in unit.split("[Service]")[1].split("[")[0].splitlines() if "=" in line)
+    assert service["KillMode"] == "process" and service["Environment"].startswith("BERTH_ROOT=")
+    berth = tmp_path / "berth"
+    berth.write_text(f'#!/bin/sh\nexec {sys.executable} -m engine "$@"\n')
+    berth.chmod(0o755)
+    argv = service["ExecStart"].split()
+    assert argv[:3] == ["/usr/local/bin/berth", "engine", "serve"]
+    (tmp_path / "berth-engine.service").write_text(unit.replace(argv[0], str(berth)))
+    if shutil.which("systemd-analyze"):
+        verified = subprocess.run(
+            ["systemd-analyze", "verify", str(tmp_path / "berth-engine.service")], capture_output=True, text=True
+        )
+        assert (verified.returncode, verified.stderr) == (0, ""), verified.stderr
+    try:
+        docker_gid = grp.getgrnam(argv[argv.index("--group") + 1]).gr_gid
+    except KeyError:
+        pytest.skip("the unit's group does not exist here")
+    sock = tmp_path / "engine.sock"
+    argv[0], argv[argv.index("--socket") + 1] = str(berth), str(sock)
+    env = {**os.environ, "BERTH_ROOT": str(tmp_path / "root"), "DOCKER_HOST": f"unix://{sock}"}
+    with open(tmp_path / "serve.log", "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=log, env=env)
+    try:
+        version = ["docker", "version", "--format", "{{.Server.APIVersion}}"]
+        assert until(lambda: subprocess.run(version, capture_output=True, env=env).returncode == 0), (
+            tmp_path / "serve.log"
+        ).read_text()
+        st = os.stat(sock)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o660, 0, docker_gid)
+    finally:
+        process.terminate()
+        process.wait(30)
 
 
 def test_networks_by_name_between_containers(berth_api: Engine) -> None:
