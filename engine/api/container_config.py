@@ -199,8 +199,19 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365} years"
 
 
-def status_text(container: Container) -> str:
+def docker_state(container: Container) -> str:
+    """dockerd's name for the state; "restarting" for an exited container that this service's restart pass
+    will start again (`restarts.waiting`)."""
+    from engine.service import restarts
+    from engine.service.listing import state_name
+
+    return "restarting" if restarts.waiting(container) else state_name(container)
+
+
+def status_text(container: Container, state: str) -> str:
     now = time.time()
+    if state == "restarting":
+        return f"Restarting ({container.exit_code}) {human_duration(now - (container.finished_at or now))} ago"
     if container.status is Status.RUNNING:
         return f"Up {human_duration(now - (container.started_at or now))}"
     if container.status is Status.STOPPED:
@@ -211,9 +222,9 @@ def status_text(container: Container) -> str:
 def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
     """One row of GET /containers/json."""
     from engine.service.lifecycle import mount_docs
-    from engine.service.listing import state_name
 
     spec = container.spec
+    state = docker_state(container)
     return {
         "Id": container.id,
         "Names": ["/" + container.name],
@@ -226,8 +237,8 @@ def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
             for b in ports
         ],
         "Labels": spec.labels,
-        "State": state_name(container),
-        "Status": status_text(container),
+        "State": state,
+        "Status": status_text(container, state),
         "HostConfig": {"NetworkMode": "default" if spec.network == "bridge" else spec.network},
         "NetworkSettings": {"Networks": {spec.network: {}}},
         "Mounts": mount_docs(spec),
@@ -242,6 +253,8 @@ def inspect_doc(container: Container) -> dict[str, Any]:
     spec = container.spec
     doc["Path"], doc["Args"] = spec.args[0], spec.args[1:]
     doc["State"].update({"Paused": False, "Restarting": False, "Dead": False})
+    if docker_state(container) == "restarting":
+        doc["State"].update({"Status": "restarting", "Running": True, "Restarting": True})
     doc["RestartCount"] = container.restart_count
     doc["Driver"] = "overlay"
     doc["Platform"] = "linux"

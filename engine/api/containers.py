@@ -12,7 +12,7 @@ import json
 import time
 from typing import Any
 
-from engine.api.container_config import check_name, inspect_doc, run_options, summary
+from engine.api.container_config import check_name, docker_state, inspect_doc, run_options, summary
 from engine.api.errors import ApiError
 from engine.api.http import Request, Response
 from engine.api.routes import Router, filters
@@ -57,16 +57,18 @@ def _create(image_name: str, options: Any, name: str | None) -> Container:
 
 
 def _list(show_all: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-    from engine.service import listing
+    from engine.service import listing, restarts
 
     images, containers = stores()
-    rows = containers.list(running_only=not show_all and not filters.get("status") and not filters.get("exited"))
+    rows = containers.list()
+    if not show_all and not filters.get("status") and not filters.get("exited"):
+        rows = [c for c in rows if c.status is Status.RUNNING or restarts.waiting(c)]  # as dockerd: restarting too
     image_ids = {}
     for name in filters.get("ancestor", []):
         found = images.find(name)
         if found is not None:
             image_ids[name] = images.resolve(found).id
-    rows = listing.select(rows, filters, image_ids)
+    rows = listing.select(rows, filters, image_ids, docker_state)
     if limit > 0:
         rows = rows[:limit]
     published = listing.published() if any(c.spec.publish for c in rows) else {}
@@ -77,10 +79,11 @@ def _remove(key: str, force: bool, volumes: bool) -> None:
     from engine.service import lifecycle
 
     container = get(key)
-    if (container.is_running() or container.supervised()) and not force:
+    state = "running" if container.is_running() or container.supervised() else docker_state(container)
+    if state in ("running", "restarting") and not force:
         raise ApiError(
             409,
-            f"You cannot remove a running container {container.id}. "
+            f"You cannot remove a {state} container {container.id}. "
             "Stop the container before attempting removal or force remove",
         )
     _, containers = stores()
@@ -116,7 +119,7 @@ def _start(key: str) -> bool:
     container = get(key)
     if container.is_running() or container.supervised():
         return False
-    restarts.clear_stopped_by_user(container.directory)
+    restarts.fresh_start(container.directory)
     detach.start(container)
     return True
 

@@ -7,6 +7,7 @@ the older `{"status": {"exited": true}}`); unknown names and values are refused,
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from engine.service.containers import Container, Status
@@ -72,18 +73,24 @@ def _ancestor(container: Container, want: str, image_ids: dict[str, str]) -> boo
     )
 
 
-def select(containers: list[Container], filters: dict[str, list[str]], image_ids: dict[str, str]) -> list[Container]:
+def select(
+    containers: list[Container],
+    filters: dict[str, list[str]],
+    image_ids: dict[str, str],
+    state: Callable[[Container], str] = state_name,
+) -> list[Container]:
     """The containers every filter name accepts: values of one name are alternatives, as docker's,
     except labels, which must all match.
 
-    `image_ids` maps the ancestor values to image ids (the caller resolves names in the image store).
+    `image_ids` maps the ancestor values to image ids (the caller resolves names in the image store);
+    `state` names a container's state for the status filter (the API's knows "restarting").
     """
     out = []
     for c in containers:
         checks = {
             "id": lambda v, c=c: c.id.startswith(v),
             "name": lambda v, c=c: _name(c, v),
-            "status": lambda v, c=c: state_name(c) == v,
+            "status": lambda v, c=c: state(c) == v,
             "label": lambda v, c=c: _label(c, v),
             "ancestor": lambda v, c=c: _ancestor(c, v, image_ids),
             "exited": lambda v, c=c: c.status is Status.STOPPED and c.exit_code == int(v),

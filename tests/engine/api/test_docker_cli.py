@@ -715,3 +715,56 @@ def test_network_commands(engine: Engine) -> None:
     finally:
         engine.docker("rm", "-f", "web", "late")
         engine.docker("network", "rm", "cmpnet", "othernet")
+
+
+def test_a_container_waiting_to_restart_is_restarting(engine: Engine) -> None:
+    """Between an exit and its policy's restart (the back-off) the container shows as dockerd shows it:
+    restarting in inspect, ps (without -a too) and its status filter; rm refuses it; stop ends it."""
+    engine.ok("run", "-d", *NONE, "--name", "bouncing", "--restart", "always", IMAGE_NAME, "sh", "-c", "exit 3")
+    try:
+        state = "{{.State.Status}} {{.State.Running}} {{.State.Restarting}} {{.State.ExitCode}} {{.State.Pid}}"
+        assert until(lambda: engine.ok("inspect", "--format", state, "bouncing").split() == [
+            "restarting", "true", "true", "3", "0"
+        ])  # fmt: skip
+        row = engine.ok("ps", "--filter", "status=restarting", "--format", "{{.Names}} {{.State}} {{.Status}}")
+        assert row.startswith("bouncing restarting Restarting (3) "), row
+        assert "bouncing" in engine.ok("ps", "--format", "{{.Names}}").split()
+        refused = engine.docker("rm", "bouncing")
+        assert refused.returncode == 1 and "You cannot remove a restarting container" in refused.stderr
+        assert engine.ok("stop", "bouncing").strip() == "bouncing"
+        assert until(lambda: engine.ok("inspect", "--format", state, "bouncing").split()[:3] == [
+            "exited", "false", "false"
+        ])  # fmt: skip
+        assert engine.ok("rm", "bouncing").strip() == "bouncing"
+    finally:
+        engine.docker("rm", "-f", "bouncing")
+
+
+def test_a_long_run_resets_the_restart_back_off(berth_api: Engine, dockerd: Engine) -> None:
+    """As dockerd's: the back-off doubles with each quick exit (0.1 s, 0.2 s, ... 3.2 s after six), and a run
+    of ten seconds or more sets it back to 0.1 s rather than going on to 6.4 s. Both engines at once."""
+    script = 'n=$(cat /n 2>/dev/null || echo 0); echo $((n+1)) > /n; [ "$n" -eq 6 ] && sleep 10.5; exit 1'
+    since = f"{time.time():.6f}"
+    engines = (berth_api, dockerd)
+
+    def history(engine: Engine) -> tuple[list[float], list[float]]:
+        """The times of the container's starts and of its exits."""
+        lines = engine.ok(
+            "events", "--since", since, "--until", f"{time.time():.6f}", "--filter", "container=crashy",
+            "--filter", "event=start", "--filter", "event=die", "--format", "{{.Action}} {{.TimeNano}}",
+        ).split("\n")  # fmt: skip
+        events = [(action, int(nanos) / 1e9) for action, nanos in (line.split() for line in lines if line)]
+        return [t for a, t in events if a == "start"], [t for a, t in events if a == "die"]
+
+    for engine in engines:
+        engine.ok("run", "-d", *NONE, "--name", "crashy", "--restart", "always", IMAGE_NAME, "sh", "-c", script)
+    try:
+        for engine in engines:
+            assert until(lambda e=engine: len(history(e)[0]) >= 8, 90), (engine.name, history(engine))
+            starts, dies = history(engine)
+            assert dies[6] - starts[6] >= 10  # the long run
+            assert starts[7] - dies[6] < 3, (engine.name, starts[7] - dies[6])  # not 6.4 s
+            assert starts[6] - dies[5] >= 3.2 - 0.2, (engine.name, starts[6] - dies[5])  # the back-off had grown
+    finally:
+        for engine in engines:
+            engine.docker("rm", "-f", "crashy")
