@@ -237,6 +237,7 @@ class Registry:
         """The web interface's parts; its session key lives in the database, shared by every replica."""
         from registry.config import parse_duration
         from registry.metadata.browse import Browse
+        from registry.metadata.replication import ReplicationIndex
         from registry.metadata.web_sessions import WebSessions
         from registry.service.administration import Administration
         from registry.service.browse import BrowseService
@@ -246,7 +247,9 @@ class Registry:
             self.accounts.signing_key("web-sessions", new_session_key),
             WebSessions(self.database),
             BrowseService(Browse(self.database), self.storage, self.services.manifests, self.policies),
-            Administration(self.accounts, self.policies, self.collector, self.upstream_index.configs),
+            Administration(
+                self.accounts, self.policies, self.collector, self.upstream_index.configs, ReplicationIndex(self.db)
+            ),
             parse_duration(self.settings.gc_grace),
             self.settings.gc_untagged,
         )

@@ -120,8 +120,9 @@ class Browse:
             return list(conn.execute(query).scalars())
 
     def repository_stats(self, names: list[str]) -> dict[str, RepositoryStats]:
-        """Tag count, stored bytes (each blob once, plus manifests) and last push of a page of
-        repositories: by repository id, so each query walks an index's prefix."""
+        """Tag count, stored bytes and last push of a page of repositories: by repository id, so
+        each query walks an index's prefix. Bytes are each blob once, as quotas and a namespace's
+        usage count them, so no repository shows more than its namespace stores."""
         tags: dict[int, tuple[int, datetime | None]] = {}
         sizes: dict[int, int] = {}
         with self.engine.connect() as conn:
@@ -140,12 +141,6 @@ class Browse:
                 .group_by(RepositoryBlob.repository_id)
             ):
                 sizes[repository_id] = int(total or 0)
-            for repository_id, total in conn.execute(
-                select(Manifest.repository_id, func.sum(Manifest.size))
-                .where(Manifest.repository_id.in_(wanted))
-                .group_by(Manifest.repository_id)
-            ):
-                sizes[repository_id] = sizes.get(repository_id, 0) + int(total or 0)
         found = {}
         for name in names:
             tag_count, last_push = tags.get(ids.get(name, -1), (0, None))

@@ -15,6 +15,7 @@ from registry.config import parse_duration, parse_size
 from registry.metadata.accounts import AccountRow, Accounts, GrantRow
 from registry.metadata.collect import GcRunRow
 from registry.metadata.policies import Retention
+from registry.metadata.replication import ReplicationIndex, RunRecord
 from registry.metadata.upstreams import UpstreamConfig
 from registry.service.gc import GarbageCollector, GcReport
 from registry.service.policies import PolicyService
@@ -34,6 +35,23 @@ class QuotaRow:
     pattern: str
     used: int
     limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationRow:
+    """A replication as the administration page shows it: never its password."""
+
+    name: str
+    mode: str
+    url: str
+    repository_pattern: str
+    tag_pattern: str
+    interval_seconds: int | None
+    on_push: bool
+    mirror_deletes: bool
+    username: str | None
+    pending: int
+    last_error: str | None
 
 
 def check_pattern(pattern: str) -> str:
@@ -75,12 +93,15 @@ class Administration:
         policies: PolicyService,
         collector: GarbageCollector,
         upstreams: Callable[[], list[UpstreamConfig]],
+        replication: ReplicationIndex,
     ):
-        """`upstreams` lists the pull-through caches (managed with `berth upstream`)."""
+        """`upstreams` lists the pull-through caches (managed with `berth upstream`), `replication`
+        the replications and their runs (managed with `berth replicate`)."""
         self.accounts = accounts
         self.policies = policies
         self.collector = collector
         self.upstreams = upstreams
+        self.replication = replication
 
     # accounts --------------------------------------------------------------------
 
@@ -200,3 +221,30 @@ class Administration:
 
     def gc_runs(self, limit: int = 20) -> list[GcRunRow]:
         return self.collector.collector.runs(limit)
+
+    # replication -------------------------------------------------------------------
+
+    def replications(self) -> list[ReplicationRow]:
+        pending = self.replication.pending()
+        rows = []
+        for c in self.replication.configs():
+            count, error = pending.get(c.name, (0, None))
+            rows.append(
+                ReplicationRow(
+                    c.name,
+                    c.mode,
+                    c.url,
+                    c.repository_pattern,
+                    c.tag_pattern,
+                    c.interval_seconds,
+                    c.on_push,
+                    c.mirror_deletes,
+                    c.username,
+                    count,
+                    error,
+                )
+            )
+        return rows
+
+    def replication_runs(self, limit: int = 20) -> list[RunRecord]:
+        return self.replication.runs(limit)

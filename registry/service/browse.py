@@ -85,6 +85,7 @@ class TagEntry:
 class TagList:
     tags: list[TagEntry]
     paging: Paging
+    pull_tag: str | None  # the tag the page's `docker pull` line names: latest, else the newest push
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +242,15 @@ class BrowseService:
             )
             for r in rows
         ]
-        return TagList(entries, pages)
+        return TagList(entries, pages, self._pull_tag(repository))
+
+    def _pull_tag(self, repository: str) -> str | None:
+        """`latest` when it exists (what `docker pull NAME` asks for), else the tag pushed last:
+        a pull line without a tag would fail in a repository that has no `latest`."""
+        if self.browse.digest_of_tag(repository, "latest") is not None:
+            return "latest"
+        newest = self.browse.tag_page(repository, "", "-pushed", 0, 1)
+        return newest[0].name if newest else None
 
     def _sizes(self, rows: list[TagRow]) -> dict[int, int]:
         """A manifest's size as a pull of it moves: its blobs, or its children's for an index."""

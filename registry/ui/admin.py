@@ -1,5 +1,5 @@
 """Administration pages for accounts with the admin role: accounts, robot tokens, grants,
-quotas, retention, immutable tags and garbage collection."""
+quotas, retention, immutable tags, upstreams and replication (shown), and garbage collection."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ def _overview(admin: Administration) -> dict[str, Any]:
         "immutable": admin.immutable(),
         "runs": admin.gc_runs(),
         "upstreams": admin.upstreams(),
+        "replications": admin.replications(),
+        "replication_runs": admin.replication_runs(),
     }
 
 

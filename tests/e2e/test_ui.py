@@ -87,6 +87,9 @@ def test_docker_image_through_the_web_interface(
         gone = docker("pull", refs[0], check=False)
         assert gone.returncode != 0 and "not found" in (gone.stdout + gone.stderr).lower(), gone.stderr
         docker("logout", host)
+        # The page's own pull line (e2e/web has no `latest`) names a tag docker can pull.
+        command, pull, pulled = page.inner_text(".pull code").split()
+        assert (command, pull) == ("docker", "pull") and pulled == refs[1], pulled
 
         # A robot token made in the page is a docker login password.
         page.goto(ui_registry.url + "/admin")
@@ -96,7 +99,7 @@ def test_docker_image_through_the_web_interface(
         secret = page.inner_text("#secret-value")
         login = docker("login", "-u", "web-robot", "--password-stdin", host, stdin=secret.encode())
         assert "Login Succeeded" in login.stdout
-        assert f"Digest: {digests[refs[1]]}" in docker("pull", refs[1]).stdout
+        assert f"Digest: {digests[refs[1]]}" in docker("pull", pulled).stdout
     finally:
         context.close()
         docker("logout", host, check=False)

@@ -97,3 +97,26 @@ def shoot(page: Any, folder: Path, name: str, dark: bool = False) -> None:
         page.screenshot(path=str(folder / f"{name}-{label}{'-dark' if dark else ''}.png"), full_page=True)
     page.set_viewport_size(DESKTOP)
     page.emulate_media(color_scheme="light")
+
+
+# At phone width each table row is a card whose cells carry their column's name before the value
+# (td[data-label]::before). The labels that touch the value they name: a label box (its used width)
+# and the first line of the value on the same line with less than 4 px between them.
+LABELS_TOUCHING_VALUES = """() => [...document.querySelectorAll('table.cards td[data-label]')]
+  .filter(td => td.offsetParent !== null)
+  .filter(td => {
+    const cell = td.getBoundingClientRect();
+    const style = getComputedStyle(td);
+    const label = getComputedStyle(td, '::before');
+    const labelRight = cell.left + parseFloat(style.paddingLeft) + parseFloat(label.width);
+    const labelBottom = cell.top + parseFloat(style.paddingTop) + parseFloat(label.height);
+    const range = document.createRange();
+    range.selectNodeContents(td);
+    const first = [...range.getClientRects()].find(r => r.width > 0);
+    return first !== undefined && first.top < labelBottom && first.left < labelRight + 4;
+  })
+  .map(td => td.dataset.label + ': ' + td.textContent.trim())"""
+
+
+def labels_touching_values(page: Any) -> list[str]:
+    return page.evaluate(LABELS_TOUCHING_VALUES)

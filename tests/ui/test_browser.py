@@ -8,7 +8,8 @@ from typing import Any
 
 import requests
 
-from tests.ui.browser import shoot
+from registry.service.policies import human
+from tests.ui.browser import labels_touching_values, shoot
 from tests.ui.conftest import EVIL, PASSWORDS, Site, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
@@ -102,6 +103,30 @@ def test_reader_sees_neither_repositories_nor_actions_it_may_not_have(page: Any,
     assert set(texts(page, "td[data-label=Repository]")) == {"team/app"}
 
 
+def test_repositories_show_tags_sizes_and_namespace_usage_against_the_api(page: Any, site: Site) -> None:
+    site.admin("quota", "set", "public/*", "1GiB")
+    try:
+        sign_in(page, site.url, "alice")
+        for name in ("public/base", "team/app", "team/secret", "team/tools"):
+            row = page.locator("tr", has=page.locator(f"td[data-label=Repository] a:text-is('{name}')"))
+            tags = api(site, f"/v2/{name}/tags/list").json()["tags"]
+            assert row.locator("td[data-label=Tags]").inner_text() == str(len(tags))
+            assert row.locator("td[data-label='Last push'] time").get_attribute("datetime")
+        # public/base is its namespace's only repository: the namespace stores what it stores
+        # (each blob once, as its quota counts them).
+        manifest = api(site, "/v2/public/base/manifests/latest", headers={"Accept": ACCEPT}).json()
+        stored = human(manifest["config"]["size"] + sum(layer["size"] for layer in manifest["layers"]))
+        public = page.locator("section.namespace", has=page.locator("h2:text-is('public')"))
+        assert public.locator("td[data-label=Size]").inner_text() == stored
+        usage = " ".join(public.locator(".usage").inner_text().split())
+        assert usage.startswith(f"{stored} stored · quota public/*: {stored} of 1.0 GiB"), usage
+        assert public.locator("meter").get_attribute("max") == str(1024**3)
+        team = page.locator("section.namespace", has=page.locator("h2:text-is('team')"))
+        assert "quota" not in team.locator(".usage").inner_text()
+    finally:
+        site.admin("quota", "rm", "public/*")
+
+
 def test_pages_show_what_the_api_serves(page: Any, site: Site, screenshots: Path) -> None:
     sign_in(page, site.url, "alice")
     shoot(page, screenshots, "repositories")
@@ -117,7 +142,8 @@ def test_pages_show_what_the_api_serves(page: Any, site: Site, screenshots: Path
     multi = page.locator("tr", has=page.locator("a.tag:text-is('multi')"))
     assert multi.locator("td[data-label=Platforms]").inner_text() == "linux/amd64, linux/arm64"
     host = site.url.split("://")[1]
-    assert page.inner_text(".pull code") == f"docker pull {host}/team/app"
+    # team/app has no `latest`: the pull line names the tag pushed last, so that it pulls something.
+    assert page.inner_text(".pull code") == f"docker pull {host}/team/app:multi"
     shoot(page, screenshots, "repository")
     shoot(page, screenshots, "repository", dark=True)
 
@@ -189,9 +215,18 @@ def test_dark_mode_follows_the_system(page: Any, site: Site) -> None:
     assert light == "rgb(255, 255, 255)" and dark == "rgb(13, 17, 23)"
 
 
-def test_narrow_window_has_no_horizontal_scroll(page: Any, site: Site) -> None:
+def test_narrow_window_has_no_horizontal_scroll_and_labels_clear_of_values(page: Any, site: Site) -> None:
     sign_in(page, site.url, "alice")
     page.set_viewport_size({"width": 360, "height": 740})
-    for path in ("/", "/repositories/team/app", f"/repositories/team/app/-/manifests/{site.digests['team/app:1.0']}"):
+    for path in (
+        "/",
+        "/repositories/team/app",
+        f"/repositories/team/app/-/manifests/{site.digests['team/app:1.0']}",
+        f"/repositories/team/app/-/manifests/{site.digests['team/app:multi']}",
+        f"/repositories/team/app/-/manifests/{site.digests['sbom']}",
+        "/repositories/team/app/-/delete?tag=1.0",
+        "/activity",
+    ):
         page.goto(site.url + path)
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1"), path
+        assert labels_touching_values(page) == [], path

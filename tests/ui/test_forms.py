@@ -4,13 +4,15 @@ checks, hostile input, activity, and sessions shared by replicas."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from tests.conftest import RegistryProcess
-from tests.ui.browser import shoot
+from tests.ui.browser import DESKTOP, PHONE, labels_touching_values, shoot
 from tests.ui.conftest import PASSWORDS, Pusher, Site, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
@@ -167,13 +169,54 @@ def test_administration(page: Any, site: Site, screenshots: Path) -> None:
         "library/*",
         stdin="upstream-password\n",
     )
+    site.admin(
+        "replicate",
+        "add",
+        "offsite",
+        "http://127.0.0.1:9",
+        "--repository",
+        "public/*",
+        "--username",
+        "r",
+        "--password-stdin",
+        stdin="replication-password\n",
+    )
+    # Nothing listens there: the run is recorded with its error.
+    failed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from engine.cli import main; main()",
+            "replicate",
+            "run",
+            "offsite",
+            "--data-dir",
+            str(site.process.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert failed.returncode != 0, failed.stdout
     sign_in(page, site.url, "root")
     page.click("a[href='/admin']")
     upstreams = page.inner_text("#upstreams")
     assert "https://mirror.example" in upstreams and "library/*" in upstreams
-    assert "upstream-password" not in page.content()
+    replication = page.locator("#replication tbody tr").first
+    assert [
+        replication.locator(f"td[data-label='{column}']").inner_text()
+        for column in ("Name", "Direction", "Repositories", "When", "Credentials")
+    ] == ["offsite", "to http://127.0.0.1:9", "public/*", "by hand", "r"]
+    run = page.locator("#replication-runs tbody tr").first
+    assert run.locator("td[data-label=Replication]").inner_text() == "offsite"
+    assert run.locator("td[data-label=Trigger]").inner_text() == "manual"
+    assert run.locator("td[data-label=Error]").inner_text() != "—"
+    assert "upstream-password" not in page.content() and "replication-password" not in page.content()
     shoot(page, screenshots, "admin")
     shoot(page, screenshots, "admin", dark=True)
+    page.set_viewport_size(PHONE)
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    assert labels_touching_values(page) == []
+    page.set_viewport_size(DESKTOP)
 
     page.fill("#user-name", "bob")
     page.fill("#user-password", "bob-secret-5")
@@ -229,6 +272,7 @@ def test_administration(page: Any, site: Site, screenshots: Path) -> None:
     site.admin("retention", "rm", "team/tools", "--tags", "*")
     site.admin("immutable", "rm", "release/*", "v*")
     site.admin("upstream", "rm", "hub")
+    site.admin("replicate", "rm", "offsite")
 
 
 def test_robot_token_created_in_the_page_logs_in_once_shown(page: Any, site: Site) -> None:
