@@ -482,3 +482,77 @@ def test_connect_to_the_default_bridge_before_its_first_use(tmp_path: Path) -> N
         if box:
             berth("rm", "-f", box)
         ns.delete()
+
+
+PEER_SERVER = """import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 8080))
+s.listen()
+while True:
+    conn, peer = s.accept()
+    conn.sendall(peer[0].encode() + b"\\n")
+    conn.close()
+"""
+
+
+def test_outbound_traffic_is_masqueraded_and_internal_networks_have_none(net: Berth, netns: NetNS) -> None:
+    """A container reaches what the host reaches, seen from there as the host: the "outside" namespace has
+    no route back to any container subnet, so without the masquerade its answer would never arrive."""
+    outside = NetNS("berth-outside")
+    server = None
+    try:
+        netns.run("ip", "link", "add", "wan", "type", "veth", "peer", "name", "wan-peer", check=True)
+        netns.run("ip", "link", "set", "wan-peer", "netns", outside.name, check=True)
+        netns.run("ip", "addr", "add", "10.97.0.1/24", "dev", "wan", check=True)
+        netns.run("ip", "link", "set", "wan", "up", check=True)
+        outside.run("ip", "addr", "add", "10.97.0.2/24", "dev", "wan-peer", check=True)
+        outside.run("ip", "link", "set", "wan-peer", "up", check=True)
+        server = subprocess.Popen(outside.wrap(["python3", "-c", PEER_SERVER]))
+        assert until(lambda: ":8080" in outside.run("ss", "-ltn").stdout)
+        ok(net("network", "create", "--internal", "sealed"))
+        ask = ["sh", "-c", "nc -w 2 10.97.0.2 8080 </dev/null"]
+        for network in ("bridge", "sealed", "none"):
+            got = net("run", "--rm", "--network", network, IMAGE, *ask)
+            assert (got.stdout == "10.97.0.1\n") is (network == "bridge"), (network, got.stdout, got.stderr)
+        assert netns.run("cat", "/proc/sys/net/ipv4/ip_forward").stdout == "1\n"
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait()
+        net("network", "rm", "sealed")
+        outside.delete()  # and with it the veth pair
+
+
+def test_kill_and_an_exit_of_its_own_release_the_network(net: Berth, netns: NetNS) -> None:
+    killed = ok(net("run", "-d", "-p", "18800:80", IMAGE, "sleep", "1000")).strip()
+    exited = ok(net("run", "-d", "-p", "18801:80/udp", IMAGE, "true")).strip()
+    try:
+        ok(net("kill", killed))
+        for box in (killed, exited):
+            assert until(lambda b=box: b not in state(net)["attachments"]), box
+        table = nat_elements(netns)
+        assert "18800" not in table and "18801" not in table
+        assert until(lambda: veths(netns) == [])
+    finally:
+        ok(net("rm", "-f", killed, exited))
+
+
+def test_the_default_bridge_takes_a_pool_subnet_no_route_of_the_host_uses(tmp_path: Path) -> None:
+    """172.17.0.0/16 is routed here already (as where docker runs): berth0 takes the pool's next, 172.18.0.0/16."""
+    ns = NetNS("berth-routed")
+    berth = Berth(tmp_path / "root", ns)
+    standard_image(berth.root)
+    try:
+        ns.run("ip", "link", "add", "lan", "type", "veth", "peer", "name", "lan-peer", check=True)
+        ns.run("ip", "addr", "add", "172.17.3.4/16", "dev", "lan", check=True)
+        ns.run("ip", "link", "set", "lan", "up", check=True)
+        ns.run("ip", "link", "set", "lan-peer", "up", check=True)
+        out = ok(berth("run", "--rm", IMAGE, "ip", "-o", "-4", "addr", "show", "eth0"))
+        assert "inet 172.18.0.2/16" in out
+        inspected = json.loads(ok(berth("network", "inspect", "bridge")))[0]
+        assert inspected["IPAM"]["Config"] == [{"Subnet": "172.18.0.0/16", "Gateway": "172.18.0.1"}]
+        assert inspected["Options"]["com.docker.network.bridge.name"] == "berth0"
+    finally:
+        berth("network", "prune")
+        ns.delete()
