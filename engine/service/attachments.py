@@ -66,14 +66,17 @@ class Joined:
 
 
 def peers(state: State, attachment: Attachment) -> list[tuple[str, list[str]]]:
-    """(address, names) of every container on the user networks `attachment` is on, itself included."""
+    """(address, names) of every container on the user networks `attachment` is on, itself included.
+
+    The names are docker's DNS names there: the container's name, its aliases and its short ID.
+    """
     joined = {e.network for e in attachment.endpoints if state.networks.get(e.network, None) is not None}
     out = []
     for network in sorted(joined):
         if not state.networks[network].user_defined:
             continue
-        for _, other, endpoint in state.endpoints(network):
-            out.append((endpoint.ip, list(dict.fromkeys([other.name, *endpoint.aliases]))))
+        for other_id, other, endpoint in state.endpoints(network):
+            out.append((endpoint.ip, list(dict.fromkeys([other.name, *endpoint.aliases, other_id[:12]]))))
     return out
 
 

@@ -186,6 +186,8 @@ def test_names_aliases_and_isolation(engine: Engine) -> None:
         for name in ("cmp-web", "cmp-www"):
             got = engine("run", "--rm", "--network", "cmp-app", engine.image, "wget", "-qO-", f"http://{name}/")
             assert got.stdout == "hello from w\n", f"{engine.name}: {got.stderr}"
+        by_id = engine("run", "--rm", "--network", "cmp-app", engine.image, "wget", "-qO-", f"http://{web[:12]}/")
+        assert by_id.stdout == "hello from w\n", f"{engine.name}: {by_id.stderr}"
         address = json.loads(engine.ok("network", "inspect", "cmp-app"))[0]["Containers"][web]["IPv4Address"]
         probe = f"echo | nc -w 2 {address.split('/')[0]} 80"
         assert engine("run", "--rm", "--network", "cmp-app", engine.image, "sh", "-c", probe).returncode == 0
