@@ -316,9 +316,12 @@ class Networks:
         self, name: str, subnet: str | None = None, gateway: str | None = None, internal: bool = False
     ) -> Network:
         check_name(name)
+        if name == DEFAULT or name in BUILTIN:
+            raise NetworkError(f"network with name {name} already exists (a pre-defined network)")
+        # the default first (committed on its own), as dockerd makes docker0 before any other: it keeps the
+        # pool's first subnet
+        self.default()
         with self.store.locked() as state:
-            if name == DEFAULT or name in BUILTIN:
-                raise NetworkError(f"network with name {name} already exists (a pre-defined network)")
             network = new_network(state, name, subnet, gateway, internal)
             try:
                 plumb(network)

@@ -468,13 +468,19 @@ def test_published_ports_are_discarded_on_the_host_network_with_docker_s_warning
 
 
 def test_connect_to_the_default_bridge_before_its_first_use(tmp_path: Path) -> None:
-    """`network connect bridge` creates the default network as `run` does (it used to be 'not found')."""
+    """`network connect bridge` before any run works, and the first `network create` makes the default network
+    first, on the pool's first subnet, as dockerd makes docker0 before any other."""
     ns = NetNS("berth-fresh")
     berth = Berth(tmp_path / "root", ns)
     standard_image(berth.root)
     box = ""
     try:
         ok(berth("network", "create", "first"))
+        subnets = {
+            n: json.loads(ok(berth("network", "inspect", n)))[0]["IPAM"]["Config"][0]["Subnet"]
+            for n in ("bridge", "first")
+        }
+        assert subnets == {"bridge": "172.17.0.0/16", "first": "172.18.0.0/16"}  # as docker: bridge is made first
         box = ok(berth("run", "-d", "--network", "first", IMAGE, "sleep", "1000")).strip()
         ok(berth("network", "connect", "bridge", box))
         assert "eth1" in ok(berth("exec", box, "ls", "/sys/class/net"))
