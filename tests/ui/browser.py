@@ -120,3 +120,45 @@ LABELS_TOUCHING_VALUES = """() => [...document.querySelectorAll('table.cards td[
 
 def labels_touching_values(page: Any) -> list[str]:
     return page.evaluate(LABELS_TOUCHING_VALUES)
+
+
+# Text whose contrast with what is behind it is below WCAG AA (4.5:1, or 3:1 for large text):
+# every visible element with text of its own, against the first opaque background up its ancestors.
+LOW_CONTRAST = """() => {
+  const rgb = (text) => {
+    const m = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!m) return null;
+    const p = m[1].split(/[ ,\\/]+/).filter(Boolean).map(Number);
+    return {c: p.slice(0, 3), a: p.length > 3 ? p[3] : 1};
+  };
+  const linear = (v) => (v /= 255) <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4;
+  const lum = ([r, g, b]) => 0.2126 * linear(r) + 0.7152 * linear(g) + 0.0722 * linear(b);
+  const background = (el) => {
+    for (let e = el; e; e = e.parentElement) {
+      const b = rgb(getComputedStyle(e).backgroundColor);
+      if (b && b.a >= 1) return b.c;
+    }
+    return [255, 255, 255];
+  };
+  const found = [];
+  for (const el of document.querySelectorAll('body *')) {
+    if (!el.offsetParent) continue;
+    const texts = [...el.childNodes].filter(n => n.nodeType === 3 && n.textContent.trim());
+    if (!texts.length) continue;
+    const style = getComputedStyle(el);
+    const [hi, lo] = [lum(rgb(style.color).c), lum(background(el))].sort((a, b) => b - a);
+    const ratio = (hi + 0.05) / (lo + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (Number(style.fontWeight) >= 700 && size >= 18.66);
+    if (ratio < (large ? 3 : 4.5)) {
+      const text = texts[0].textContent.trim().slice(0, 40);
+      found.push(`${el.tagName.toLowerCase()}.${el.className} ${text}: ${ratio.toFixed(2)}`);
+    }
+  }
+  return found;
+}"""
+
+
+def low_contrast(page: Any) -> list[str]:
+    """The page's text below WCAG AA contrast in the current color scheme."""
+    return page.evaluate(LOW_CONTRAST)

@@ -9,8 +9,8 @@ from typing import Any
 import requests
 
 from registry.service.policies import human
-from tests.ui.browser import labels_touching_values, shoot
-from tests.ui.conftest import EVIL, PASSWORDS, Site, sign_in
+from tests.ui.browser import labels_touching_values, low_contrast, shoot
+from tests.ui.conftest import EVIL, PASSWORDS, Pusher, Site, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
 
@@ -206,6 +206,20 @@ def test_keyboard_alone_reaches_a_tag_and_copies_its_pull_command(page: Any, sit
     host = site.url.split("://")[1]
     assert page.evaluate("navigator.clipboard.readText()") == f"docker pull {host}/team/tools"
 
+    # A form by keyboard: delete a tag, tabbing from its link to the confirmation's button.
+    Pusher(site.url, ("alice", PASSWORDS["alice"])).image("team/tools", "by-keyboard")
+    page.goto(site.url + "/repositories/team/tools")
+    page.locator("tr", has=page.locator("a.tag:text-is('by-keyboard')")).locator("a.danger").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_url("**/-/delete?tag=by-keyboard")
+    for _ in range(20):
+        if page.evaluate("document.activeElement.matches('button.danger')"):
+            break
+        page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**deleted=**")
+    assert "by-keyboard" not in texts(page, "a.tag")
+
 
 def test_dark_mode_follows_the_system(page: Any, site: Site) -> None:
     page.goto(site.url + "/")
@@ -213,6 +227,29 @@ def test_dark_mode_follows_the_system(page: Any, site: Site) -> None:
     page.emulate_media(color_scheme="dark")
     dark = page.evaluate("getComputedStyle(document.body).backgroundColor")
     assert light == "rgb(255, 255, 255)" and dark == "rgb(13, 17, 23)"
+
+
+def test_text_is_readable_in_light_and_dark(page: Any, site: Site) -> None:
+    """WCAG AA contrast for all text of every page, in both color schemes."""
+    sign_in(page, site.url, "alice", "wrong")
+    paths = [
+        "/signin",
+        "/",
+        "/repositories/team/app",
+        f"/repositories/team/app/-/manifests/{site.digests['team/app:1.0']}",
+        f"/repositories/team/app/-/manifests/{site.digests['team/app:multi']}",
+        "/repositories/team/app/-/delete?tag=1.0",
+        "/activity",
+    ]
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        assert low_contrast(page) == [], (scheme, "sign-in error")
+    sign_in(page, site.url, "alice")
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        for path in paths:
+            page.goto(site.url + path)
+            assert low_contrast(page) == [], (scheme, path)
 
 
 def test_narrow_window_has_no_horizontal_scroll_and_labels_clear_of_values(page: Any, site: Site) -> None:

@@ -6,13 +6,14 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from tests.conftest import RegistryProcess
-from tests.ui.browser import DESKTOP, PHONE, labels_touching_values, shoot
+from tests.ui.browser import DESKTOP, PHONE, labels_touching_values, low_contrast, shoot
 from tests.ui.conftest import PASSWORDS, Pusher, Site, sign_in
 
 ACCEPT = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"
@@ -262,6 +263,10 @@ def test_administration(page: Any, site: Site, screenshots: Path) -> None:
     assert "Garbage collection removed" in page.inner_text(".done")
     assert "web interface (root)" in page.inner_text("#gc")
     shoot(page, screenshots, "admin-after")
+    for scheme in ("light", "dark"):
+        page.emulate_media(color_scheme=scheme)
+        assert low_contrast(page) == [], scheme
+    page.emulate_media(color_scheme="light")
 
     row = page.locator("#accounts tr", has=page.locator("td:text-is('bob')"))
     row.locator("text=Remove").click()
@@ -321,6 +326,41 @@ def test_activity_lists_events_the_viewer_may_see(page: Any, site: Site, screens
     assert repositories == {"team/app"}
     assert set(page.locator("td[data-label=Who]").all_inner_texts()) == {"alice"}
     shoot(page, screenshots, "activity")
+
+    # A pull and a delete, each with who and from where, found with the page's filters.
+    Pusher(site.url, ("alice", PASSWORDS["alice"])).image("team/app", "short-lived")
+    pulled = requests.get(
+        f"{site.url}/v2/team/app/manifests/1.0", headers={"Accept": ACCEPT}, auth=("reader", PASSWORDS["reader"])
+    )
+    assert pulled.status_code == 200
+    http = signed_in(site, "alice")
+    delete = site.url + "/repositories/team/app/-/delete"
+    http.post(delete, data={"tag": "short-lived", "csrf": csrf_of(http, delete + "?tag=short-lived")})
+    assert manifest_status(site, "team/app", "short-lived") == 404
+    page.goto(site.url + "/activity")
+    page.select_option("#action", "pull")
+    page.fill("#repository", "")
+    page.fill("#actor", "read")
+    page.keyboard.press("Enter")
+    page.wait_for_url("**actor=read**")
+    # Pulls are written in batches, within a second of being served.
+    deadline = time.monotonic() + 15
+    while page.locator("table.events tbody tr").count() == 0 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+        page.reload()
+    row = page.locator("table.events tbody tr").first
+    cells = ("Action", "Repository", "Tag or digest", "Who", "From")
+    shown = [row.locator(f"td[data-label='{cell}']").inner_text() for cell in cells]
+    assert (
+        shown[:2] == ["pull", "team/app"]
+        and shown[2].startswith("1.0 sha256:")
+        and shown[3:] == ["reader", "127.0.0.1"]
+    )
+    assert set(page.locator("td[data-label=Who]").all_inner_texts()) == {"reader"}
+    page.goto(site.url + "/activity?action=delete&repository=team/app")
+    row = page.locator("table.events tbody tr").first
+    shown = [row.locator(f"td[data-label='{cell}']").inner_text() for cell in cells]
+    assert shown == ["delete", "team/app", "short-lived", "alice", "127.0.0.1"]
 
 
 def test_a_session_works_on_every_replica(site: Site, tmp_path: Path) -> None:
