@@ -562,3 +562,28 @@ def test_the_default_bridge_takes_a_pool_subnet_no_route_of_the_host_uses(tmp_pa
     finally:
         berth("network", "prune")
         ns.delete()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--ip", "999.1.1.1", "hostile"], "invalid --ip"),
+        (["--ip", "10.0.0.1", "hostile"], "is not a host address"),
+        (["--alias", "bad name", "hostile"], "invalid network alias"),
+        (["--alias", "x\n1.2.3.4 evil", "hostile"], "invalid network alias"),
+        (["--alias", "a" * 300, "hostile"], "invalid network alias"),
+        (["../../etc"], "not found"),
+    ],
+)
+def test_hostile_network_connect_changes_nothing(net: Berth, args: list[str], message: str) -> None:
+    ok(net("network", "create", "hostile"))
+    box = ok(net("run", "-d", IMAGE, "sleep", "1000")).strip()
+    try:
+        before = state(net)["attachments"][box]
+        result = net("network", "connect", *args, box)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert state(net)["attachments"][box] == before
+        assert ok(net("exec", box, "ls", "/sys/class/net")).split() == ["eth0", "lo"]
+    finally:
+        ok(net("rm", "-f", box))
+        net("network", "rm", "hostile")
