@@ -41,8 +41,8 @@ def create(name: str, subnet: str | None, gateway: str | None, internal: bool, d
 @click.option("-q", "--quiet", is_flag=True, help="Only IDs.")
 @_handled
 def ls(quiet: bool) -> None:
-    """List networks (host and none always exist)."""
-    rows = [(n.id[:12], n.name, "bridge", "local") for n in _networks().list()]
+    """List networks (bridge, host and none always exist)."""
+    rows = [(n.id[:12], n.name, "bridge", "local") for n in _networks().shown()]
     rows += [("host", "host", "host", "local"), ("none", "none", "null", "local")]
     if quiet:
         for row in rows:

@@ -59,8 +59,7 @@ def _guard(func: Any, *args: Any) -> Any:
 
 def _list() -> list[dict[str, Any]]:
     service = _service()
-    service.default()
-    out = [_docker_shape(service.inspect(n.name)) for n in service.list()]
+    out = [_docker_shape(service.inspect(n.name)) for n in service.shown()]
     return out + [_builtin(name) for name in BUILTIN]
 
 

@@ -340,6 +340,13 @@ class Networks:
     def list(self) -> list[Network]:
         return sorted(self.store.read().networks.values(), key=lambda n: n.created)
 
+    def shown(self) -> builtins.list[Network]:
+        """What `network ls` lists: the default bridge always (made here if not yet used, as dockerd has
+        docker0 from its start; only root can make it, and only root runs containers), then the others."""
+        if os.geteuid() == 0:
+            self.default()
+        return self.list()
+
     def get(self, state: State, name: str) -> Network:
         if name in state.networks:
             return state.networks[name]

@@ -490,6 +490,25 @@ def test_connect_to_the_default_bridge_before_its_first_use(tmp_path: Path) -> N
         ns.delete()
 
 
+def test_network_ls_lists_the_default_bridge_before_its_first_use(tmp_path: Path) -> None:
+    """docker's `network ls` always lists bridge, host and none: berth's too, on a fresh root."""
+    ns = NetNS("berth-ls")
+    berth = Berth(tmp_path / "root", ns)
+    try:
+        header, *rows = ok(berth("network", "ls")).splitlines()
+        assert header.split() == ["NETWORK", "ID", "NAME", "DRIVER", "SCOPE"]
+        assert sorted((row.split()[1], row.split()[2]) for row in rows) == [
+            ("bridge", "bridge"),
+            ("host", "host"),
+            ("none", "null"),
+        ]
+        inspected = json.loads(ok(berth("network", "inspect", "bridge")))[0]
+        assert inspected["IPAM"]["Config"] == [{"Subnet": "172.17.0.0/16", "Gateway": "172.17.0.1"}]
+        assert "berth0" in ns.run("ip", "-o", "link").stdout
+    finally:
+        ns.delete()
+
+
 PEER_SERVER = """import socket
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
