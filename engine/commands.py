@@ -79,6 +79,7 @@ def run(**params: Any) -> None:
 @_handled
 def ps(show_all: bool, quiet: bool) -> None:
     """List containers."""
+    from engine.service.listing import created_ago
     from engine.service.ports import describe as describe_ports
 
     _, containers = _stores()
@@ -88,13 +89,14 @@ def ps(show_all: bool, quiet: bool) -> None:
         for c in rows:
             click.echo(c.id[:12])
         return
-    fmt = "{:<12}   {:<32} {:<24} {:<26} {:<30} {}"
-    click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "STATUS", "PORTS", "NAMES"))
+    fmt = "{:<12}   {:<32} {:<24} {:<20} {:<26} {:<30} {}"
+    click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"))
     for c in rows:
         image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
         ports = describe_ports(published.get(c.id, []))
         command = _clip(f'"{" ".join(c.spec.args)}"', 24)
-        click.echo(fmt.format(c.id[:12], _clip(image, 32), command, c.describe_status(), ports, c.name))
+        row = (c.id[:12], _clip(image, 32), command, created_ago(c), c.describe_status(), ports, c.name)
+        click.echo(fmt.format(*row))
 
 
 def _published() -> dict[str, list[Any]]:

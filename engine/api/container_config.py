@@ -13,6 +13,7 @@ from typing import Any
 from engine.api.errors import ApiError
 from engine.service.containers import Container, Status
 from engine.service.specs import RunOptions
+from engine.service.times import human_duration
 
 NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]{0,254}$")
 
@@ -169,34 +170,6 @@ def _console_size(host: dict[str, Any]) -> tuple[int, int] | None:
 def familiar(image: str) -> str:
     """docker's short form of an image name: no docker.io/library/, no :latest."""
     return image.removeprefix("docker.io/library/").removeprefix("docker.io/").removesuffix(":latest")
-
-
-def human_duration(seconds: float) -> str:
-    """Go's units.HumanDuration, which docker's status column uses."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = round(s / 3600)
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{hours // 24 // 365} years"
 
 
 def docker_state(container: Container) -> str:

@@ -234,19 +234,14 @@ class Container:
         return True
 
     def describe_status(self) -> str:
+        from engine.service.times import human_duration
+
+        now = time.time()
         if self.status is Status.RUNNING:
-            return f"Up {_ago(self.started_at)}"
+            return f"Up {human_duration(now - (self.started_at or now))}"
         if self.status is Status.STOPPED:
-            return f"Exited ({self.exit_code}) {_ago(self.finished_at)} ago"
+            return f"Exited ({self.exit_code}) {human_duration(now - (self.finished_at or now))} ago"
         return "Created"
-
-
-def _ago(when: float | None) -> str:
-    seconds = int(time.time() - (when or time.time()))
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit}"
-    return f"{seconds} seconds"
 
 
 class ContainerStore:

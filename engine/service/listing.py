@@ -7,6 +7,7 @@ the older `{"status": {"exited": true}}`); unknown names and values are refused,
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,6 +47,13 @@ def parse(doc: Any, known: tuple[str, ...] | None = KNOWN) -> dict[str, list[str
 def state_name(container: Container) -> str:
     """Docker's name for the state: created, running or exited."""
     return {Status.CREATED: "created", Status.RUNNING: "running", Status.STOPPED: "exited"}[container.status]
+
+
+def created_ago(container: Container, now: float | None = None) -> str:
+    """docker ps's CREATED column: "N seconds ago", in Go's HumanDuration words."""
+    from engine.service.times import human_duration
+
+    return f"{human_duration((time.time() if now is None else now) - container.created)} ago"
 
 
 def _label(container: Container, want: str) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -171,7 +172,12 @@ def test_published_port(engine: Engine) -> None:
         got = engine.ok("run", "--rm", engine.image, "wget", "-qO-", f"http://{HOST_ADDRESS}:18080/")
         assert got == "hello from web1\n"
         assert engine.ok("port", web).splitlines()[0] == "80/tcp -> 0.0.0.0:18080"
-        assert "0.0.0.0:18080->80/tcp" in engine.ok("ps")
+        header, *rows = engine.ok("ps").splitlines()
+        columns = ["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"]
+        assert re.split(r"\s{2,}", header.strip()) == columns, f"{engine.name}: {header}"
+        row = next(r for r in rows if r.startswith(web[:12]))
+        assert "0.0.0.0:18080->80/tcp" in row
+        assert re.search(r"\s(Less than a second|\d+ seconds?|About a minute) ago\s+Up ", row), row
         conflict = engine("run", "--rm", "-p", "18080:80", engine.image, "true")
         assert conflict.returncode == 125 and "already allocated" in conflict.stderr
     finally:
