@@ -87,16 +87,6 @@ def prune(force: bool) -> None:
             click.echo(name)
 
 
-def _running(name: str) -> Any:
-    from engine.service.containers import ContainerStateError
-
-    _, containers = _stores()
-    target = containers.get(name)
-    if not target.is_running():
-        raise ContainerStateError(f"container {target.name} is not running")
-    return target
-
-
 @network.command("connect")
 @click.option("--alias", "aliases", multiple=True, help="Another name for the container on this network.")
 @click.option("--ip", help="The container's IPv4 address on this network.")
@@ -104,12 +94,12 @@ def _running(name: str) -> Any:
 @click.argument("container")
 @_handled
 def connect(network_name: str, container: str, aliases: tuple[str, ...], ip: str | None) -> None:
-    """Connect a running container to a network (a new interface, eth1 and on)."""
+    """Connect a container to a network (a new interface, eth1 and on, now if it runs and at each start)."""
     _require_root("berth network connect")
-    from engine.service import attachments
+    from engine.service import planned_network
 
-    target = _running(container)
-    attachments.connect(_networks(), target.id, target.pid, network_name, list(aliases), ip)
+    _, containers = _stores()
+    planned_network.connect(_networks(), containers.get(container), network_name, list(aliases), ip)
 
 
 @network.command("disconnect")
@@ -117,12 +107,12 @@ def connect(network_name: str, container: str, aliases: tuple[str, ...], ip: str
 @click.argument("container")
 @_handled
 def disconnect(network_name: str, container: str) -> None:
-    """Disconnect a running container from a network."""
+    """Disconnect a container from a network (now if it runs, and for its next starts)."""
     _require_root("berth network disconnect")
-    from engine.service import attachments
+    from engine.service import planned_network
 
-    target = _running(container)
-    attachments.disconnect(_networks(), target.id, network_name)
+    _, containers = _stores()
+    planned_network.disconnect(_networks(), containers.get(container), network_name)
 
 
 COMMANDS: list[click.Command] = [network]

@@ -86,8 +86,7 @@ def _create(body: dict[str, Any]) -> str:
 
 
 def _connect(key: str, body: dict[str, Any], connect: bool) -> None:
-    from engine.service import attachments, planned_network
-    from engine.service.containers import Status
+    from engine.service import planned_network
 
     target = get(str(body.get("Container") or ""))
     endpoint = body.get("EndpointConfig") or {}
@@ -95,20 +94,10 @@ def _connect(key: str, body: dict[str, Any], connect: bool) -> None:
     ip = (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or None
     if not isinstance(aliases, list) or not all(isinstance(a, str) for a in aliases):
         raise ApiError(400, "Aliases must be a list of strings")
-    if target.status is Status.CREATED:
-        network = key if key in BUILTIN else _service().inspect(key)["Name"]
-        if connect:
-            planned_network.connect(target, network, aliases, ip)
-        else:
-            planned_network.disconnect(target, network)
-        return
-    if not target.is_running() or target.pid is None:
-        raise ApiError(409, f"Container {target.id} is not running")
-    service = _service()
     if connect:
-        attachments.connect(service, target.id, target.pid, key, aliases, ip)
+        planned_network.connect(_service(), target, key, aliases, ip)
     else:
-        attachments.disconnect(service, target.id, key)
+        planned_network.disconnect(_service(), target, key)
 
 
 def register(router: Router) -> None:

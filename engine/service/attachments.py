@@ -34,11 +34,12 @@ from engine.service.networks import (
 
 if TYPE_CHECKING:
     from engine.runtime.nat import Forward
+    from engine.service.containers import Connection
 
 
 @dataclass
 class Request:
-    """What a container asks of its first network (from its spec)."""
+    """What a container asks of its networks (from its spec): the first, with its ports, then those connected since."""
 
     network: str
     name: str
@@ -48,6 +49,7 @@ class Request:
     ip: str | None = None
     extra_hosts: list[list[str]] = field(default_factory=list)
     publish: list[ports.Publish] = field(default_factory=list)
+    connected: list[Connection] = field(default_factory=list)  # the networks of `network connect`: eth1...
 
 
 @dataclass
@@ -136,18 +138,25 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
     """
     from engine.runtime import rtnl
 
-    if request.network == DEFAULT:
-        if request.ip or request.aliases:
-            raise NetworkError("--ip and --network-alias are supported on user-defined networks only")
-        networks.default()  # committed on its own: the bridge outlives this container
+    wanted = [(request.network, request.aliases, request.ip)] + [
+        (c.network, c.aliases, c.ip) for c in request.connected
+    ]
+    for name, aliases, ip in wanted:
+        if name == DEFAULT:
+            if ip or aliases:
+                raise NetworkError("--ip and --network-alias are supported on user-defined networks only")
+            networks.default()  # committed on its own: the bridge outlives this container
     with networks.store.locked() as state:
         reconcile(state)
-        try:
-            network = networks.get(state, request.network)
-        except NetworkNotFound as exc:
-            raise NetworkError(str(exc)) from None  # docker's `run` fails with 125 here
-        plumb(network)
-        endpoint = _endpoint(state, network, container_id, request.ip, request.aliases, "eth0")
+        joining: list[tuple[Network, Endpoint]] = []
+        for n, (name, aliases, ip) in enumerate(wanted):
+            try:
+                other = networks.get(state, name)
+            except NetworkNotFound as exc:
+                raise NetworkError(str(exc)) from None  # docker's `run` and `start` fail with 125 here
+            plumb(other)
+            joining.append((other, _endpoint(state, other, container_id, ip, aliases, f"eth{n}")))
+        network = joining[0][0]
         bindings, sockets = ports.reserve(request.publish) if not network.internal else ([], [])
         me = os.getpid()
         attachment = Attachment(
@@ -158,13 +167,14 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
             process_start_time(me),
             request.extra_hosts,
             bindings,
-            [endpoint],
+            [endpoint for _, endpoint in joining],
         )
         state.attachments[container_id] = attachment
         namespace = -1
         try:
             namespace = rtnl.new_namespace()
-            _plug(namespace, network, endpoint, default_route=not network.internal)
+            for n, (other, endpoint) in enumerate(joining):
+                _plug(namespace, other, endpoint, default_route=n == 0 and not other.internal)
             if attachment.ports:
                 from engine.runtime import nat  # and subprocess, for nft: only with published ports
 
@@ -177,8 +187,9 @@ def join(networks: Networks, container_id: str, request: Request) -> Joined:
             release(state, container_id)
             raise
         names.rewrite(request.hosts_file, hosts_for(state, attachment))
-        refresh_hosts(state, {network.name})
-    networks.record("connect", network, container_id)
+        refresh_hosts(state, {other.name for other, _ in joining})
+    for other, _ in joining:
+        networks.record("connect", other, container_id)
     return Joined(namespace, sockets, bindings)
 
 

@@ -56,6 +56,15 @@ class NameInUse(ValueError):
 
 
 @dataclass
+class Connection:
+    """A network the container was connected to after its creation (`network connect`): eth1 and on."""
+
+    network: str
+    aliases: list[str] = field(default_factory=list)
+    ip: str | None = None
+
+
+@dataclass
 class Spec:
     """Everything needed to start the container, fixed at creation (like an OCI bundle's config)."""
 
@@ -87,6 +96,7 @@ class Spec:
     anonymous: list[str] = field(default_factory=list)  # its anonymous volumes: `rm -v` and `--rm` remove them
 
     seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
+    connected: list[Connection] = field(default_factory=list)  # joined at every start after `network`, in order
 
     @property
     def bridged(self) -> bool:
@@ -98,6 +108,7 @@ class Spec:
         doc = dict(doc)
         doc["mounts"] = [Mount(**m) for m in doc.get("mounts", [])]
         doc["limits"] = Limits(**doc.get("limits", {}))
+        doc["connected"] = [Connection(**c) for c in doc.get("connected", [])]
         return cls(**doc)
 
 
@@ -146,6 +157,7 @@ class Container:
         if new not in TRANSITIONS[self.status]:
             raise InvalidTransition(f"container {self.id[:12]}: {self.status.value} -> {new.value}")
         self._reread_shared()
+        self._reread_networks()
         self.status = new
         for key, value in changes.items():
             setattr(self, key, value)
@@ -162,7 +174,24 @@ class Container:
         self.name = current.get("name", self.name)
         self.restart_count = current.get("restart_count", self.restart_count)
 
+    def _reread_networks(self) -> None:
+        """Take the spec's networks from disk: `network connect/disconnect` change them from another process
+        while this one (a supervisor) holds its own copy, and only `planned_network` writes them."""
+        try:
+            with open(self.state_file) as f:
+                current = Spec.from_json(json.load(f)["spec"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        spec = self.spec
+        spec.network, spec.aliases, spec.ip, spec.connected = (
+            current.network,
+            current.aliases,
+            current.ip,
+            current.connected,
+        )
+
     def update(self, **changes: Any) -> None:
+        self._reread_networks()
         for key, value in changes.items():
             setattr(self, key, value)
         self.save()

@@ -152,6 +152,7 @@ def join_network(container: Container) -> Joined:
         ip=spec.ip,
         extra_hosts=spec.extra_hosts,
         publish=[p for text in spec.publish for p in ports.parse_publish(text)],
+        connected=spec.connected,
     )
     return attachments.join(Networks(Paths.default().networks), container.id, request)
 

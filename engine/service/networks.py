@@ -245,17 +245,24 @@ def new_network(
     return Network(name, network_id, str(net), str(gw), bridge or f"br-{network_id[:12]}", internal)
 
 
+def check_address(network: Network, wanted: str) -> ipaddress.IPv4Address:
+    """`wanted` as an address, if it is a host address of the network's subnet (taken or not)."""
+    net = ipaddress.IPv4Network(network.subnet)
+    try:
+        address = ipaddress.IPv4Address(wanted)
+    except ValueError:
+        raise NetworkError(f"invalid --ip {wanted[:64]!r}") from None
+    if address not in net or address in (net.network_address, net.broadcast_address):
+        raise NetworkError(f"--ip {address} is not a host address of network {network.name} ({net})")
+    return address
+
+
 def allocate(state: State, network: Network, wanted: str | None) -> str:
     """A free address of the network: `wanted` (checked) or the lowest free one."""
     net = ipaddress.IPv4Network(network.subnet)
     used = {network.gateway} | {e.ip for _, _, e in state.endpoints(network.name)}
     if wanted is not None:
-        try:
-            address = ipaddress.IPv4Address(wanted)
-        except ValueError:
-            raise NetworkError(f"invalid --ip {wanted[:64]!r}") from None
-        if address not in net or address in (net.network_address, net.broadcast_address):
-            raise NetworkError(f"--ip {address} is not a host address of network {network.name} ({net})")
+        address = check_address(network, wanted)
         if str(address) in used:
             raise NetworkError(f"address {address} is already in use on network {network.name}")
         return str(address)
@@ -346,6 +353,15 @@ class Networks:
         if os.geteuid() == 0:
             self.default()
         return self.list()
+
+    def resolve(self, name: str) -> str:
+        """A network's name from its name or an ID prefix, as a container's spec keeps it: host and none as
+        they are, the default bridge made on its first use (as `run` makes it)."""
+        if name in ("host", "none"):
+            return name
+        if name == DEFAULT:
+            return self.default().name
+        return self.get(self.store.read(), name).name
 
     def get(self, state: State, name: str) -> Network:
         if name in state.networks:

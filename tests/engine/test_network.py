@@ -583,7 +583,7 @@ def test_the_default_bridge_takes_a_pool_subnet_no_route_of_the_host_uses(tmp_pa
         ns.delete()
 
 
-@pytest.mark.parametrize(
+HOSTILE_CONNECT = pytest.mark.parametrize(
     "args, message",
     [
         (["--ip", "999.1.1.1", "hostile"], "invalid --ip"),
@@ -594,6 +594,29 @@ def test_the_default_bridge_takes_a_pool_subnet_no_route_of_the_host_uses(tmp_pa
         (["../../etc"], "not found"),
     ],
 )
+
+
+@HOSTILE_CONNECT
+def test_hostile_network_connect_of_a_stopped_container_changes_nothing(
+    net: Berth, args: list[str], message: str
+) -> None:
+    """A stopped container's connect only changes its spec: the same options are refused, and it stays as it was."""
+    ok(net("network", "create", "hostile"))
+    box = ok(net("run", "-d", IMAGE, "true")).strip()
+    try:
+        inspect = lambda: json.loads(ok(net("container", "inspect", box)))[0]  # noqa: E731
+        assert until(lambda: inspect()["State"]["Status"] == "exited")
+        record = net.root / "containers" / box / "state.json"
+        before = json.loads(record.read_text())["spec"]
+        result = net("network", "connect", *args, box)
+        assert result.returncode != 0 and message in result.stderr, result.stderr
+        assert json.loads(record.read_text())["spec"] == before
+    finally:
+        ok(net("rm", "-f", box))
+        net("network", "rm", "hostile")
+
+
+@HOSTILE_CONNECT
 def test_hostile_network_connect_changes_nothing(net: Berth, args: list[str], message: str) -> None:
     ok(net("network", "create", "hostile"))
     box = ok(net("run", "-d", IMAGE, "sleep", "1000")).strip()

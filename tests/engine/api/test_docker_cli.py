@@ -717,6 +717,42 @@ def test_network_commands(engine: Engine) -> None:
         engine.docker("network", "rm", "cmpnet", "othernet")
 
 
+def test_connected_networks_stay_across_restart_and_start(engine: Engine) -> None:
+    """dockerd keeps every network a container was connected to, with its aliases, across restart and
+    stop/start; a disconnect while stopped takes one off for the next start, a connect while stopped adds one."""
+    members = "{{range .Containers}}{{.Name}} {{end}}"
+
+    def links() -> list[str]:
+        return sorted(n for n in engine.ok("exec", "keeper", "ls", "/sys/class/net").split() if n.startswith("eth"))
+
+    try:
+        engine.ok("network", "create", "firstnet")
+        engine.ok("network", "create", "keptnet")
+        engine.ok("run", "-d", "--network", "firstnet", "--name", "keeper", IMAGE_NAME, "sleep", "600")
+        engine.ok("network", "connect", "--alias", "kept-alias", "keptnet", "keeper")
+        engine.ok("restart", "-t", "1", "keeper")
+        assert links() == ["eth0", "eth1"], engine.name
+        assert engine.ok("network", "inspect", "--format", members, "keptnet").split() == ["keeper"]
+        aliases = engine.ok("inspect", "--format", "{{json .NetworkSettings.Networks.keptnet.Aliases}}", "keeper")
+        assert "kept-alias" in json.loads(aliases), aliases
+        engine.ok("stop", "-t", "1", "keeper")
+        engine.ok("start", "keeper")
+        assert links() == ["eth0", "eth1"], engine.name
+        engine.ok("stop", "-t", "1", "keeper")
+        engine.ok("network", "disconnect", "keptnet", "keeper")
+        engine.ok("start", "keeper")
+        assert links() == ["eth0"], engine.name
+        assert engine.ok("network", "inspect", "--format", members, "keptnet").split() == []
+        engine.ok("stop", "-t", "1", "keeper")
+        engine.ok("network", "connect", "keptnet", "keeper")
+        engine.ok("start", "keeper")
+        assert links() == ["eth0", "eth1"], engine.name
+        assert engine.ok("network", "inspect", "--format", members, "keptnet").split() == ["keeper"]
+    finally:
+        engine.docker("rm", "-f", "keeper")
+        engine.docker("network", "rm", "firstnet", "keptnet")
+
+
 def test_a_container_waiting_to_restart_is_restarting(engine: Engine) -> None:
     """Between an exit and its policy's restart (the back-off) the container shows as dockerd shows it:
     restarting in inspect, ps (without -a too) and its status filter; rm refuses it; stop ends it."""
