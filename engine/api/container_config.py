@@ -81,6 +81,20 @@ def _mounts(host: dict[str, Any]) -> list[str]:
     return out
 
 
+def _exposed(body: dict[str, Any]) -> list[str]:
+    """Config.ExposedPorts (`--expose`, and the image's, which the CLI does not repeat) as PORT/PROTO."""
+    exposed = body.get("ExposedPorts") or {}
+    if not isinstance(exposed, dict):
+        raise ApiError(400, "ExposedPorts must be an object whose keys are PORT/PROTO")
+    out = []
+    for key in exposed:
+        port, _, proto = key.partition("/")
+        if not port.isdigit() or len(port) > 5 or not 0 < int(port) < 65536 or proto not in ("", "tcp", "udp", "sctp"):
+            raise ApiError(400, f"invalid exposed port {key[:100]!r}: expected PORT[/tcp|udp|sctp]")
+        out.append(f"{int(port)}/{proto or 'tcp'}")
+    return out
+
+
 def _anonymous(body: dict[str, Any]) -> list[str]:
     """Config.Volumes (`-v /PATH` as the CLI sends it): the paths that get anonymous volumes."""
     volumes = body.get("Volumes") or {}
@@ -134,6 +148,7 @@ def run_options(body: Any) -> RunOptions:
         network="bridge" if network == "default" else network,
         publish=_publish(host),
         publish_all=bool(host.get("PublishAllPorts")),
+        expose=_exposed(body),
         memory=str(host["Memory"]) if host.get("Memory") else None,
         pids_limit=pids if isinstance(pids, int) and pids > 0 else None,
         cpus=host["NanoCpus"] / 1e9 if host.get("NanoCpus") else None,

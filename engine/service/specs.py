@@ -149,6 +149,7 @@ class RunOptions:
     add_hosts: list[str] = field(default_factory=list)
     publish: list[str] = field(default_factory=list)
     publish_all: bool = False
+    expose: list[str] = field(default_factory=list)  # PORT/PROTO exposed beyond the image's (docker's --expose)
     memory: str | None = None
     pids_limit: int | None = None
     cpus: float | None = None
@@ -190,7 +191,8 @@ def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, An
             raise UsageError("--ip and --network-alias are supported on user-defined networks only")
         publish = list(options.publish)
         if options.publish_all:
-            publish += [f"{p.container_port}/{p.proto}" for p in ports.exposed(config)]
+            exposed = {**(config.get("ExposedPorts") or {}), **dict.fromkeys(options.expose, {})}
+            publish += [f"{p.container_port}/{p.proto}" for p in ports.exposed({"ExposedPorts": exposed})]
         for text in publish:
             ports.parse_publish(text)
         if options.network in ("none", "host"):

@@ -692,7 +692,15 @@ def test_network_commands(engine: Engine) -> None:
             1,
             "Error response from daemon: network with name cmpnet already exists\n",
         )
-        engine.ok("run", "-d", "--network", "cmpnet", "--name", "web", IMAGE_NAME, "sh", "-c", web)
+        engine.ok("run", "-d", "--network", "cmpnet", "--name", "web", "-p", "18090:80", IMAGE_NAME, "sh", "-c", web)
+        assert engine.ok("port", "web").splitlines()[0] == "80/tcp -> 0.0.0.0:18090"
+        assert engine.ok("ps", "--format", "{{.Ports}}", "--filter", "name=web").startswith("0.0.0.0:18090->80/tcp")
+        assert until(lambda: engine.netns.run("wget", "-qO-", "http://127.0.0.1:18090/").stdout == "hello web\n")
+        engine.ok(
+            "run", "-d", "--network", "cmpnet", "--name", "anyport", "--expose", "81", "-P", IMAGE_NAME, "sleep", "60"
+        )
+        assert re.fullmatch(r"81/tcp -> 0\.0\.0\.0:\d+", engine.ok("port", "anyport").splitlines()[0])
+        engine.ok("rm", "-f", "anyport")
         got = engine.docker("run", "--rm", "--network", "cmpnet", IMAGE_NAME, "wget", "-qO-", "http://web/")
         assert (got.returncode, got.stdout) == (0, "hello web\n"), got.stderr
         engine.ok("run", "-d", "--network", "othernet", "--name", "late", IMAGE_NAME, "sleep", "600")
@@ -713,7 +721,7 @@ def test_network_commands(engine: Engine) -> None:
         missing = engine.docker("network", "inspect", "cmpnet")
         assert missing.returncode == 1 and "network cmpnet not found" in missing.stderr
     finally:
-        engine.docker("rm", "-f", "web", "late")
+        engine.docker("rm", "-f", "web", "late", "anyport")
         engine.docker("network", "rm", "cmpnet", "othernet")
 
 

@@ -1,8 +1,10 @@
-"""`docker login`, `docker push` and `docker pull` through berth's engine API, from a berth registry with accounts.
+"""`docker login`, `docker push` and `docker pull` through berth's engine API and through the private dockerd,
+from a berth registry with accounts.
 
-The registry runs inside the engine service's network namespace (its loopback is the service's),
-with one user who may pull and push `team/*`. The docker CLI keeps its login in a config of its
-own, so the service can only authenticate with what the CLI sends (X-Registry-Auth).
+The registry runs inside the engine's network namespace (its loopback is the engine's; dockerd
+speaks plain HTTP to a registry on 127.0.0.0/8, as to any it deems insecure), with one user who may
+pull and push `team/*`. The docker CLI keeps its login in a config of its own, so the engine can
+only authenticate with what the CLI sends (X-Registry-Auth).
 """
 
 from __future__ import annotations
@@ -29,17 +31,17 @@ def registry_admin(data: Path, *args: str, stdin: str | None = None) -> None:
 
 
 @pytest.fixture(scope="module")
-def registry(berth_api: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def registry(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data = tmp_path_factory.mktemp("registry")
     registry_admin(data, "user", "add", USER, "--password-stdin", stdin=PASSWORD + "\n")
     registry_admin(data, "grant", USER, "team/*", "pull,push")
     port = free_port()
     argv = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{port}", "--data-dir", str(data)]
-    process = subprocess.Popen(berth_api.netns.wrap([*argv, "--log-level", "warning"]))
+    process = subprocess.Popen(engine.netns.wrap([*argv, "--log-level", "warning"]))
     probe = (
         f"import urllib.request as u\ntry: u.urlopen('http://127.0.0.1:{port}/v2/')\nexcept Exception as e: print(e)"
     )
-    assert until(lambda: "401" in berth_api.netns.run(sys.executable, "-c", probe).stdout, 60)
+    assert until(lambda: "401" in engine.netns.run(sys.executable, "-c", probe).stdout, 60)
     try:
         yield f"127.0.0.1:{port}"
     finally:
@@ -47,48 +49,45 @@ def registry(berth_api: Engine, tmp_path_factory: pytest.TempPathFactory) -> Ite
         process.wait(30)
 
 
-def client(berth_api: Engine, config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**berth_api.env, "DOCKER_CONFIG": str(config)}
+def client(engine: Engine, config: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**engine.env, "DOCKER_CONFIG": str(config)}
     return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, env=env, timeout=120)
 
 
-def test_login_then_pull(berth_api: Engine, registry: str, tmp_path: Path) -> None:
+def test_login_then_pull(engine: Engine, registry: str, tmp_path: Path) -> None:
     config = tmp_path / "client-config"
     config.mkdir()
-    wrong = client(berth_api, config, "login", "-u", USER, "--password-stdin", registry, stdin="nope\n")
-    assert wrong.returncode == 1 and "login to" in wrong.stderr
-    good = client(berth_api, config, "login", "-u", USER, "--password-stdin", registry, stdin=PASSWORD + "\n")
+    wrong = client(engine, config, "login", "-u", USER, "--password-stdin", registry, stdin="nope\n")
+    # the wording differs: dockerd quotes Go's `Get "http://HOST/v2/": unauthorized: ...`, berth its token service's
+    assert wrong.returncode == 1 and wrong.stderr.startswith("Error response from daemon: "), wrong.stderr
+    good = client(engine, config, "login", "-u", USER, "--password-stdin", registry, stdin=PASSWORD + "\n")
     assert good.returncode == 0 and "Login Succeeded" in good.stdout, good.stderr
-    assert (
-        not (berth_api.config / "config.json").exists()
-        or registry not in (berth_api.config / "config.json").read_text()
-    )
+    assert not (engine.config / "config.json").exists() or registry not in (engine.config / "config.json").read_text()
     reference = f"{registry}/team/app:1"
-    berth_api.ok("tag", IMAGE_NAME, reference)
+    engine.ok("tag", IMAGE_NAME, reference)
     anonymous = tmp_path / "anonymous"
     anonymous.mkdir()
-    refused = client(berth_api, anonymous, "push", reference)
-    assert refused.returncode == 1
-    pushed = client(berth_api, config, "push", reference)
+    if engine.name == "berth":  # dockerd retries this push for ~50 s ("Retrying in N seconds") before it fails
+        refused = client(engine, anonymous, "push", reference)
+        assert refused.returncode == 1
+    pushed = client(engine, config, "push", reference)
     assert pushed.returncode == 0, pushed.stderr
     assert f"The push refers to repository [{registry}/team/app]" in pushed.stdout
     assert "Pushed" in pushed.stdout and "1: digest: sha256:" in pushed.stdout
-    again = client(berth_api, config, "push", reference)
+    again = client(engine, config, "push", reference)
     assert "Layer already exists" in again.stdout
-    berth_api.ok("rmi", reference)
-    pulled = client(berth_api, config, "pull", reference)
+    engine.ok("rmi", reference)
+    pulled = client(engine, config, "pull", reference)
     assert pulled.returncode == 0, pulled.stderr
     assert f"Status: Downloaded newer image for {reference}" in pulled.stdout
-    again = client(berth_api, config, "pull", reference)
+    again = client(engine, config, "pull", reference)
     assert f"Status: Image is up to date for {reference}" in again.stdout
-    assert (
-        client(berth_api, config, "run", "--rm", "--network", "none", reference, "echo", "pulled").stdout == "pulled\n"
-    )
-    missing = client(berth_api, config, "pull", f"{registry}/team/absent:1")
+    assert client(engine, config, "run", "--rm", "--network", "none", reference, "echo", "pulled").stdout == "pulled\n"
+    missing = client(engine, config, "pull", f"{registry}/team/absent:1")
     assert missing.returncode == 1 and "absent" in missing.stderr + missing.stdout
-    denied = client(berth_api, anonymous, "pull", f"{registry}/team/app:1")
+    denied = client(engine, anonymous, "pull", f"{registry}/team/app:1")
     assert denied.returncode == 1
-    berth_api.ok("rmi", reference)
+    engine.ok("rmi", reference)
 
 
 def test_hostile_registry_auth_headers(berth_api: Engine) -> None:

@@ -118,6 +118,9 @@ def test_hostile_requests_change_nothing(berth_api: Engine) -> None:
         ({}, {"Volumes": {"relative": {}}}),
         ({}, {"Volumes": {"/a:/b": {}}}),
         ({}, {"Volumes": ["/x"]}),
+        ({"PublishAllPorts": True}, {"ExposedPorts": {"http/tcp": {}}}),
+        ({"PublishAllPorts": True}, {"ExposedPorts": {"99999/tcp": {}}}),
+        ({}, {"ExposedPorts": ["81/tcp"]}),
     )
     for host, extra in refused:
         doc = {"Image": IMAGE_NAME, "Cmd": ["true"], **extra, "HostConfig": {"NetworkMode": "none", **host}}
