@@ -242,6 +242,8 @@ class Container:
             return  # never started (`docker create`): it stays created until someone starts it
         if self.status is Status.RUNNING and alive(self.pid, self.pid_start):
             return
+        if self._stopped_meanwhile():
+            return
         was_running = self.status is Status.RUNNING
         self.status = Status.STOPPED
         self.exit_code = LOST_EXIT_CODE if self.exit_code is None else self.exit_code
@@ -249,6 +251,21 @@ class Container:
         self.finished_at = self.finished_at or time.time()
         if was_running and self._first_to_notice_loss():
             self.record("die", exitCode=self.exit_code)
+
+    def _stopped_meanwhile(self) -> bool:
+        """The supervisor may have recorded the exit and gone between our read of state.json and our look
+        at its process: then the exit on disk is the truth, not a loss (no `die` of 255 beside the real one)."""
+        try:
+            with open(self.state_file) as f:
+                current = json.load(f)
+        except (OSError, ValueError):
+            return False
+        if current.get("status") != Status.STOPPED.value:
+            return False
+        self.status = Status.STOPPED
+        for key in ("exit_code", "oom_killed", "finished_at", "error", "restart_count"):
+            setattr(self, key, current.get(key, getattr(self, key)))
+        return True
 
     def _first_to_notice_loss(self) -> bool:
         """True for exactly one reader of this run's loss: the `die` its supervisor could not record is
@@ -375,7 +392,8 @@ def remove_tree(path: Path) -> None:
     """
     for dirpath, dirnames, filenames in os.walk(path, topdown=False):
         for name in filenames:
-            os.unlink(os.path.join(dirpath, name))
+            with suppress(FileNotFoundError):  # a state file renamed into place meanwhile
+                os.unlink(os.path.join(dirpath, name))
         for name in dirnames:
             child = os.path.join(dirpath, name)
             os.unlink(child) if os.path.islink(child) else os.rmdir(child)

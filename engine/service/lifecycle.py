@@ -371,13 +371,22 @@ def stop(container: Container, timeout: float) -> Container:
 
 
 def remove(containers: ContainerStore, container: Container, force: bool, volumes: bool = False) -> None:
-    """Remove the container (killed first with `force`); with `volumes` its anonymous volumes too (`rm -v`)."""
+    """Remove the container (killed first with `force`); with `volumes` its anonymous volumes too (`rm -v`).
+
+    Marked as stopped by the user first, as dockerd's rm kills by hand: the API's restart pass must not
+    start it again while its directory goes.
+    """
+    from engine.service.restarts import mark_stopped_by_user
+
     if container.is_running() or container.supervised():
         if not force:
             raise ContainerStateError(
                 f"cannot remove container {container.name}: it is running (stop it first, or use rm -f)"
             )
+        mark_stopped_by_user(container)
         send_signal(container, signal.SIGKILL)
+    elif container.spec.restart != "no":
+        mark_stopped_by_user(container)
         container = wait_stopped(container, 10)
     if container.cgroup:
         with suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 from engine.runtime.process import start_time as process_start_time
 from engine.service.containers import (
     LOST_EXIT_CODE,
+    Container,
     ContainerNotFound,
     ContainerStore,
     InvalidTransition,
@@ -136,3 +138,19 @@ from pathlib import Path
 from engine.service.containers import ContainerStore, Status
 assert ContainerStore(Path(sys.argv[1])).get(sys.argv[2]).status is Status.STOPPED
 """
+
+
+def test_an_exit_recorded_while_reading_is_no_loss(tmp_path: Path) -> None:
+    """A reader that read "running" just before the supervisor recorded the exit and went sees the recorded
+    exit, not a loss: no exit code 255, no second `die`."""
+    store = ContainerStore(tmp_path / "containers")
+    container = store.create(spec(), "racing")
+    container.transition(Status.RUNNING, pid=2**22 + 1, pid_start=1, supervisor_pid=2**22 + 2, supervisor_start=1)
+    with open(container.state_file) as f:
+        stale = json.load(f)
+    container.transition(Status.STOPPED, exit_code=3, finished_at=123.0)  # the supervisor's last word
+    reader = Container(**{**stale, "status": Status.RUNNING, "spec": container.spec, "directory": container.directory})
+    reader.refresh()
+    assert (reader.status, reader.exit_code, reader.finished_at, reader.error) == (Status.STOPPED, 3, 123.0, "")
+    assert not list(container.directory.glob(".lost.*"))
+    assert [e.action for e in Journal.of_root(tmp_path).cursor().read()] == ["create"]
