@@ -767,9 +767,11 @@ def test_a_container_waiting_to_restart_is_restarting(engine: Engine) -> None:
     engine.ok("run", "-d", *NONE, "--name", "bouncing", "--restart", "always", IMAGE_NAME, "sh", "-c", "exit 3")
     try:
         state = "{{.State.Status}} {{.State.Running}} {{.State.Restarting}} {{.State.ExitCode}} {{.State.Pid}}"
-        assert until(lambda: engine.ok("inspect", "--format", state, "bouncing").split() == [
-            "restarting", "true", "true", "3", "0"
-        ])  # fmt: skip
+        waiting = ["restarting", "true", "true", "3", "0"]
+        # after five restarts the back-off is 3.2 s: long enough for the commands below, even on a busy machine
+        count = "{{.RestartCount}}"
+        assert until(lambda: int(engine.ok("inspect", "--format", count, "bouncing")) >= 5, 60)
+        assert until(lambda: engine.ok("inspect", "--format", state, "bouncing").split() == waiting, 60)
         row = engine.ok("ps", "--filter", "status=restarting", "--format", "{{.Names}} {{.State}} {{.Status}}")
         assert row.startswith("bouncing restarting Restarting (3) "), row
         assert "bouncing" in engine.ok("ps", "--format", "{{.Names}}").split()
