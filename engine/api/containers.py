@@ -57,12 +57,12 @@ def _create(image_name: str, options: Any, name: str | None) -> Container:
 
 
 def _list(show_all: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
-    from engine.service import listing, restarts
+    from engine.service import listing
 
     images, containers = stores()
     rows = containers.list()
     if not show_all and not filters.get("status") and not filters.get("exited"):
-        rows = [c for c in rows if c.status is Status.RUNNING or restarts.waiting(c)]  # as dockerd: restarting too
+        rows = [c for c in rows if docker_state(c) in ("running", "restarting")]  # as dockerd's
     image_ids = {}
     for name in filters.get("ancestor", []):
         found = images.find(name)

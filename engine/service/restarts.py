@@ -65,8 +65,12 @@ def _wants_restart(container: Container, service_starting: bool) -> bool:
 
 
 def waiting(container: Container) -> bool:
-    """Exited, and its policy will start it again once its back-off has passed: dockerd's "restarting"."""
-    return container.status is Status.STOPPED and container.spec.restart != "no" and _wants_restart(container, False)
+    """Exited (or on its way back up: created again after a run), and its policy starts it again once its
+    back-off has passed: dockerd's "restarting", which lasts until the container runs."""
+    again = container.status is Status.CREATED and container.finished_at is not None
+    if container.spec.restart == "no" or not (container.status is Status.STOPPED or again):
+        return False
+    return _wants_restart(container, False)
 
 
 def due(containers: ContainerStore, service_starting: bool = False, now: float | None = None) -> list[Container]:

@@ -170,6 +170,22 @@ def test_always_containers_start_again_with_the_service(berth_api: Engine) -> No
     berth_api.ok("rm", "-f", "phoenix")
 
 
+def test_a_container_on_its_way_back_up_is_restarting(berth_api: Engine) -> None:
+    """Between the restart pass's decision and PID 1's start the container is created again (after a run):
+    dockerd's "restarting" lasts until it runs, so ps (without -a) and inspect say restarting, not created."""
+    from engine.service.containers import ContainerStore
+
+    berth_api.ok("create", "--network", "none", "--name", "rising", "--restart", "always", IMAGE_NAME, "true")
+    assert berth_api.root is not None
+    container = ContainerStore(berth_api.root / "containers").get("rising")
+    container.update(exit_code=1, started_at=1.0, finished_at=2.0)  # what `prepare_restart` leaves of a run
+    try:
+        assert berth_api.ok("ps", "--format", "{{.Names}} {{.State}}").split() == ["rising", "restarting"]
+        assert berth_api.ok("inspect", "--format", "{{.State.Status}}", "rising").strip() == "restarting"
+    finally:
+        berth_api.ok("rm", "-f", "rising")
+
+
 def test_tcp_needs_tls_with_client_certificates(tmp_path: Path) -> None:
     env = {**os.environ, "BERTH_ROOT": str(tmp_path)}
     argv = [sys.executable, "-m", "engine", "engine", "serve", "--socket", str(tmp_path / "s.sock")]
