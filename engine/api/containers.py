@@ -79,7 +79,9 @@ def _remove(key: str, force: bool, volumes: bool) -> None:
     from engine.service import lifecycle
 
     container = get(key)
-    state = "running" if container.is_running() or container.supervised() else docker_state(container)
+    state = docker_state(container)
+    if state != "restarting" and (container.is_running() or container.supervised()):
+        state = "running"
     if state in ("running", "restarting") and not force:
         raise ApiError(
             409,
