@@ -9,6 +9,7 @@ a supervisor can die without writing its last word.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -387,17 +388,26 @@ class ContainerStore:
 def remove_tree(path: Path) -> None:
     """Delete a container directory bottom-up, never following symlinks.
 
+    A process that was still finishing with the container (the restart pass marking it stopped, a
+    supervisor's last state file) may add a file while the walk runs: the walk then goes again, a few
+    times; a writer that comes after the directory is gone gets FileNotFoundError.
+
     Not shutil.rmtree: importing shutil (and the compression modules it pulls in) would cost
     `run --rm` a few milliseconds for every container.
     """
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        for name in filenames:
-            with suppress(FileNotFoundError):  # a state file renamed into place meanwhile
-                os.unlink(os.path.join(dirpath, name))
-        for name in dirnames:
-            child = os.path.join(dirpath, name)
-            os.unlink(child) if os.path.islink(child) else os.rmdir(child)
-    try:
-        os.rmdir(path)
-    except FileNotFoundError:
-        pass
+    for attempt in range(5):
+        for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+            for name in filenames:
+                with suppress(FileNotFoundError):  # a state file renamed into place meanwhile
+                    os.unlink(os.path.join(dirpath, name))
+            for name in dirnames:
+                child = os.path.join(dirpath, name)
+                os.unlink(child) if os.path.islink(child) else os.rmdir(child)
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == 4:
+                raise
