@@ -10,12 +10,16 @@ file `<dev target>/null` read-write over /proc/keys.
 
 from __future__ import annotations
 
+import io
+import json
 import subprocess
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from engine.service.archives import argv
 from tests.engine.conftest import Berth, private_berth
 from tests.engine.images import TarBuilder, busybox_base, write_image
 
@@ -99,3 +103,31 @@ def test_working_directory_is_made_inside_the_rootfs(berth: Berth, tmp_path: Pat
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"{host_work}/work", "/escape/work/"]
     assert list(host_work.iterdir()) == []
+
+
+def test_a_copy_into_a_stopped_container_binds_its_volume_inside_the_rootfs(berth: Berth, tmp_path: Path) -> None:
+    """`docker cp` on a stopped container mounts its overlay and volumes afresh (`rootfs.enter_root`)
+    in the process the API starts; here that process is started directly, as the API does."""
+    victim, source = tmp_path / "victim", tmp_path / "source"
+    victim.mkdir()
+    source.mkdir()
+    (source / "shared").write_text("from the volume\n")
+    image = hostile(berth, "copy", {"mnt": str(victim)})
+    assert berth("run", "--name", "copied", "-v", f"{source}:/mnt/vol", image, "true").returncode == 0
+    directory = berth.root / "containers" / json.loads(berth("container", "inspect", "copied").stdout)[0]["Id"]
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        info = tarfile.TarInfo("made")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"new\n"))
+    put = subprocess.run(
+        argv(directory, "put", "/mnt/vol", name="copied"), input=archive.getvalue(), capture_output=True, env=berth.env
+    )
+    assert put.returncode == 0 and json.loads(put.stdout) == {"done": True}, put.stderr
+    got = subprocess.run(argv(directory, "get", "/mnt/vol/shared", name="copied"), capture_output=True, env=berth.env)
+    assert got.returncode == 0, got.stderr
+    with tarfile.open(fileobj=io.BytesIO(got.stdout.split(b"\n", 1)[1])) as tar:
+        member = tar.extractfile("shared")
+        assert member is not None and member.read() == b"from the volume\n"
+    assert (source / "made").read_text() == "new\n"
+    assert list(victim.iterdir()) == []
