@@ -12,11 +12,14 @@ image from the other and check every byte; now and then it deletes one of its im
 (garbage for the collector) or leaves an upload unfinished. Halfway through, replica B is
 stopped (SIGTERM) and started again on its port.
 
-Pass: no 5xx answer except on connections to B while it restarts, and afterwards every
-manifest answered 201 (and not deleted) is pullable from both replicas with intact bytes.
-An operation whose connection the restarting replica refused or reset is counted and
-abandoned (its image is not expected afterwards); the client goes on with the next one.
-Prints request counts, rates, latencies and the verdict; exits 1 on failure. Loopback only.
+Pass: no 5xx answer and no refused or reset connection except on connections to B while it
+restarts (a GET or HEAD whose reused connection the server closed before answering is sent
+once more, as docker's client does, and counted), garbage collection ran, and afterwards every
+manifest answered 201 (and not deleted) is pullable from both replicas with intact bytes. An
+operation whose connection the restarting replica refused or reset is counted and abandoned
+(its image is not expected afterwards); the client goes on with the next one. Prints request
+counts, rates, latencies, what the collections removed (from the shared database's `gc_run`
+rows) and the verdict; exits 1 on failure. Loopback only.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -66,6 +70,7 @@ class Replica:
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
         self.restarting = threading.Event()
+        self.restarted_at: float | None = None
 
     def start(self) -> None:
         command = [sys.executable, "-m", "registry", "--listen", f"127.0.0.1:{self.port}", "--data-dir", str(self.data)]
@@ -86,7 +91,8 @@ class Replica:
             self.start()
         finally:
             self.restarting.clear()
-        return time.monotonic() - started
+            self.restarted_at = time.monotonic()
+        return self.restarted_at - started
 
 
 @dataclass
@@ -105,6 +111,7 @@ class Tally:
     server_errors: list[str] = field(default_factory=list)
     excused: int = 0
     retried: int = 0
+    resent: int = 0
     latencies: dict[str, list[float]] = field(default_factory=dict)
     images: list[Image] = field(default_factory=list)
     deleted: set[str] = field(default_factory=set)
@@ -124,7 +131,16 @@ class Client:
     def request(self, replica: Replica, kind: str, method: str, path: str, **kwargs: object) -> requests.Response:
         restarting = replica.restarting.is_set()
         started = time.perf_counter()
-        response = self.http.request(method, f"{replica.url}{path}", timeout=120, **kwargs)  # type: ignore[arg-type]
+        try:
+            response = self.send(method, f"{replica.url}{path}", **kwargs)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            if not (restarting or replica.restarting.is_set()):
+                since = ""
+                if replica.restarted_at is not None:
+                    since = f", {time.monotonic() - replica.restarted_at:.2f} s after its restart"
+                with self.tally.lock:
+                    self.tally.server_errors.append(f"{method} {path} on {replica.name}{since}: {str(exc)[-160:]}")
+            raise
         elapsed = time.perf_counter() - started
         with self.tally.lock:
             self.tally.statuses[f"{kind} {response.status_code}"] += 1
@@ -135,6 +151,19 @@ class Client:
                 else:
                     self.tally.server_errors.append(f"{method} {path} on {replica.name}: {response.status_code}")
         return response
+
+    def send(self, method: str, url: str, **kwargs: object) -> requests.Response:
+        """One request; a GET or HEAD whose connection closed before any answer is sent once more,
+        as docker's client does: the server may close a keep-alive connection that was idle for
+        its timeout (5 s) just as the client reuses it."""
+        try:
+            return self.http.request(method, url, timeout=120, **kwargs)  # type: ignore[arg-type]
+        except requests.ConnectionError as exc:
+            if method not in ("GET", "HEAD") or "Connection aborted" not in str(exc):
+                raise
+        with self.tally.lock:
+            self.tally.resent += 1
+        return self.http.request(method, url, timeout=120, **kwargs)  # type: ignore[arg-type]
 
     def expect(self, response: requests.Response, status: int, what: str) -> None:
         if response.status_code != status:
@@ -249,6 +278,16 @@ def verify(replicas: list[Replica], tally: Tally) -> list[str]:
     return problems
 
 
+def collections(shared: Path) -> tuple[int, int, int, int]:
+    """Runs, blobs, uploads and bytes the replicas' scheduled collections recorded."""
+    with sqlite3.connect(shared / "registry.db") as db:
+        row = db.execute(
+            "SELECT count(*), coalesce(sum(blobs), 0), coalesce(sum(uploads), 0), coalesce(sum(bytes_reclaimed), 0)"
+            " FROM gc_run WHERE trigger = 'schedule'"
+        ).fetchone()
+    return row[0], row[1], row[2], row[3]
+
+
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))] if ordered else 0.0
@@ -281,6 +320,9 @@ def main() -> int:
             thread.join()
         elapsed = time.monotonic() - started
         problems = verify(replicas, tally) + tally.mismatches
+        runs, blobs, uploads, reclaimed = collections(shared)
+        if runs == 0:
+            problems.append("garbage collection never ran")
         print(f"{args.clients} clients, {elapsed:.0f} s, replica B restarted in {restart:.1f} s")
         for kind, values in sorted(tally.latencies.items()):
             print(
@@ -290,10 +332,16 @@ def main() -> int:
         print("  statuses: " + ", ".join(f"{k}: {v}" for k, v in sorted(tally.statuses.items())))
         print(f"  images kept: {len(tally.images)}, deleted: {len(tally.deleted)}")
         print(f"  operations cut by the restart and retried: {tally.retried}; 5xx during the restart: {tally.excused}")
+        print(f"  GET/HEAD sent again after an idle keep-alive connection closed as it was reused: {tally.resent}")
+        print(
+            f"  garbage collection: {runs} runs removed {blobs} blobs and {uploads} uploads, "
+            f"{reclaimed / (1024 * 1024):.1f} MiB"
+        )
         failures = tally.server_errors + problems
         for line in failures[:30]:
             print(f"  FAIL {line}")
-        print("PASS" if not failures else f"FAIL ({len(tally.server_errors)} 5xx, {len(problems)} images)")
+        cut = len(tally.server_errors)
+        print("PASS" if not failures else f"FAIL ({cut} 5xx or cut connections, {len(problems)} other)")
         return 0 if not failures else 1
     finally:
         for replica in replicas:
