@@ -8,20 +8,32 @@ answering), and a request that declares 1 GiB and then goes quiet keeps its work
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
 
 CLOSE = (b"connection", b"close")
 
+Waiting = OrderedDict["GuardedHttpToolsProtocol", None]
+# Per server (a worker has one): its connections that wait for a request's headers, longest first.
+_waiting: WeakKeyDictionary[ServerState, Waiting] = WeakKeyDictionary()
+
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, plus: a worker refuses connections beyond
-    `max_connections` (closed at once, before they cost anything but the accept), and a
+    """uvicorn's httptools protocol, plus: a worker holds at most `max_connections`, and a
     connection must deliver each request's headers within `header_timeout` seconds of
     opening or of the previous response (uvicorn only times out idle keep-alive
-    connections, never one that opens and says nothing or trickles its headers)."""
+    connections, never one that opens and says nothing or trickles its headers).
+
+    A connection beyond the limit takes the slot of the one that has waited longest for
+    headers (as Apache's event MPM drops idle keep-alive connections when full), so a flood
+    of idle sockets keeps cycling and a client that sends its request at once, a health
+    check, is served during the flood rather than after the flood's sockets time out. Only
+    when every connection is busy with a request is the new one closed."""
 
     def __init__(self, *args: Any, max_connections: int, header_timeout: float, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -29,12 +41,17 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self.header_timeout = header_timeout
         self.headers_seen = 0
         self.header_timer: asyncio.TimerHandle | None = None
+        self.waiting: Waiting = _waiting.setdefault(self.server_state, OrderedDict())
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            self.transport.close()
-            return
+            if not self.waiting:
+                self.transport.close()
+                return
+            longest, _ = self.waiting.popitem(last=False)
+            longest._disarm()
+            longest.transport.close()
         self._arm()
 
     def on_headers_complete(self) -> None:
@@ -54,11 +71,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def _arm(self) -> None:
         self._disarm()
         self.header_timer = self.loop.call_later(self.header_timeout, self._headers_late, self.headers_seen)
+        self.waiting[self] = None
 
     def _disarm(self) -> None:
         if self.header_timer is not None:
             self.header_timer.cancel()
             self.header_timer = None
+            self.waiting.pop(self, None)
 
     def _headers_late(self, seen: int) -> None:
         busy = self.cycle is not None and not self.cycle.response_complete
