@@ -42,6 +42,9 @@ def check(response: Response, *expected: int) -> Response:
     errors = _errors(response)
     url = response.url
     response.close()
+    if response.status_code == 401 and 'error="insufficient_scope"' in response.headers.get("www-authenticate", ""):
+        # the token in hand does not cover the request and asking again will not help: a denial, as docker reads it
+        raise RegistryDenied(401, [{"code": "DENIED", "message": "requested access to the resource is denied"}], url)
     if response.status_code == 401:
         raise AuthError(f"authentication required for {url}" + (": " + errors[0].get("message", "") if errors else ""))
     if response.status_code == 403:

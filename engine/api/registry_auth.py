@@ -131,10 +131,21 @@ def _streamed(router: Router, first: dict[str, Any], work: Any) -> Response:
             for doc in await future:
                 yield json.dumps(doc).encode() + b"\r\n"
         except Exception as exc:  # noqa: BLE001 - a failed transfer is reported in the stream, as dockerd does
-            message = (exc.message if isinstance(exc, ApiError) else str(exc)).strip("'\"") or type(exc).__name__
+            message = (exc.message if isinstance(exc, ApiError) else _docker_message(exc)).strip("'\"")
+            message = message or type(exc).__name__
             yield json.dumps({"errorDetail": {"message": message}, "error": message}).encode() + b"\r\n"
 
     return Response(200, stream=body())
+
+
+def _docker_message(exc: Exception) -> str:
+    """A registry's refusal as dockerd prints it (`denied: requested access to the resource is denied`)."""
+    from client.errors import RegistryDenied
+
+    if isinstance(exc, RegistryDenied) and exc.errors:
+        codes = (str(e.get("code", "")).lower().replace("_", " ") for e in exc.errors)
+        return "; ".join(f"{code}: {e.get('message', '')}" for code, e in zip(codes, exc.errors, strict=True))
+    return str(exc)
 
 
 def _login(body: dict[str, Any]) -> dict[str, str]:

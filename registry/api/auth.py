@@ -130,7 +130,11 @@ def _authorize(
             "token does not cover this request", headers=auth.challenge(request, wanted, "insufficient_scope")
         )
     if verdict is Verdict.LOG_IN:
-        raise Unauthorized(headers=auth.challenge(request, wanted))
+        # With an anonymous token in hand, only credentials would help: say so (RFC 6750's
+        # insufficient_scope, as Distribution's token auth answers), or dockerd reads the bare
+        # UNAUTHORIZED as transient and retries a push for ~50 s before it gives up.
+        error = "insufficient_scope" if principal.claims is not None else None
+        raise Unauthorized(headers=auth.challenge(request, wanted, error))
     raise Denied(f"{principal.name} may not {action} {repository}")
 
 

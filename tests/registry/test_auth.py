@@ -260,3 +260,13 @@ def test_realm_follows_forwarded_headers_only_when_trusted(
         assert 'realm="https://registry.example.com/token"' in challenge
     finally:
         proxied.stop()
+
+
+def test_an_anonymous_token_without_access_is_told_its_scope_is_insufficient(closed: RegistryProcess) -> None:
+    """Distribution's answer, which docker reads as final (DENIED); no token at all gets the plain challenge."""
+    anonymous = requests.get(f"{closed.url}/token", params={"service": "berth", "scope": "repository:team/x:push,pull"})
+    response = bearer(anonymous.json()["token"]).post(f"{closed.url}/v2/team/x/blobs/uploads/")
+    assert response.status_code == 401
+    assert 'error="insufficient_scope"' in response.headers["WWW-Authenticate"]
+    plain = requests.post(f"{closed.url}/v2/team/x/blobs/uploads/")
+    assert plain.status_code == 401 and "error=" not in plain.headers["WWW-Authenticate"]
