@@ -232,15 +232,7 @@ def new_network(
         for other in state.networks.values():
             if net.overlaps(ipaddress.IPv4Network(other.subnet)):
                 raise NetworkError(f"subnet {net} overlaps with network {other.name} ({other.subnet})")
-    if gateway is None:
-        gw = net.network_address + 1
-    else:
-        try:
-            gw = ipaddress.IPv4Address(gateway)
-        except ValueError:
-            raise NetworkError(f"invalid gateway {gateway[:64]!r}") from None
-        if gw not in net or gw in (net.network_address, net.broadcast_address):
-            raise NetworkError(f"gateway {gw} is not a host address of {net}")
+    gw = net.network_address + 1 if gateway is None else _host_address(net, gateway, "gateway", str(net))
     network_id = os.urandom(32).hex()
     return Network(name, network_id, str(net), str(gw), bridge or f"br-{network_id[:12]}", internal)
 
@@ -248,12 +240,17 @@ def new_network(
 def check_address(network: Network, wanted: str) -> ipaddress.IPv4Address:
     """`wanted` as an address, if it is a host address of the network's subnet (taken or not)."""
     net = ipaddress.IPv4Network(network.subnet)
+    return _host_address(net, wanted, "--ip", f"network {network.name} ({net})")
+
+
+def _host_address(net: ipaddress.IPv4Network, text: str, label: str, where: str) -> ipaddress.IPv4Address:
+    """`text` as an address of `net` other than its network and broadcast addresses."""
     try:
-        address = ipaddress.IPv4Address(wanted)
+        address = ipaddress.IPv4Address(text)
     except ValueError:
-        raise NetworkError(f"invalid --ip {wanted[:64]!r}") from None
+        raise NetworkError(f"invalid {label} {text[:64]!r}") from None
     if address not in net or address in (net.network_address, net.broadcast_address):
-        raise NetworkError(f"--ip {address} is not a host address of network {network.name} ({net})")
+        raise NetworkError(f"{label} {address} is not a host address of {where}")
     return address
 
 
