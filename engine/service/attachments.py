@@ -34,7 +34,7 @@ from engine.service.networks import (
 
 if TYPE_CHECKING:
     from engine.runtime.nat import Forward
-    from engine.service.containers import Connection
+    from engine.service.containers import Connection, Spec
 
 
 @dataclass
@@ -281,14 +281,27 @@ def disconnect(networks: Networks, container_id: str, network_name: str) -> None
     networks.record("disconnect", network, container_id)
 
 
-def network_settings(networks: Networks, container_id: str) -> dict[str, object]:
-    """docker inspect's NetworkSettings: published ports and, per network, address, gateway, MAC, aliases."""
+def network_settings(networks: Networks, container_id: str, spec: Spec) -> dict[str, object]:
+    """docker inspect's NetworkSettings: published ports and, per network, address, gateway, MAC, aliases.
+    A container not running lists the networks it will join, with no address, as dockerd lists them."""
     import ipaddress
 
     state = networks.store.read()
     attachment = state.attachments.get(container_id)
     if attachment is None:
-        return {"Ports": {}, "Networks": {}, "IPAddress": ""}
+        planned = [(spec.network, spec.aliases), *((c.network, c.aliases) for c in spec.connected)]
+        out = {
+            name: {
+                "NetworkID": network.id if (network := state.networks.get(name)) else "",
+                "IPAddress": "",
+                "IPPrefixLen": 0,
+                "Gateway": "",
+                "MacAddress": "",
+                "Aliases": aliases or None,
+            }
+            for name, aliases in planned
+        }
+        return {"Ports": {}, "Networks": out, "IPAddress": ""}
     ports: dict[str, list[dict[str, str]]] = {}
     for b in attachment.ports:
         ports.setdefault(f"{b.container_port}/{b.proto}", []).append(

@@ -540,4 +540,4 @@ def _network_settings(container: Container) -> dict[str, Any]:
     from engine.service.attachments import network_settings
     from engine.service.networks import Networks
 
-    return network_settings(Networks(Paths.default().networks), container.id)
+    return network_settings(Networks(Paths.default().networks), container.id, container.spec)

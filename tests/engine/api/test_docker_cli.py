@@ -744,6 +744,9 @@ def test_connected_networks_stay_across_restart_and_start(engine: Engine) -> Non
         aliases = engine.ok("inspect", "--format", "{{json .NetworkSettings.Networks.keptnet.Aliases}}", "keeper")
         assert "kept-alias" in json.loads(aliases), aliases
         engine.ok("stop", "-t", "1", "keeper")
+        stopped = json.loads(engine.ok("inspect", "--format", "{{json .NetworkSettings.Networks}}", "keeper"))
+        assert sorted(stopped) == ["firstnet", "keptnet"] and stopped["keptnet"]["IPAddress"] == "", stopped
+        assert "kept-alias" in stopped["keptnet"]["Aliases"], stopped
         engine.ok("start", "keeper")
         assert links() == ["eth0", "eth1"], engine.name
         engine.ok("stop", "-t", "1", "keeper")
