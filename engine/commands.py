@@ -93,7 +93,7 @@ def ps(show_all: bool, quiet: bool) -> None:
     click.echo(fmt.format("CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"))
     for c in rows:
         image = c.spec.image.removeprefix("docker.io/library/").removeprefix("docker.io/")
-        ports = describe_ports(published.get(c.id, []))
+        ports = describe_ports(published.get(c.id, []), c.spec.exposed)
         command = _clip(f'"{" ".join(c.spec.args)}"', 24)
         row = (c.id[:12], _clip(image, 32), command, created_ago(c), c.describe_status(), ports, c.name)
         click.echo(fmt.format(*row))

@@ -223,7 +223,8 @@ def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
         "Ports": [
             {"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.container_port, "PublicPort": b.host_port, "Type": b.proto}
             for b in ports
-        ],
+        ]
+        + [{"PrivatePort": int(port), "Type": proto} for port, proto in _unpublished(spec.exposed, ports)],
         "Labels": spec.labels,
         "State": state,
         "Status": status_text(container, state),
@@ -231,6 +232,13 @@ def summary(container: Container, ports: list[Any]) -> dict[str, Any]:
         "NetworkSettings": {"Networks": {spec.network: {}}},
         "Mounts": mount_docs(spec),
     }
+
+
+def _unpublished(exposed: list[str], ports: list[Any]) -> list[tuple[str, str]]:
+    """Exposed ports no binding publishes, as (port, proto): dockerd lists them without a host side."""
+    published = {f"{b.container_port}/{b.proto}" for b in ports}
+    keys = (key.partition("/") for key in exposed if key not in published)
+    return [(port, proto) for port, _, proto in keys]
 
 
 def inspect_doc(container: Container) -> dict[str, Any]:

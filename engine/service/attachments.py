@@ -302,11 +302,10 @@ def network_settings(networks: Networks, container_id: str, spec: Spec) -> dict[
             for name, aliases in planned
         }
         return {"Ports": {}, "Networks": out, "IPAddress": ""}
-    ports: dict[str, list[dict[str, str]]] = {}
-    for b in attachment.ports:
-        ports.setdefault(f"{b.container_port}/{b.proto}", []).append(
-            {"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)}
-        )
+    ports: dict[str, list[dict[str, str]] | None] = dict.fromkeys(spec.exposed)
+    for b in attachment.ports:  # an exposed port that is not published stays null, as in dockerd's
+        key = f"{b.container_port}/{b.proto}"
+        ports[key] = [*(ports.get(key) or []), {"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)}]
     out = {}
     for e in attachment.endpoints:
         network = state.networks.get(e.network)

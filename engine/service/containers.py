@@ -98,6 +98,7 @@ class Spec:
 
     seccomp: str = ""  # "" docker's default profile, "unconfined", or the profile file given
     connected: list[Connection] = field(default_factory=list)  # joined at every start after `network`, in order
+    exposed: list[str] = field(default_factory=list)  # PORT/PROTO the image and --expose expose, for listings
 
     @property
     def bridged(self) -> bool:

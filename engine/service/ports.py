@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import _socket
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -45,8 +46,28 @@ class Binding:
         return asdict(self)
 
 
-def describe(bindings: list[Binding]) -> str:
-    """Docker's PORTS column: consecutive ports collapse into ranges (0.0.0.0:8000-8002->8000-8002/tcp)."""
+def describe(bindings: list[Binding], exposed: Sequence[str] = ()) -> str:
+    """Docker's PORTS column: consecutive ports collapse into ranges (0.0.0.0:8000-8002->8000-8002/tcp),
+    then the exposed ports that are not published (80/tcp, 8000-8001/udp)."""
+    return ", ".join(filter(None, (_describe_published(bindings), _describe_exposed(bindings, exposed))))
+
+
+def _describe_exposed(bindings: list[Binding], exposed: Sequence[str]) -> str:
+    published = {f"{b.container_port}/{b.proto}" for b in bindings}
+    keys = (key.partition("/") for key in exposed if key not in published)
+    ports = sorted((proto, int(port)) for port, _, proto in keys)
+    runs: list[list[tuple[str, int]]] = []
+    for proto, port in ports:
+        if runs and runs[-1][-1] == (proto, port - 1):
+            runs[-1].append((proto, port))
+        else:
+            runs.append([(proto, port)])
+    return ", ".join(
+        f"{run[0][1]}-{run[-1][1]}/{run[0][0]}" if len(run) > 1 else f"{run[0][1]}/{run[0][0]}" for run in runs
+    )
+
+
+def _describe_published(bindings: list[Binding]) -> str:
     runs: list[list[Binding]] = []
     for b in sorted(bindings, key=lambda b: (b.proto, b.host_ip, b.container_port)):
         last = runs[-1][-1] if runs else None
@@ -113,6 +134,18 @@ def parse_publish(text: str) -> list[Publish]:
         # docker: a host range with one container port means "any one free port of the range"
         return [Publish(proto, host_ip, host.start, container.start, host.stop - 1)]
     return [Publish(proto, host_ip, h, c) for h, c in zip(host, container, strict=True)]
+
+
+def exposed_keys(exposed: dict[str, Any]) -> list[str]:
+    """EXPOSEd ports as sorted `PORT/PROTO` keys; a key berth cannot publish (sctp, garbage from an image)
+    is left out, since it only shows in listings."""
+    keys: set[str] = set()
+    for key in exposed:
+        try:
+            keys.update(f"{p.container_port}/{p.proto}" for p in parse_publish(str(key)))
+        except PortError:
+            continue
+    return sorted(keys, key=lambda k: (k.partition("/")[2], int(k.partition("/")[0])))
 
 
 def exposed(config: dict[str, Any]) -> list[Publish]:

@@ -190,8 +190,8 @@ def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, An
         elif options.aliases or options.ip:
             raise UsageError("--ip and --network-alias are supported on user-defined networks only")
         publish = list(options.publish)
+        exposed = {**(config.get("ExposedPorts") or {}), **dict.fromkeys(options.expose, {})}
         if options.publish_all:
-            exposed = {**(config.get("ExposedPorts") or {}), **dict.fromkeys(options.expose, {})}
             publish += [f"{p.container_port}/{p.proto}" for p in ports.exposed({"ExposedPorts": exposed})]
         for text in publish:
             ports.parse_publish(text)
@@ -204,6 +204,7 @@ def network_options(options: RunOptions, config: dict[str, Any]) -> dict[str, An
             "dns": [names.parse_dns(d) for d in options.dns],
             "extra_hosts": [list(names.parse_add_host(h)) for h in options.add_hosts],
             "publish": publish,
+            "exposed": ports.exposed_keys(exposed) if options.network not in ("none", "host") else [],
         }
     except (NetworkError, names.BadName, ports.PortError) as exc:
         raise UsageError(str(exc)) from None

@@ -207,11 +207,18 @@ def test_names_aliases_and_isolation(engine: Engine) -> None:
 
 def test_publish_all_exposed(engine: Engine) -> None:
     web = httpd(engine, "-P", "--hostname", "exposed", image=engine.exposing)
+    quiet = httpd(engine, "--hostname", "unpublished", image=engine.exposing)
     try:
         mapping = engine.ok("port", web, "80/tcp").splitlines()[0]
         assert fetch(engine, f"http://127.0.0.1:{mapping.rsplit(':', 1)[1]}/") == "hello from exposed\n"
+        rows = engine.ok("ps").splitlines()[1:]
+        published = next(r for r in rows if r.startswith(web[:12]))
+        assert re.search(r"\s0\.0\.0\.0:\d+->80/tcp[\s,]", published), f"{engine.name}: {published}"
+        unpublished = next(r for r in rows if r.startswith(quiet[:12]))  # exposed, not published: no host side
+        assert re.search(r"\sUp .*\s80/tcp\s", unpublished), f"{engine.name}: {unpublished}"
+        assert engine.ok("port", quiet) == ""
     finally:
-        engine.ok("rm", "-f", web)
+        engine.ok("rm", "-f", web, quiet)
 
 
 UDP_ECHO = """import socket

@@ -701,6 +701,11 @@ def test_network_commands(engine: Engine) -> None:
         )
         assert re.fullmatch(r"81/tcp -> 0\.0\.0\.0:\d+", engine.ok("port", "anyport").splitlines()[0])
         engine.ok("rm", "-f", "anyport")
+        engine.ok("run", "-d", "--network", "cmpnet", "--name", "anyport", "--expose", "82", IMAGE_NAME, "sleep", "60")
+        assert engine.ok("ps", "--format", "{{.Ports}}", "--filter", "name=anyport").strip() == "82/tcp"
+        exposed = engine.ok("inspect", "--format", "{{json .NetworkSettings.Ports}}", "anyport")
+        assert json.loads(exposed) == {"82/tcp": None}, exposed
+        engine.ok("rm", "-f", "anyport")
         got = engine.docker("run", "--rm", "--network", "cmpnet", IMAGE_NAME, "wget", "-qO-", "http://web/")
         assert (got.returncode, got.stdout) == (0, "hello web\n"), got.stderr
         engine.ok("run", "-d", "--network", "othernet", "--name", "late", IMAGE_NAME, "sleep", "600")

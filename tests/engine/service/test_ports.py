@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.service.ports import Binding, PortError, Publish, describe, exposed, parse_publish
+from engine.service.ports import Binding, PortError, Publish, describe, exposed, exposed_keys, parse_publish
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,12 @@ def test_ps_collapses_consecutive_ports_as_docker_does() -> None:
     assert describe(bindings) == (
         "0.0.0.0:8000-8002->8000-8002/tcp, 0.0.0.0:8004->8004/tcp, 127.0.0.1:9000->90/tcp, 0.0.0.0:5353->53/udp"
     )
+
+
+def test_exposed_ports_that_are_not_published_follow_the_published_ones() -> None:
+    """As docker's PORTS column: 80/tcp, consecutive ports as one range, no host side; a key berth cannot
+    read (sctp, garbage in an image's config) is left out of the listing rather than failing the run."""
+    keys = exposed_keys({"80/tcp": {}, "81": {}, "443/tcp": {}, "53/udp": {}, "7/sctp": {}, "x/tcp": {}})
+    assert keys == ["80/tcp", "81/tcp", "443/tcp", "53/udp"]
+    assert describe([], keys) == "80-81/tcp, 443/tcp, 53/udp"
+    assert describe([Binding("tcp", "", 8443, 443)], keys) == "0.0.0.0:8443->443/tcp, 80-81/tcp, 53/udp"
