@@ -158,42 +158,42 @@ class Container:
         """Move to `new` (checked against TRANSITIONS), apply `changes`, and persist."""
         if new not in TRANSITIONS[self.status]:
             raise InvalidTransition(f"container {self.id[:12]}: {self.status.value} -> {new.value}")
-        self._reread_shared()
-        self._reread_networks()
+        current = self._on_disk()
+        self._take_shared(current)
+        self._take_networks(current)
         self.status = new
         for key, value in changes.items():
             setattr(self, key, value)
         self.save()
 
-    def _reread_shared(self) -> None:
-        """Take the fields other processes own (the name: rename; restart_count: the restart keeper) from
-        disk, so that a supervisor recording a transition from its own copy does not undo them."""
+    def _on_disk(self) -> dict[str, Any]:
+        """state.json as another process may have rewritten it ({} when unreadable): read once per write."""
         try:
             with open(self.state_file) as f:
                 current = json.load(f)
         except (OSError, ValueError):
-            return
+            return {}
+        return current if isinstance(current, dict) else {}
+
+    def _take_shared(self, current: dict[str, Any]) -> None:
+        """Take the fields other processes own (the name: rename; restart_count: the restart keeper) from
+        disk, so that a supervisor recording a transition from its own copy does not undo them."""
         self.name = current.get("name", self.name)
         self.restart_count = current.get("restart_count", self.restart_count)
 
-    def _reread_networks(self) -> None:
+    def _take_networks(self, current: dict[str, Any]) -> None:
         """Take the spec's networks from disk: `network connect/disconnect` change them from another process
         while this one (a supervisor) holds its own copy, and only `planned_network` writes them."""
         try:
-            with open(self.state_file) as f:
-                current = Spec.from_json(json.load(f)["spec"])
-        except (OSError, ValueError, KeyError, TypeError):
+            spec = current["spec"]
+            network, aliases, ip = spec["network"], spec.get("aliases", []), spec.get("ip")
+            connected = [Connection(**c) for c in spec.get("connected", [])]
+        except (KeyError, TypeError):
             return
-        spec = self.spec
-        spec.network, spec.aliases, spec.ip, spec.connected = (
-            current.network,
-            current.aliases,
-            current.ip,
-            current.connected,
-        )
+        self.spec.network, self.spec.aliases, self.spec.ip, self.spec.connected = network, aliases, ip, connected
 
     def update(self, **changes: Any) -> None:
-        self._reread_networks()
+        self._take_networks(self._on_disk())
         for key, value in changes.items():
             setattr(self, key, value)
         self.save()
